@@ -1,0 +1,46 @@
+"""Shared by the benchmarks: machine facts, a Markdown table, and BENCHMARKS.md sections.
+
+Each benchmark owns one section between `<!-- name -->` markers and rewrites only that one.
+"""
+from __future__ import annotations
+
+import platform
+import re
+import shlex
+import sys
+from datetime import date
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+    return f"{cpu}; {dev}; torch {torch.__version__}"
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_section(name: str, title: str, body: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
+    command = "python " + " ".join(shlex.quote(a) for a in [f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+    section = (f"<!-- {name} -->\n## {title}\n\n`{command}` ({date.today()}, {machine()})\n\n"
+               f"{body.strip()}\n<!-- /{name} -->")
+    text = path.read_text() if path.exists() else "# Benchmarks\n\nMade by the scripts in `benchmarks/`; " \
+        "each section names the command that wrote it.\n"
+    pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
+    path.write_text(text)

@@ -1,0 +1,163 @@
+"""One attention module for both paths: image annotations (soft/hard) and text seq2seq.
+
+Scores (Bahdanau et al. 2015; Luong et al. 2015, eq. 8):
+    additive  v^T tanh(W_q q + W_k k)
+    dot       q^T k
+    general   q^T W_a k
+The key projection (W_k k, or W_a k) depends only on the source, so callers compute it once
+with `project_keys` and pass it to every decoding step; `forward` never recomputes it.
+
+Modes:
+    soft  context = sum_i alpha_i v_i, deterministic (Xu et al. 2015, eq. 13).
+    hard  one location s ~ Multinoulli(alpha) per row (Xu et al. eq. 8-9); returns the sampled
+          context, log alpha_s (for REINFORCE), the entropy of alpha and alpha itself. `expected`
+          returns the soft context instead (per batch or per row: the paper's training trick),
+          `argmax` picks the most likely location (deterministic test time).
+
+Local attention (Luong eq. 9-10): local-m uses p_t = t, local-p p_t = S * sigmoid(v_p^T tanh(W_p h_t)).
+Weights are the softmax restricted to [p_t - D, p_t + D], times a Gaussian exp(-(s - p_t)^2 / (2 sigma^2))
+with sigma = D / 2; as in the paper they are not renormalised after the Gaussian.
+
+Shapes: B batch, T queries (decoder steps, optional), S source locations, Q query dim,
+K key dim, A attention dim.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+SCORES = ("additive", "dot", "general")
+LOCAL = (None, "local-m", "local-p")
+
+
+@dataclass
+class AttentionOutput:
+    context: Tensor                  # (B, [T,] K) soft context, or the sampled one in hard mode
+    alpha: Tensor                    # (B, [T,] S) attention weights
+    index: Tensor | None = None      # (B, [T]) hard: chosen location
+    log_prob: Tensor | None = None   # (B, [T]) hard: log alpha at the chosen location
+    entropy: Tensor | None = None    # (B, [T]) hard: entropy of alpha (nats)
+
+
+class Attention(nn.Module):
+    def __init__(self, query_dim: int, key_dim: int, attn_dim: int | None = None,
+                 score: str = "additive", local: str | None = None, window: int = 2):
+        super().__init__()
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+        if local not in LOCAL:
+            raise ValueError(f"local must be one of {LOCAL}, got {local!r}")
+        if score == "dot" and query_dim != key_dim:
+            raise ValueError(f"dot score needs query_dim == key_dim, got {query_dim} and {key_dim}")
+        self.score, self.local, self.window = score, local, window
+        if score == "additive":
+            attn_dim = attn_dim or query_dim
+            self.key_proj = nn.Linear(key_dim, attn_dim)
+            self.query_proj = nn.Linear(query_dim, attn_dim, bias=False)
+            self.v = nn.Linear(attn_dim, 1, bias=False)
+        elif score == "general":
+            self.key_proj = nn.Linear(key_dim, query_dim, bias=False)  # W_a k, so score = q . (W_a k)
+        if local == "local-p":
+            self.pos_proj = nn.Sequential(nn.Linear(query_dim, query_dim), nn.Tanh(),
+                                          nn.Linear(query_dim, 1, bias=False))  # v_p^T tanh(W_p h)
+
+    def project_keys(self, keys: Tensor) -> Tensor:
+        """Source-only part of the score, computed once per source: (B, S, K) -> (B, S, A)."""
+        if self.score == "dot":
+            return keys
+        return self.key_proj(keys)
+
+    def scores(self, query: Tensor, proj_keys: Tensor) -> Tensor:
+        """Unnormalised scores e: query (B, T, Q), proj_keys (B, S, A) -> (B, T, S)."""
+        if self.score == "additive":
+            q = self.query_proj(query)                                      # (B, T, A)
+            e = torch.tanh(q.unsqueeze(2) + proj_keys.unsqueeze(1))         # (B, T, S, A)
+            return self.v(e).squeeze(-1)                                    # (B, T, S)
+        return torch.bmm(query, proj_keys.transpose(1, 2))                  # (B, T, S)
+
+    def forward(self, query: Tensor, values: Tensor, proj_keys: Tensor, mask: Tensor | None = None,
+                *, mode: str = "soft", step: int | Tensor | None = None,
+                expected: bool | Tensor = False, argmax: bool = False,
+                generator: torch.Generator | None = None) -> AttentionOutput:
+        """Attend from `query` (B, Q) for one step, or (B, T, Q) for T steps at once.
+
+        values (B, S, K) are the annotations; proj_keys (B, S, A) = project_keys(keys);
+        mask (B, S) is True at real positions (padding gets exactly zero weight).
+        step: the decoder step t of a single query (local-m); T queries use t = 0..T-1.
+        """
+        single = query.dim() == 2
+        if single:
+            query = query.unsqueeze(1)                                      # (B, 1, Q)
+        B, T, Q = query.shape
+        S = values.shape[1]
+        e = self.scores(query, proj_keys)                                   # (B, T, S)
+        if mask is not None:
+            e = e.masked_fill(~mask.unsqueeze(1), float("-inf"))
+        if self.local is None:
+            alpha = torch.softmax(e, dim=-1)                                # (B, T, S)
+        else:
+            alpha = self._local_weights(e, query, mask, step)               # (B, T, S)
+
+        out = AttentionOutput(context=torch.bmm(alpha, values), alpha=alpha)  # (B, T, K)
+        if mode == "hard":
+            self._hard(out, alpha, values, expected, argmax, generator)
+        elif mode != "soft":
+            raise ValueError(f"mode must be 'soft' or 'hard', got {mode!r}")
+        if single:
+            for name in ("context", "alpha", "index", "log_prob", "entropy"):
+                value = getattr(out, name)
+                if value is not None:
+                    setattr(out, name, value.squeeze(1))
+        return out
+
+    def _local_weights(self, e: Tensor, query: Tensor, mask: Tensor | None,
+                       step: int | Tensor | None) -> Tensor:
+        B, T, S = e.shape
+        D = self.window
+        if self.local == "local-m":
+            if T == 1 and step is not None:
+                p = torch.as_tensor(step, dtype=e.dtype, device=e.device).expand(B, 1)
+            else:
+                p = torch.arange(T, dtype=e.dtype, device=e.device).expand(B, T)   # (B, T)
+        else:
+            lengths = mask.sum(1, keepdim=True).to(e.dtype) if mask is not None else \
+                torch.full((B, 1), float(S), dtype=e.dtype, device=e.device)
+            p = lengths * torch.sigmoid(self.pos_proj(query).squeeze(-1))          # (B, T)
+        if mask is not None:  # positions count from the first real location (left padding)
+            p = p + mask.to(torch.int8).argmax(1, keepdim=True).to(e.dtype)
+        s = torch.arange(S, dtype=e.dtype, device=e.device)                        # (S,)
+        dist = s.view(1, 1, S) - p.unsqueeze(-1)                                   # (B, T, S)
+        inside = dist.abs() <= D
+        e = e.masked_fill(~inside, float("-inf"))
+        align = torch.softmax(e, dim=-1)
+        # A row whose window holds no real position is all -inf: give it zero weight, not NaN.
+        align = torch.nan_to_num(align, nan=0.0)
+        sigma = D / 2
+        return align * torch.exp(-dist.pow(2) / (2 * sigma ** 2))                  # (B, T, S)
+
+    def _hard(self, out: AttentionOutput, alpha: Tensor, values: Tensor,
+              expected: bool | Tensor, argmax: bool, generator: torch.Generator | None) -> None:
+        if self.local is not None:
+            raise ValueError("hard attention needs a distribution; local weights are not one")
+        B, T, S = alpha.shape
+        flat = alpha.reshape(B * T, S)
+        if argmax:
+            index = flat.argmax(-1)                                                 # (B*T,)
+        else:
+            index = torch.multinomial(flat.detach(), 1, generator=generator).squeeze(-1)
+        index = index.view(B, T)                                                    # (B, T)
+        picked = alpha.gather(-1, index.unsqueeze(-1)).squeeze(-1)                  # (B, T)
+        out.index = index
+        out.log_prob = torch.log(picked)
+        # H(alpha) = -sum alpha log alpha, with 0 log 0 = 0 (masked positions).
+        out.entropy = -torch.special.xlogy(alpha, alpha).sum(-1)                    # (B, T)
+        sampled = values.gather(1, index.unsqueeze(-1).expand(-1, -1, values.shape[-1]))  # (B, T, K)
+        if isinstance(expected, Tensor):
+            keep_soft = expected.view(B, 1, 1).to(torch.bool)
+            out.context = torch.where(keep_soft, out.context, sampled)
+        elif not expected:
+            out.context = sampled

@@ -1,0 +1,96 @@
+import io
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from caption.checkpoint import default_checkpoint
+from caption.cli import build_parser, main
+
+SHIPPED = default_checkpoint("date.pt")
+needs_shipped = pytest.mark.skipif(not SHIPPED.is_file(), reason="shipped date model not built")
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    """A model trained through the CLI on newly generated dates (tiny, one epoch)."""
+    out = tmp_path_factory.mktemp("m") / "date.pt"
+    code = main(["seq2seq", "train", "--task", "date", "--n", "300", "--epochs", "1", "--hidden-dim", "8",
+                 "--embed-dim", "4", "--out", str(out), "--quiet"])
+    assert code == 0 and out.is_file()
+    return out
+
+
+def test_every_flag_has_help():
+    parser = build_parser()
+    stack = [parser]
+    while stack:
+        p = stack.pop()
+        for action in p._actions:
+            if action.option_strings and action.dest not in ("help", "version"):
+                assert action.help, f"{p.prog} {action.option_strings} has no help"
+            if hasattr(action, "choices") and isinstance(action.choices, dict):
+                stack += list(action.choices.values())
+
+
+def test_module_entry_point_prints_help():
+    r = subprocess.run([sys.executable, "-m", "caption", "seq2seq", "translate", "--help"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "--beam" in r.stdout
+
+
+def test_train_saves_a_loadable_checkpoint(small_model, capsys):
+    payload = torch.load(small_model, weights_only=True)
+    assert payload["kind"] == "seq2seq" and payload["config"]["hidden_dim"] == 8
+    assert payload["meta"]["total"] == 30          # the last 10% of 300 generated lines
+    assert main(["seq2seq", "translate", "--model", str(small_model), "June 1, 2001", "1/2/03"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+
+
+def test_bad_sources_exit_nonzero_with_one_line(small_model, capsys):
+    assert main(["seq2seq", "translate", "--model", str(small_model), "june 1, 2001 ¤"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "never seen" in err[0] and "¤" in err[0]
+    assert main(["seq2seq", "translate", "--model", str(small_model), "1" * 200]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "200 characters" in err[0]
+
+
+def test_stdin_batch_skips_bad_lines_and_keeps_alignment(small_model, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("june 1, 2001\nbad ¤\n1/2/03\n"))
+    assert main(["seq2seq", "translate", "--model", str(small_model), "-"]) == 1
+    out = capsys.readouterr()
+    lines = out.out.split("\n")[:-1]
+    assert len(lines) == 3 and lines[1] == ""
+    assert "line 2" in out.err
+
+
+def test_missing_checkpoint_is_one_clear_line(tmp_path, capsys):
+    assert main(["seq2seq", "translate", "--model", str(tmp_path / "nope.pt"), "1/2/03"]) == 1
+    assert "nope.pt: no such checkpoint file" in capsys.readouterr().err
+
+
+def test_attention_writes_a_png(small_model, tmp_path):
+    out = tmp_path / "att.png"
+    assert main(["seq2seq", "attention", "June 1, 2001", "--model", str(small_model), "--out", str(out)]) == 0
+    img = Image.open(out)
+    assert img.format == "PNG" and img.width > 12 * 20 and img.height > 50
+
+
+def test_generate_writes_book_format(tmp_path):
+    out = tmp_path / "g.txt"
+    assert main(["seq2seq", "generate", "--task", "addition", "--n", "20", "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == 20 and len({len(x) for x in lines}) == 1 and all("_" in x for x in lines)
+
+
+@needs_shipped
+def test_shipped_date_model_translates(capsys):
+    sources = ["september 27, 1994", "TUESDAY, SEPTEMBER 25, 1984", "2/10/93", "Jul 2, 2014"]
+    assert main(["seq2seq", "translate", *sources]) == 0
+    assert capsys.readouterr().out.split() == ["1994-09-27", "1984-09-25", "1993-02-10", "2014-07-02"]
+    assert main(["seq2seq", "translate", "--beam", "3", "august 19, 2003"]) == 0
+    assert capsys.readouterr().out.strip() == "2003-08-19"
