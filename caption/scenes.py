@@ -20,6 +20,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter
 
+from .checkpoint import current_umask
+
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "hexagon", "cross")
 COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 210, 40),
           "purple": (140, 50, 170), "orange": (240, 130, 20), "pink": (240, 110, 180), "cyan": (40, 200, 210)}
@@ -222,5 +224,6 @@ def write_scenes(out: str | os.PathLike, n: int, seed: int, image_size: int = 11
     fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(data, f)
+    os.chmod(tmp, 0o666 & ~current_umask())   # mkstemp makes 0600
     os.replace(tmp, path)
     return path
