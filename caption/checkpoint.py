@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +23,11 @@ class CheckpointError(Exception):
 
 def save(path: str | os.PathLike, *, kind: str, state_dict: dict, config: dict,
          vocab: list[str], meta: dict | None = None) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format_version": FORMAT_VERSION, "kind": kind, "config": config,
                "vocab": list(vocab), "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
                "meta": meta or {}}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
@@ -64,7 +55,20 @@ def default_checkpoint(name: str) -> Path:
     return base / name
 
 
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+@contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary path beside `path`; on success it is renamed onto `path` (with the usual
+    file mode: mkstemp makes 0600), on failure removed, so `path` is never left half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield tmp
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from .checkpoint import current_umask
+from .checkpoint import atomic_write
 
 # Anchors of matplotlib's "viridis" (perceptually uniform, readable in grey), interpolated linearly.
 _VIRIDIS = torch.tensor([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]],
@@ -35,16 +34,8 @@ def font(size: int = 14) -> ImageFont.ImageFont:
 def save_png(image: Image.Image, out: str | os.PathLike) -> Path:
     """Write atomically: a failed save never leaves a truncated PNG behind."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_write(out) as tmp:
         image.save(tmp, format="PNG")
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return out
 
 

@@ -14,13 +14,12 @@ import json
 import math
 import os
 import random
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter
 
-from .checkpoint import current_umask
+from .checkpoint import atomic_write
 
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "hexagon", "cross")
 COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 210, 40),
@@ -221,9 +220,6 @@ def write_scenes(out: str | os.PathLike, n: int, seed: int, image_size: int = 11
     data = {"info": {"description": f"caption synthetic scenes, seed {seed}"}, "images": images,
             "annotations": annotations}   # a captions file: no categories
     path = out / "captions.json"
-    fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
+    with atomic_write(path) as tmp, open(tmp, "w") as f:
         json.dump(data, f)
-    os.chmod(tmp, 0o666 & ~current_umask())   # mkstemp makes 0600
-    os.replace(tmp, path)
     return path

@@ -127,3 +127,24 @@ def test_translator_checks_input_and_round_trips_a_checkpoint(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(checkpoint.CheckpointError, match="junk.pt"):
         checkpoint.load(tmp_path / "junk.pt")
+
+
+def test_atomic_write_leaves_nothing_on_failure_and_replaces_on_success(tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with checkpoint.atomic_write(target) as tmp:
+            open(tmp, "wb").write(b"half")
+            raise RuntimeError("crash mid-write")
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+    with checkpoint.atomic_write(target) as tmp:
+        open(tmp, "wb").write(b"new")
+    assert target.read_bytes() == b"new" and len(list(tmp_path.iterdir())) == 1
+    assert target.stat().st_mode & 0o777 == 0o666 & ~checkpoint_umask()
+
+
+def checkpoint_umask():
+    import os
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
