@@ -4,41 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import fields
 from pathlib import Path
 
-from . import __version__
+from . import __version__, cli_image
 from .checkpoint import CheckpointError, default_checkpoint
 from .chardata import DataError
 from .config import Seq2SeqConfig, Seq2SeqTrainConfig
+from .flags import add_config_flags, config_from
 from .seq2seq import InputError
 
 EXIT_USAGE, EXIT_INPUT = 2, 1
-
-
-def _add_config_flags(p: argparse.ArgumentParser, cls, helps: dict[str, str]) -> None:
-    """One flag per documented field, defaulting to 'unset' so only given flags override."""
-    for f in fields(cls):
-        if f.name not in helps:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default
-        if isinstance(default, bool):
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                           help=f"{helps[f.name]} (default: {default})")
-        else:
-            kind = type(default) if default is not None else (str if f.name in ("local",) else int)
-            p.add_argument(flag, dest=f.name, type=kind, default=None, metavar=f.name.upper(),
-                           help=f"{helps[f.name]} (default: {default})")
-
-
-def _config_from(cls, args: argparse.Namespace):
-    cfg = cls()
-    for f in fields(cls):
-        value = getattr(args, f.name, None)
-        if value is not None:
-            setattr(cfg, f.name, value)
-    return cfg
 
 
 MODEL_HELP = {
@@ -88,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--n", type=int, default=50000, help="examples to generate without --data (default: 50000)")
     tr.add_argument("--out", type=Path, required=True, help="where to write the best checkpoint")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_config_flags(tr, Seq2SeqConfig, MODEL_HELP)
-    _add_config_flags(tr, Seq2SeqTrainConfig, TRAIN_HELP)
+    add_config_flags(tr, Seq2SeqConfig, MODEL_HELP)
+    add_config_flags(tr, Seq2SeqTrainConfig, TRAIN_HELP)
 
     model_help = f"checkpoint to use (default: the shipped date model, {default_checkpoint('date.pt')})"
     tl = s2s_sub.add_parser("translate", help="convert sources with a trained model",
@@ -114,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--n", type=int, default=50000, help="number of lines (default: 50000)")
     gen.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     gen.add_argument("--out", type=Path, required=True, help="file to write")
+    cli_image.add_parsers(sub)
     data = sub.add_parser("data", help="write built-in data sets to disk",
                           description="Write built-in data sets to disk.")
     data_sub = data.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -136,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             return _SEQ2SEQ[args.action](args)
         if args.command == "data":
             return _data_scenes(args)
+        return cli_image.COMMANDS[args.command](args)
     except (InputError, DataError, CheckpointError) as e:
         print(f"caption: error: {e}", file=sys.stderr)
         return EXIT_INPUT
@@ -157,8 +134,8 @@ def _seq2seq_train(args) -> int:
     import torch
     pairs = read_pairs(args.data) if args.data else generate(args.task, args.n, seed=1)
     train_pairs, test_pairs = book_split(pairs)
-    model_cfg = _config_from(Seq2SeqConfig, args)
-    train_cfg = _config_from(Seq2SeqTrainConfig, args)
+    model_cfg = config_from(Seq2SeqConfig, args)
+    train_cfg = config_from(Seq2SeqTrainConfig, args)
     torch.manual_seed(train_cfg.seed)
     model, vocab = build_model(train_pairs, test_pairs, model_cfg)
     print(f"{len(train_pairs)} train / {len(test_pairs)} test examples, {len(vocab)} symbols, "

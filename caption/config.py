@@ -43,6 +43,41 @@ class Seq2SeqTrainConfig:
     threads: int | None = None      # torch CPU threads; None keeps torch's choice
 
 
+@dataclass
+class CaptionConfig:
+    """Show, Attend and Tell (Xu et al. 2015): a CNN grid of annotations, an LSTM that attends."""
+    encoder: str = "cnn"            # cnn (built in, from scratch) | resnet18/34/50/101 | vgg16/19
+    encoder_weights: str | None = None   # a local torchvision state_dict; None: random init
+    fine_tune: bool = False         # train the torchvision backbone too (the built-in CNN always trains)
+    image_size: int = 112           # images are resized to image_size x image_size
+    feature_dim: int = 128          # D of the built-in CNN (torchvision: fixed by the backbone)
+    position: bool = True           # add a learned embedding per grid location (where, for relations)
+    attention: str = "soft"         # soft | hard | none (the mean annotation, no attention: ablation)
+    embed_dim: int = 64             # E
+    hidden_dim: int = 256           # H of the LSTM
+    attn_dim: int = 128             # size of the additive score's hidden layer
+    selector: bool = True           # the gate beta = sigmoid(f_beta(h_{t-1})) on the context (sec. 4.2.1)
+    dropout: float = 0.3            # before the deep output's last layer (as the authors' code)
+    alpha_c: float = 1.0            # lambda of the doubly stochastic penalty (eq. 14)
+    max_len: int = 30               # generated words, <end> included
+
+
+@dataclass
+class CaptionTrainConfig:
+    epochs: int = 6
+    batch_size: int = 32            # images per step; each brings all its captions
+    lr: float = 2e-3
+    lr_final: float = 1e-4          # linear decay to this at the last step
+    clip: float = 5.0
+    seed: int = 0
+    train_size: int = 20000         # built-in scenes: images generated for training
+    val_size: int = 500             # and for validation, decoded after every epoch
+    min_count: int = 1              # words seen fewer times become <unk>
+    eval_beam: int = 1              # beam size of the per-epoch validation decode
+    bf16: bool = False              # bfloat16 autocast (CPU and CUDA)
+    threads: int | None = None
+
+
 def from_dict(cls: type[C], data: dict[str, Any]) -> C:
     names = {f.name for f in fields(cls)}
     unknown = set(data) - names

@@ -173,6 +173,10 @@ def _captions(rng: random.Random, objs: list[SceneObject]) -> tuple[list[str], l
                 mentions.append(mention(words, _phrase(objs[a]), [a]))
                 words += rel.split() + [_article(objs[b].size)]
                 mentions.append(mention(words, _phrase(objs[b]), [b]))
+                for i in order:   # every caption names every object, so object recall can reach 1
+                    if i not in (a, b):
+                        words += ["and", _article(objs[i].color)]
+                        mentions.append(mention(words, [objs[i].color, objs[i].shape], [i]))
             else:   # "there is ..." or "a picture of ...", objects in random order
                 words += ["there", "is"] if t == "there" else ["a", "picture", "of"]
                 for k, i in enumerate(rng.sample(range(len(objs)), len(objs))):

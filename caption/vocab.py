@@ -1,6 +1,7 @@
 """Token <-> id mapping shared by the text and image paths; stored in every checkpoint as a list."""
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
@@ -46,3 +47,15 @@ class Vocab:
             if i not in (self.pad, self.start):
                 out.append(self.itos[i])
         return out
+
+
+@functools.cache
+def _treebank():
+    from nltk.tokenize import TreebankWordTokenizer
+    return TreebankWordTokenizer()
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased words by nltk's Treebank tokenizer (word_tokenize needs punkt data, which is not
+    available offline; Treebank needs none)."""
+    return _treebank().tokenize(text.lower())

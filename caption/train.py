@@ -1,0 +1,105 @@
+"""Training of the image captioner: teacher forcing with the paper's objective, Adam with a linear
+decay and clipping, true (decoded, not teacher-forced) validation scores after every epoch, the
+best model kept, and a resumable state saved after every epoch. Both writes are atomic."""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from . import checkpoint
+from .api import CaptionModel
+from .config import CaptionConfig, CaptionTrainConfig
+from .evaluation import evaluate, summary
+from .imagedata import ImageSet, batches, caption_targets
+from .losses import soft_attention_loss
+from .model import Captioner
+from .vocab import Vocab
+
+
+def last_path(out: str | Path) -> Path:
+    """Where the resumable state lives, beside the best checkpoint."""
+    out = Path(out)
+    return out.with_name(out.stem + ".last" + out.suffix)
+
+
+def build(train_set: ImageSet, config: CaptionConfig, min_count: int = 1,
+          device: torch.device | str | None = None) -> tuple[Captioner, Vocab]:
+    vocab = Vocab.build((w for caps in train_set.captions for w in caps), min_count)
+    model = Captioner(config, len(vocab))
+    return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")), vocab
+
+
+def train(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSet, cfg: CaptionTrainConfig,
+          out: str | Path, resume: bool = False, progress: bool = True,
+          log: Callable[[str], None] = print) -> list[dict]:
+    if model.config.attention == "hard":
+        raise ValueError("hard attention is trained with REINFORCE (issue 4), not here yet")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(cfg.seed)
+    targets = caption_targets(train_set, vocab, model.config.max_len)
+    steps_per_epoch = -(-len(train_set) // cfg.batch_size)
+    total = max(1, cfg.epochs * steps_per_epoch)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    decay = lambda i: 1 - (1 - cfg.lr_final / cfg.lr) * min(i, total) / total  # noqa: E731
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, decay)
+    history: list[dict] = []
+    first_epoch, best = 1, float("-inf")
+    if resume and last_path(out).is_file():
+        state = checkpoint.load(last_path(out), kind="captioner")
+        model.load_state_dict(state["state_dict"])
+        opt.load_state_dict(state["meta"]["optimizer"])
+        sched.load_state_dict(state["meta"]["scheduler"])
+        gen.set_state(state["meta"]["generator"])
+        first_epoch, best = state["meta"]["epoch"] + 1, state["meta"]["best"]
+        history = list(state["meta"]["history"])
+        log(f"resumed from {last_path(out)} after epoch {first_epoch - 1}")
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.bf16
+                else contextlib.nullcontext())
+    for epoch in range(first_epoch, cfg.epochs + 1):
+        model.train()
+        t0, loss_sum, nll_sum, words = time.perf_counter(), 0.0, 0.0, 0
+        bar = tqdm(batches(train_set, targets, cfg.batch_size, gen), total=steps_per_epoch,
+                   desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
+        for images, tokens, image_of in bar:
+            images, tokens, image_of = images.to(device), tokens.to(device), image_of.to(device)
+            mask = tokens[:, 1:] != vocab.pad                                  # (N, T)
+            with autocast:
+                out_ = model(images, tokens[:, :-1], image_of)
+            loss, nll = soft_attention_loss(out_.logits.float(), tokens[:, 1:], mask,
+                                            None if out_.alpha is None else out_.alpha.float(),
+                                            model.config.alpha_c)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            opt.step()
+            sched.step()
+            loss_sum += float(loss.detach()) * len(tokens)
+            nll_sum += float(nll.detach()) * len(tokens)
+            words += int(mask.sum())
+            bar.set_postfix(loss=f"{float(loss.detach()):.2f}")
+        train_seconds = time.perf_counter() - t0
+        scores = evaluate(CaptionModel(model, vocab), val_set, beam_size=cfg.eval_beam)
+        model.train()
+        record = {"epoch": epoch, "train_seconds": train_seconds, "loss_per_word": nll_sum / max(words, 1),
+                  **scores}
+        history.append(record)
+        log(f"epoch {epoch}: nll/word {record['loss_per_word']:.3f}  val {summary(scores)}  "
+            f"train {train_seconds:.0f}s")
+        score = scores.get("object_f1", 0.0) * 100 + scores["bleu4"]   # the best on scenes: F1 first
+        fields = dict(kind="captioner", state_dict=model.state_dict(), config=asdict(model.config),
+                      vocab=vocab.itos)
+        if score > best:
+            best = score
+            checkpoint.save(out, **fields, meta={"epoch": epoch, "val": scores, "train": asdict(cfg)})
+        checkpoint.save(last_path(out), **fields, meta={
+            "epoch": epoch, "best": best, "history": history, "train": asdict(cfg),
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state()})
+    return history

@@ -1,0 +1,97 @@
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from caption import checkpoint
+from caption.api import CaptionModel
+from caption.cli import build_parser, main
+from caption.config import CaptionConfig
+from caption.imagedata import scene_set
+from caption.train import build
+
+SMALL = dict(feature_dim=24, embed_dim=16, hidden_dim=48, attn_dim=24, dropout=0.0, max_len=10)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    data = scene_set(8, "train")
+    torch.manual_seed(1)
+    model, vocab = build(data, CaptionConfig(**SMALL), device="cpu")
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    checkpoint.save(path, **CaptionModel(model, vocab).checkpoint_fields())
+    return path
+
+
+@pytest.fixture()
+def images(tmp_path):
+    data = scene_set(2, "test")
+    paths = []
+    for i, img in enumerate(data.images):
+        p = tmp_path / f"img{i}.png"
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(p)
+        paths.append(str(p))
+    return paths
+
+
+def test_predict_one_line_per_image_and_json(model_path, images, capsys):
+    assert main(["predict", *images, "--model", str(model_path), "--beam", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert main(["predict", *images, "--model", str(model_path), "--beam", "2", "--json"]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [r["image"] for r in rows] == images and [r["caption"] for r in rows] == lines
+    assert all(r["caption"] == " ".join(r["words"]) for r in rows)
+
+
+def test_predict_reports_a_bad_image_and_captions_the_rest(model_path, images, tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    status = main(["predict", images[0], str(bad), images[1], "--model", str(model_path)])
+    out, err = capsys.readouterr()
+    assert status == 1
+    lines = out.split("\n")[:-1]
+    assert len(lines) == 3 and lines[1] == "" and lines[0] and lines[2]
+    assert err.strip().splitlines() == [f"caption: error: {bad}: not a readable image (UnidentifiedImageError)"]
+
+
+def test_visualize_writes_a_png(model_path, images, tmp_path, capsys):
+    out = tmp_path / "fig.png"
+    assert main(["visualize", images[0], "--out", str(out), "--model", str(model_path)]) == 0
+    with Image.open(out) as im:
+        assert im.format == "PNG"
+    assert main(["visualize", str(tmp_path / "nope.png"), "--out", str(out), "--model", str(model_path)]) == 1
+    assert "nope.png: no such image file" in capsys.readouterr().err
+
+
+def test_demo_and_evaluate(model_path, tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "d"), "--n", "2", "--model", str(model_path)]) == 0
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [
+        "scene-0-attention.png", "scene-0.png", "scene-1-attention.png", "scene-1.png"]
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(model_path), "--model", str(model_path), "--n", "6",
+                 "--beam", "2", "--json"]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 2 and rows[0]["images"] == 6
+    assert rows[0]["bleu4"] == pytest.approx(rows[1]["bleu4"])
+    assert 0 <= rows[0]["object_f1"] <= 1 and 0 < rows[0]["attention_chance"] < 1
+    assert main(["evaluate", "--model", str(model_path), "--n", "4"]) == 0
+    table = capsys.readouterr().out
+    assert "| model | attention | B-1 |" in table and "tiny.pt | soft |" in table
+
+
+def test_missing_model_and_bad_beam_are_one_line_errors(images, tmp_path, capsys):
+    assert main(["predict", images[0], "--model", str(tmp_path / "none.pt")]) == 1
+    assert main(["predict", images[0], "--beam", "0"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"caption: error: {tmp_path / 'none.pt'}: no such checkpoint file",
+                   "caption: error: --beam must be at least 1, got 0"]
+
+
+def test_every_image_flag_has_help():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name in ("train", "predict", "visualize", "demo", "evaluate"):
+        for action in sub.choices[name]._actions:
+            assert action.help, f"caption {name} {action.option_strings} has no help"
