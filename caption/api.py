@@ -34,6 +34,7 @@ class CaptionResult:
     words: list[str]
     attention: Tensor      # (words, grid_h, grid_w): alpha of each generated word
     score: float           # log-probability of the caption, <end> included
+    locations: list[tuple[int, int]] | None = None   # hard argmax/sample: the cell each word used
 
 
 def read_image(image: ImageLike) -> Image.Image | Tensor:
@@ -103,19 +104,26 @@ class CaptionModel:
 
     @torch.no_grad()
     def caption_tensors(self, images: Tensor, beam_size: int = 3, hard_mode: str = "expected",
-                        seed: int | None = None, batch_size: int = 100) -> list[CaptionResult]:
+                        seed: int | None = None, batch_size: int = 100,
+                        progress: bool = False) -> list[CaptionResult]:
         """images uint8 (N, 3, S, S) at the model's size, decoded batch by batch."""
+        from tqdm import tqdm
         self.model.eval()
         device = next(self.model.parameters()).device
         gen = torch.Generator(device).manual_seed(seed) if seed is not None else None
         gh, gw = self.model.grid
         out = []
-        for k in range(0, len(images), batch_size):
+        for k in tqdm(range(0, len(images), batch_size), desc="captioning", disable=not progress, leave=False):
             x = images[k:k + batch_size].to(device).float() / 255
             for h in self.model.generate(x, self.vocab.start, self.vocab.end, beam_size, hard_mode, gen):
                 words = [self.vocab.itos[t] for t in h.tokens]
-                att = h.attention.float().cpu().view(len(words), gh, gw)     # (W, gh, gw)
-                out.append(CaptionResult(" ".join(words), words, att, h.score))
+                extra = h.attention.float().cpu()
+                locations = None
+                if extra.shape[-1] == 2 * gh * gw:   # hard argmax/sample: alpha, then the one-hot location
+                    extra, chosen = extra.chunk(2, -1)
+                    locations = [divmod(int(i), gw) for i in chosen.argmax(-1)]
+                att = extra.view(len(words), gh, gw)                          # (W, gh, gw)
+                out.append(CaptionResult(" ".join(words), words, att, h.score, locations))
         return out
 
 

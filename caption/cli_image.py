@@ -23,7 +23,8 @@ MODEL_HELP = {
     "image_size": "images are resized to this square size",
     "feature_dim": "channels D of the built-in CNN's annotations",
     "position": "add a learned embedding per grid location",
-    "attention": "soft attention, or none (mean annotation; the ablation)",
+    "attention": "soft (deterministic), hard (sampled, trained with REINFORCE) or none (the mean "
+                 "annotation, no attention: the ablation)",
     "embed_dim": "word embedding size",
     "hidden_dim": "LSTM size",
     "attn_dim": "hidden size of the additive attention score",
@@ -34,7 +35,8 @@ MODEL_HELP = {
 }
 TRAIN_HELP = {
     "epochs": "passes over the training images",
-    "batch_size": "images per step (each with all its captions)",
+    "batch_size": "images per step",
+    "captions_per_image": "captions drawn at random per image and step; 0: all of them",
     "lr": "Adam's initial learning rate",
     "lr_final": "learning rate reached (linearly) at the last step",
     "clip": "gradient-norm clipping",
@@ -42,9 +44,15 @@ TRAIN_HELP = {
     "train_size": "built-in scenes generated for training",
     "val_size": "built-in scenes generated for validation",
     "min_count": "words seen fewer times become <unk>",
+    "pretrain_epochs": "epochs of object-label pre-training of the built-in CNN (scenes only)",
     "eval_beam": "beam size of the validation decode after each epoch",
     "bf16": "bfloat16 autocast (CPU and CUDA)",
     "threads": "torch CPU threads",
+    "reinforce_weight": "hard: weight lambda_r of the REINFORCE term",
+    "entropy_weight": "hard: weight lambda_e of the entropy bonus",
+    "baseline_decay": "hard: decay of the moving-average NLL baseline",
+    "expected_prob": "hard: chance that a minibatch trains on the expected (soft) context",
+    "expected_per_example": "hard: draw the expected-context choice per caption, not per minibatch",
 }
 
 
@@ -62,15 +70,16 @@ def add_parsers(sub) -> None:
     tr.add_argument("--out", type=Path, required=True, help="where to write the best checkpoint")
     tr.add_argument("--resume", action="store_true", help="continue from OUT.last.pt if it exists")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_config_flags(tr, CaptionConfig, MODEL_HELP,
-                     {"encoder": ENCODERS, "attention": tuple(a for a in ATTENTION if a != "hard")})
+    add_config_flags(tr, CaptionConfig, MODEL_HELP, {"encoder": ENCODERS, "attention": ATTENTION})
     add_config_flags(tr, CaptionTrainConfig, TRAIN_HELP)
 
     def decode_flags(p, beam=3):
         p.add_argument("--model", type=Path, help=model_help)
         p.add_argument("--beam", type=int, default=beam, help=f"beam size; 1 is greedy (default: {beam})")
         p.add_argument("--hard-mode", choices=HARD_MODES, default="expected",
-                       help="a hard-attention model's test-time context (default: expected)")
+                       help="a hard-attention model's test-time context: the expected one (as the "
+                            "authors), the argmax location, or a sampled one (default: expected)")
+        p.add_argument("--seed", type=int, default=0, help="random seed of --hard-mode sample (default: 0)")
 
     pr = sub.add_parser("predict", help="caption images",
                         description="Print one caption per image, in order. An unreadable image gets an "
@@ -78,6 +87,8 @@ def add_parsers(sub) -> None:
                                     "error; the others are still captioned and the exit status is 1.")
     pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     pr.add_argument("--json", action="store_true", help="JSON lines: image, caption, words, score")
+    pr.add_argument("--samples", type=int, default=1,
+                    help="with --hard-mode sample: captions drawn per image, one line each (default: 1)")
     decode_flags(pr)
 
     vi = sub.add_parser("visualize", help="write the per-word attention figure of one image",
@@ -92,8 +103,23 @@ def add_parsers(sub) -> None:
                                     "and write each scene and its attention figure as PNG files.")
     de.add_argument("--out", type=Path, default=Path("caption-demo"), help="folder (default: caption-demo)")
     de.add_argument("--n", type=int, default=4, help="number of scenes (default: 4)")
-    de.add_argument("--seed", type=int, default=DEMO_SEED, help=f"scene seed (default: {DEMO_SEED})")
+    de.add_argument("--scene-seed", type=int, default=DEMO_SEED,
+                    help=f"seed of the rendered scenes; training uses 0-2 (default: {DEMO_SEED})")
     decode_flags(de)
+
+    co = sub.add_parser("compare", help="soft against hard attention on the same images, word by word",
+                        description="For each image, the two models' captions and, word by word, the soft "
+                                    "model's attention map beside the hard model's, with the location the "
+                                    "hard model used (argmax or sampled; the argmax of alpha in expected "
+                                    "mode) outlined in red. All images go into one PNG.")
+    co.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    co.add_argument("--models", type=Path, nargs=2, metavar=("SOFT", "HARD"),
+                    help="two checkpoints (default: the shipped scenes-soft.pt and scenes-hard.pt)")
+    co.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    co.add_argument("--beam", type=int, default=3, help="beam size; 1 is greedy (default: 3)")
+    co.add_argument("--hard-mode", choices=HARD_MODES, default="argmax",
+                    help="the hard model's test-time context (default: argmax, so its location shows)")
+    co.add_argument("--seed", type=int, default=0, help="random seed of --hard-mode sample (default: 0)")
 
     ev = sub.add_parser("evaluate", help="score models on a test set",
                         description="Decode a test set and print, per model, BLEU-1..4 (0-100), object F1 "
@@ -149,6 +175,8 @@ def train(args) -> int:
 def predict(args) -> int:
     from .api import read_image
     _check_beam(args.beam)
+    if args.samples < 1 or (args.samples > 1 and args.hard_mode != "sample"):
+        raise InputError("--samples N (N >= 1) needs --hard-mode sample when N > 1")
     model = _model(args.model)
     good, status = [], 0
     for path in args.images:
@@ -158,15 +186,21 @@ def predict(args) -> int:
             print(f"caption: error: {e}", file=sys.stderr)
             good.append(None)
             status = EXIT_INPUT
-    results = iter(model.caption([g for g in good if g is not None], args.beam, args.hard_mode))
+    images = [g for g in good if g is not None]
+    # one pass per sample, each with its own seed, so that sample k of an image is reproducible
+    draws = [iter(model.caption(images, args.beam, args.hard_mode, seed=args.seed + k) if images else [])
+             for k in range(args.samples)]
     for path, image in zip(args.images, good):
-        r = next(results) if image is not None else None
-        if args.json:
-            row = {"image": path, "caption": r.text, "words": r.words, "score": round(r.score, 4)} if r else \
-                {"image": path, "error": "unreadable image"}
-            print(json.dumps(row))
-        else:
-            print(r.text if r else "")
+        for k, results in enumerate(draws):
+            r = next(results) if image is not None else None
+            if args.json:
+                row = {"image": path, "caption": r.text, "words": r.words, "score": round(r.score, 4)} \
+                    if r else {"image": path, "error": "unreadable image"}
+                if args.samples > 1:
+                    row["sample"] = k
+                print(json.dumps(row))
+            else:
+                print(r.text if r else "")
     return status
 
 
@@ -176,7 +210,7 @@ def visualize(args) -> int:
     _check_beam(args.beam)
     model = _model(args.model)
     image = read_image(args.image)
-    result = model.caption(image, args.beam, args.hard_mode)
+    result = model.caption(image, args.beam, args.hard_mode, seed=args.seed)
     out = overlay(image, result, args.out)
     print(f"{result.text}\nwrote {out}")
     return 0
@@ -189,13 +223,28 @@ def demo(args) -> int:
     if args.n < 1:
         raise InputError(f"--n must be at least 1, got {args.n}")
     model = _model(args.model)
-    scenes = [make_scene(args.seed, i, model.config.image_size) for i in range(args.n)]
-    results = model.caption([s.image for s in scenes], args.beam, args.hard_mode)
+    scenes = [make_scene(args.scene_seed, i, model.config.image_size) for i in range(args.n)]
+    results = model.caption([s.image for s in scenes], args.beam, args.hard_mode, seed=args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     for i, (scene, r) in enumerate(zip(scenes, results)):
         scene.image.save(args.out / f"scene-{i}.png")
         fig = overlay(scene.image, r, args.out / f"scene-{i}-attention.png")
         print(f"scene-{i}.png: {r.text}\n    reference: {scene.captions[0]}\n    figure: {fig}")
+    return 0
+
+
+def compare(args) -> int:
+    from .api import read_image
+    from .overlay import compare as figure
+    _check_beam(args.beam)
+    soft_path, hard_path = args.models or (None, default_checkpoint("scenes-hard.pt"))
+    soft, hard = _model(soft_path), _model(hard_path)
+    images = [read_image(p) for p in args.images]
+    rs = soft.caption(images, args.beam)
+    rh = hard.caption(images, args.beam, args.hard_mode, seed=args.seed)
+    for path, a, b in zip(args.images, rs, rh):
+        print(f"{path}\n    soft: {a.text}\n    hard: {b.text}")
+    print(f"wrote {figure(images, rs, rh, args.out, names=[Path(p).name for p in args.images])}")
     return 0
 
 
@@ -218,8 +267,10 @@ def evaluate(args) -> int:
                 raise InputError("--dataset folder needs --data")
             data = read_folder(args.data, size)
         else:
-            data = scene_set(args.n, args.split, size)
-        scores = score(model, data, args.beam, args.hard_mode)
+            if args.n < 1:
+                raise InputError(f"--n must be at least 1, got {args.n}")
+            data = scene_set(args.n, args.split, size, progress=True)
+        scores = score(model, data, args.beam, args.hard_mode, progress=True)
         name = str(path or default_checkpoint("scenes-soft.pt"))
         rows.append((name, model.config.attention, scores))
         if args.json:
@@ -235,4 +286,5 @@ def evaluate(args) -> int:
     return 0
 
 
-COMMANDS = {"train": train, "predict": predict, "visualize": visualize, "demo": demo, "evaluate": evaluate}
+COMMANDS = {"train": train, "predict": predict, "visualize": visualize, "demo": demo, "compare": compare,
+            "evaluate": evaluate}

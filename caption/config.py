@@ -64,8 +64,9 @@ class CaptionConfig:
 
 @dataclass
 class CaptionTrainConfig:
-    epochs: int = 6
-    batch_size: int = 32            # images per step; each brings all its captions
+    epochs: int = 8
+    batch_size: int = 64            # images per step
+    captions_per_image: int | None = 1      # captions drawn per image and step; None or 0: all
     lr: float = 2e-3
     lr_final: float = 1e-4          # linear decay to this at the last step
     clip: float = 5.0
@@ -73,9 +74,16 @@ class CaptionTrainConfig:
     train_size: int = 20000         # built-in scenes: images generated for training
     val_size: int = 500             # and for validation, decoded after every epoch
     min_count: int = 1              # words seen fewer times become <unk>
+    pretrain_epochs: int = 2        # built-in CNN on scenes: object-label epochs before captioning
     eval_beam: int = 1              # beam size of the per-epoch validation decode
     bf16: bool = False              # bfloat16 autocast (CPU and CUDA)
     threads: int | None = None
+    # Hard attention (sec. 4.1 and the authors' capgen.py); the paper's values.
+    reinforce_weight: float = 0.1   # lambda_r: the authors divide the REINFORCE term by 10
+    entropy_weight: float = 0.002   # lambda_e: the entropy bonus
+    baseline_decay: float = 0.9     # b <- 0.9 b + 0.1 mean NLL, once per minibatch
+    expected_prob: float = 0.5      # chance that a minibatch uses the expected (soft) context
+    expected_per_example: bool = False   # draw that choice per caption instead of per minibatch
 
 
 def from_dict(cls: type[C], data: dict[str, Any]) -> C:

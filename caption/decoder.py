@@ -55,6 +55,8 @@ class Decoder(nn.Module):
         self.out_z = nn.Linear(D, E, bias=False)     # L_z
         self.drop = nn.Dropout(c.dropout)
         self.out = nn.Linear(E, V)                   # L_o
+        if c.attention == "hard":   # REINFORCE's moving-average baseline of the NLL, saved with the model
+            self.register_buffer("baseline", torch.zeros(()))
 
     def memory(self, feats: Tensor) -> dict:
         """What every step reads: the annotations, their key projection (hoisted), their mean."""
@@ -112,7 +114,8 @@ class Decoder(nn.Module):
              hard_mode: str = "expected", generator: torch.Generator | None = None):
         """One decoding step for caption.decoding: tokens (N,) -> log p (N, V), state, alpha (N, L).
         A hard model at test time takes the expected context (the authors' choice), the argmax
-        location, or a sampled one."""
+        location, or a sampled one; in the last two the extra is [alpha; one-hot of the location]
+        (N, 2L), so each word keeps the location it used."""
         h, c = state
         if hard_mode not in HARD_MODES:
             raise ValueError(f"hard_mode must be one of {HARD_MODES}, got {hard_mode!r}")
@@ -124,6 +127,8 @@ class Decoder(nn.Module):
         if att is None:   # no attention: report the uniform weights the mean amounts to
             L = memory["values"].shape[1]
             alpha = torch.full((h.shape[0], L), 1.0 / L, device=h.device)
+        elif hard:
+            alpha = torch.cat([att.alpha, F.one_hot(att.index, att.alpha.shape[-1]).to(att.alpha)], -1)  # (N, 2L)
         else:
             alpha = att.alpha
         return logp, (h, c), alpha

@@ -110,15 +110,22 @@ def caption_targets(data: ImageSet, vocab: Vocab, max_len: int) -> CaptionTarget
     return CaptionTargets(tokens, torch.tensor(image_of), torch.tensor(first))
 
 
-def batches(data: ImageSet, targets: CaptionTargets, batch_size: int,
-            generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-    """Shuffled batches of images with all their captions:
+def batches(data: ImageSet, targets: CaptionTargets, batch_size: int, generator: torch.Generator,
+            captions_per_image: int | None = None) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """Shuffled batches of images, each with all its captions or that many drawn at random:
     images float (B, 3, S, S) in [0, 1], tokens (M, T) trimmed to the longest, image_of (M,) in 0..B-1."""
     order = torch.randperm(len(data), generator=generator)
     for k in range(0, len(order), batch_size):
         idx = order[k:k + batch_size]
-        counts = targets.first[idx + 1] - targets.first[idx]                       # (B,)
-        rows = torch.cat([torch.arange(targets.first[i], targets.first[i + 1]) for i in idx.tolist()])
+        picked = []
+        for i in idx.tolist():
+            lo, hi = int(targets.first[i]), int(targets.first[i + 1])
+            rows_i = torch.arange(lo, hi)
+            if captions_per_image and captions_per_image < hi - lo:
+                rows_i = lo + torch.randperm(hi - lo, generator=generator)[:captions_per_image]
+            picked.append(rows_i)
+        counts = torch.tensor([len(r) for r in picked])                             # (B,)
+        rows = torch.cat(picked)
         tokens = targets.tokens[rows]
         T = int((tokens != 0).sum(1).max())
         image_of = torch.repeat_interleave(torch.arange(len(idx)), counts)          # (M,)

@@ -86,5 +86,28 @@ def compose(panels: list[tuple[str, Image.Image]], header: str = "", columns: in
 
 def overlay(image, result, out: str | os.PathLike, columns: int = 6) -> Path:
     """Write the figure of one caption result (.words, .attention) for `image` as a PNG."""
-    panels = overlay_panels(image, result.words, result.attention)
+    panels = overlay_panels(image, result.words, result.attention, getattr(result, "locations", None))
     return save_png(compose(panels, header=result.text, columns=columns), out)
+
+
+def compare(images: list, soft: list, hard: list, out: str | os.PathLike, names: list[str] | None = None,
+            columns: int = 8) -> Path:
+    """For each image: the soft model's caption and panels, then the hard model's, each hard panel
+    with the cell it used (argmax or sampled) outlined in red; all images stacked in one PNG."""
+    blocks = []
+    for k, (image, s, h) in enumerate(zip(images, soft, hard)):
+        label = f"{names[k]}: " if names else ""
+        for tag, r in (("soft", s), ("hard", h)):
+            marks = getattr(r, "locations", None)
+            if marks is None and tag == "hard":   # expected mode: mark the argmax of alpha
+                gw = r.attention.shape[-1]
+                marks = [divmod(int(a.argmax()), gw) for a in r.attention]
+            panels = overlay_panels(image, r.words, r.attention, marks)
+            blocks.append(compose(panels, header=f"{label}{tag}: {r.text}", columns=columns))
+    W = max(b.width for b in blocks)
+    fig = Image.new("RGB", (W, sum(b.height for b in blocks)), "white")
+    y = 0
+    for b in blocks:
+        fig.paste(b, (0, y))
+        y += b.height
+    return save_png(fig, out)

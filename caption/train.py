@@ -17,7 +17,7 @@ from .api import CaptionModel
 from .config import CaptionConfig, CaptionTrainConfig
 from .evaluation import evaluate, summary
 from .imagedata import ImageSet, batches, caption_targets
-from .losses import soft_attention_loss
+from .losses import reinforce_surrogate, soft_attention_loss, update_baseline
 from .model import Captioner
 from .vocab import Vocab
 
@@ -38,8 +38,6 @@ def build(train_set: ImageSet, config: CaptionConfig, min_count: int = 1,
 def train(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSet, cfg: CaptionTrainConfig,
           out: str | Path, resume: bool = False, progress: bool = True,
           log: Callable[[str], None] = print) -> list[dict]:
-    if model.config.attention == "hard":
-        raise ValueError("hard attention is trained with REINFORCE (issue 4), not here yet")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = next(model.parameters()).device
@@ -61,21 +59,23 @@ def train(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSet
         first_epoch, best = state["meta"]["epoch"] + 1, state["meta"]["best"]
         history = list(state["meta"]["history"])
         log(f"resumed from {last_path(out)} after epoch {first_epoch - 1}")
+    if first_epoch == 1 and cfg.pretrain_epochs and model.config.encoder == "cnn" and any(train_set.objects):
+        from .pretrain import pretrain_encoder
+        pretrain_encoder(model.encoder, train_set, cfg.pretrain_epochs, lr=cfg.lr, seed=cfg.seed,
+                         progress=progress, log=log)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.bf16
                 else contextlib.nullcontext())
     for epoch in range(first_epoch, cfg.epochs + 1):
         model.train()
         t0, loss_sum, nll_sum, words = time.perf_counter(), 0.0, 0.0, 0
-        bar = tqdm(batches(train_set, targets, cfg.batch_size, gen), total=steps_per_epoch,
+        bar = tqdm(batches(train_set, targets, cfg.batch_size, gen, cfg.captions_per_image),
+                   total=steps_per_epoch,
                    desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
         for images, tokens, image_of in bar:
             images, tokens, image_of = images.to(device), tokens.to(device), image_of.to(device)
             mask = tokens[:, 1:] != vocab.pad                                  # (N, T)
             with autocast:
-                out_ = model(images, tokens[:, :-1], image_of)
-            loss, nll = soft_attention_loss(out_.logits.float(), tokens[:, 1:], mask,
-                                            None if out_.alpha is None else out_.alpha.float(),
-                                            model.config.alpha_c)
+                loss, nll = objective(model, images, tokens, image_of, mask, cfg, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
@@ -103,3 +103,29 @@ def train(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSet
             "epoch": epoch, "best": best, "history": history, "train": asdict(cfg),
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state()})
     return history
+
+
+def draw_expected(n: int, cfg: CaptionTrainConfig, generator: torch.Generator) -> torch.Tensor:
+    """Which captions take the expected (soft) context this minibatch: all or none with probability
+    expected_prob (the authors' once-per-minibatch draw), or each caption on its own."""
+    if cfg.expected_per_example:
+        return torch.rand(n, generator=generator) < cfg.expected_prob                     # (N,)
+    return (torch.rand(1, generator=generator) < cfg.expected_prob).expand(n)            # (N,)
+
+
+def objective(model: Captioner, images, tokens, image_of, mask, cfg: CaptionTrainConfig,
+              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The minibatch loss and its mean NLL per caption. Soft (and none): NLL + the doubly stochastic
+    penalty (eq. 14). Hard: sampled locations and the REINFORCE surrogate with the moving-average
+    baseline, which is updated here once per minibatch."""
+    hard = model.config.attention == "hard"
+    expected = draw_expected(len(tokens), cfg, generator).to(tokens.device) if hard else False
+    out = model(images, tokens[:, :-1], image_of, hard=hard, expected=expected)
+    loss, nll = soft_attention_loss(out.logits.float(), tokens[:, 1:], mask,
+                                    None if out.alpha is None else out.alpha.float(), model.config.alpha_c)
+    if hard:
+        b = model.decoder.baseline
+        loss = loss + reinforce_surrogate(nll, out.log_prob.float(), out.entropy.float(), mask, b, ~expected,
+                                          cfg.reinforce_weight, cfg.entropy_weight)
+        b.copy_(update_baseline(b, nll, cfg.baseline_decay))
+    return loss.mean(), nll.mean()

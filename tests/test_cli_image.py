@@ -95,3 +95,44 @@ def test_every_image_flag_has_help():
     for name in ("train", "predict", "visualize", "demo", "evaluate"):
         for action in sub.choices[name]._actions:
             assert action.help, f"caption {name} {action.option_strings} has no help"
+
+
+@pytest.fixture(scope="module")
+def hard_path(tmp_path_factory):
+    data = scene_set(8, "train")
+    torch.manual_seed(2)
+    model, vocab = build(data, CaptionConfig(**SMALL, attention="hard"), device="cpu")
+    path = tmp_path_factory.mktemp("ckpt") / "hard.pt"
+    checkpoint.save(path, **CaptionModel(model, vocab).checkpoint_fields())
+    return path
+
+
+def test_compare_writes_one_figure_for_both_models(model_path, hard_path, images, tmp_path, capsys):
+    out = tmp_path / "cmp.png"
+    assert main(["compare", *images, "--models", str(model_path), str(hard_path), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.count("soft: ") == 2 and text.count("hard: ") == 2
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.height > 4 * 168
+
+
+def test_predict_draws_reproducible_samples_from_a_hard_model(hard_path, images, capsys):
+    args = ["predict", images[0], "--model", str(hard_path), "--hard-mode", "sample", "--samples", "3",
+            "--seed", "4", "--beam", "1", "--json"]
+    assert main(args) == 0
+    first = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [r["sample"] for r in first] == [0, 1, 2]
+    assert main(args) == 0
+    assert [json.loads(x) for x in capsys.readouterr().out.splitlines()] == first
+    assert main(["predict", images[0], "--model", str(hard_path), "--samples", "2"]) == 1
+
+
+def test_train_command_runs_hard_attention_and_keeps_the_baseline(tmp_path, capsys):
+    out = tmp_path / "h.pt"
+    assert main(["train", "--attention", "hard", "--train-size", "16", "--val-size", "4", "--epochs", "1",
+                 "--batch-size", "8", "--pretrain-epochs", "0", "--feature-dim", "16", "--hidden-dim", "32",
+                 "--embed-dim", "16", "--attn-dim", "16", "--out", str(out), "--quiet"]) == 0
+    payload = checkpoint.load(out, kind="captioner")
+    assert payload["config"]["attention"] == "hard"
+    assert float(payload["state_dict"]["decoder.baseline"]) > 0     # the moving average moved off 0
+    assert "saved the best model" in capsys.readouterr().out

@@ -27,7 +27,7 @@ def test_a_tiny_model_overfits_a_few_scenes():
     for _ in range(120):
         for images, tokens, image_of in batches(data, targets, 4, gen):
             out = model(images, tokens[:, :-1], image_of)
-            loss, _ = soft_attention_loss(out.logits, tokens[:, 1:], tokens[:, 1:] != 0, out.alpha)
+            loss = soft_attention_loss(out.logits, tokens[:, 1:], tokens[:, 1:] != 0, out.alpha)[0].mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -133,3 +133,31 @@ def test_overlay_has_one_panel_per_word_brightest_at_the_argmax(tmp_path):
     from PIL import Image
     with Image.open(out) as im:
         assert im.format == "PNG" and im.width >= 4 * 168
+
+
+def test_pretraining_labels_and_a_short_run_learns_colours():
+    from caption.encoders import Encoder
+    from caption.pretrain import LABELS, object_labels, pretrain_encoder
+    objects = [[{"color": "red", "shape": "star", "size": "small", "bbox": [0, 0, 1, 1]},
+                {"color": "blue", "shape": "star", "size": "small", "bbox": [5, 5, 1, 1]}]]
+    y = object_labels(objects)
+    assert y.shape == (1, len(LABELS)) and y.sum() == 4
+    assert {LABELS[i] for i in y[0].nonzero().flatten().tolist()} == {"red", "blue", "star", "small"}
+    data = scene_set(64, "train")
+    torch.manual_seed(0)
+    enc = Encoder(CaptionConfig(**SMALL))
+    logs = []
+    first = pretrain_encoder(enc, data, epochs=1, batch_size=16, progress=False, log=logs.append)
+    last = pretrain_encoder(enc, data, epochs=6, batch_size=16, progress=False, log=logs.append)
+    assert len(logs) == 7 and last > first
+
+
+def test_bf16_autocast_training_runs_and_keeps_float32_weights(tmp_path):
+    train_set, val_set = scene_set(8, "train"), scene_set(2, "val")
+    torch.manual_seed(0)
+    model, vocab = build(train_set, CaptionConfig(**SMALL), device="cpu")
+    before = model.decoder.out.weight.detach().clone()
+    cfg = CaptionTrainConfig(epochs=1, batch_size=4, bf16=True, pretrain_epochs=0)
+    history = train(model, vocab, train_set, val_set, cfg, tmp_path / "b.pt", progress=False, log=lambda s: None)
+    assert history[0]["loss_per_word"] > 0 and model.decoder.out.weight.dtype == torch.float32
+    assert not torch.equal(before, model.decoder.out.weight)

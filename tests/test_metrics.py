@@ -79,4 +79,5 @@ def test_penalty_and_nll_known_answers():
     assert caption_nll(logits, targets, both).item() == pytest.approx(2 * math.log(5))
     assert caption_nll(logits, targets, torch.tensor([[True, False]])).item() == pytest.approx(math.log(5))
     loss, nll = soft_attention_loss(logits, targets, both, alpha, alpha_c=2.0)
+    assert loss.shape == nll.shape == (1,)
     assert loss.item() == pytest.approx(2 * math.log(5) + 2 * 1.5) and nll.item() == pytest.approx(2 * math.log(5))

@@ -1,0 +1,154 @@
+"""Decoder speed at the paper's COCO sizes (L=196, attention 512, embedding 512, V=10,000, B=32, T=20),
+for annotation size D in {512, 2048} and LSTM size H in {512, 1800}:
+
+  * a teacher-forced training step (forward + backward) of our decoder, fp32 and bf16 autocast, against
+    the common design that recomputes the key projection W_k a at every step and runs the output layer
+    per step (that baseline lives only here);
+  * batched beam search (K=5, 100 images, 20 steps, no early stop) against decoding one image at a
+    time with the per-step projection.
+
+Achieved GFLOP/s counts the matrix products (2 flops a multiply-add; backward = 2 x forward) and is
+printed beside this machine's fp32 and bf16 matmul rates, measured in the same run.
+
+    python benchmarks/decoder_speed.py [--repeats 3] [--baseline-images 10] [--no-write]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.report import table, write_section  # noqa: E402
+from caption import decoding  # noqa: E402
+from caption.config import CaptionConfig  # noqa: E402
+from caption.decoder import Decoder  # noqa: E402
+
+L, A, E, V, B, T, K, IMAGES = 196, 512, 512, 10000, 32, 20, 5, 100
+
+
+def matmul_rate(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    t = time.perf_counter()
+    for _ in range(reps):
+        torch.mm(a, b)
+    return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def step_macs(D: int, H: int, rows: int) -> float:
+    """Multiply-adds of one decoder step without the key projection: query projection, context,
+    beta, LSTM, deep output."""
+    return rows * (H * A + L * A + L * D + H + (E + D + H) * 4 * H + H * E + D * E + E * V)
+
+
+def baseline_forward(dec: Decoder, feats, tgt_in):
+    """The common design: W_k a recomputed at every step, the output layer inside the loop."""
+    memory = {"values": feats, "keys": None, "mean": feats.mean(1)}
+    h, c = dec.init_state(memory)
+    emb = dec.embed(tgt_in)
+    logits = []
+    for t in range(tgt_in.shape[1]):
+        keys = dec.attention.project_keys(feats)                            # every step
+        z = torch.sigmoid(dec.beta(h)) * dec.attention(h, feats, keys).context
+        h, c = dec.lstm(torch.cat([emb[:, t], z], -1), (h, c))
+        logits.append(dec._logits(emb[:, t], h, z))
+    return torch.stack(logits, 1)
+
+
+def baseline_step(dec: Decoder):
+    def step(tokens, state, memory):
+        memory = {**memory, "keys": dec.attention.project_keys(memory["values"])}   # every step
+        return dec.step(tokens, state, memory)
+    return step
+
+
+def timed(fn, repeats: int) -> float:
+    fn()   # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def train_step(dec, feats, tgt, baseline: bool, bf16: bool):
+    def run():
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
+            logits = baseline_forward(dec, feats, tgt[:, :-1]) if baseline else dec(feats, tgt[:, :-1]).logits
+        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), tgt[:, 1:].flatten())
+        loss.backward()
+        dec.zero_grad(set_to_none=True)
+    return run
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement; the best is kept")
+    p.add_argument("--baseline-images", type=int, default=10,
+                   help="images decoded one at a time for the beam baseline, scaled to 100 (default 10)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (this machine has 2 cores)")
+    p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    fp32, bf16 = matmul_rate(torch.float32), matmul_rate(torch.bfloat16)
+    print(f"matmul 2048^3: fp32 {fp32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s", flush=True)
+    train_rows, beam_rows = [], []
+    for D in (512, 2048):
+        for H in (512, 1800):
+            cfg = CaptionConfig(embed_dim=E, hidden_dim=H, attn_dim=A, dropout=0.0)
+            dec = Decoder(cfg, D, V)
+            feats, tgt = torch.randn(B, L, D), torch.randint(4, V, (B, T + 1))
+            proj = B * L * D * A
+            ours_flops = 2 * 3 * (proj + T * step_macs(D, H, B))
+            base_flops = 2 * 3 * T * (proj + step_macs(D, H, B))
+            t32 = timed(train_step(dec, feats, tgt, False, False), args.repeats)
+            t16 = timed(train_step(dec, feats, tgt, False, True), args.repeats)
+            tb = timed(train_step(dec, feats, tgt, True, False), args.repeats)
+            train_rows.append([D, H, f"{1000 * t32:.0f}", f"{ours_flops / t32 / 1e9:.0f}", f"{1000 * t16:.0f}",
+                               f"{ours_flops / t16 / 1e9:.0f}", f"{1000 * tb:.0f}", f"{base_flops / tb / 1e9:.0f}",
+                               f"{tb / t32:.1f}x", f"{t32 / t16:.2f}x"])
+            print("train", " | ".join(map(str, train_rows[-1])), flush=True)
+
+            dec.eval()
+            imgs = torch.randn(IMAGES, L, D)
+            n = args.baseline_images
+
+            def ours():
+                memory = dec.memory(imgs)
+                decoding.beam_search(dec.step, dec.init_state(memory), memory, IMAGES, 1, -1, T, K)
+
+            def one_at_a_time():
+                for i in range(n):
+                    memory = {"values": imgs[i:i + 1], "keys": None, "mean": imgs[i:i + 1].mean(1)}
+                    decoding.beam_search(baseline_step(dec), dec.init_state(memory), memory, 1, 1, -1, T, K)
+            with torch.no_grad():
+                tbeam = timed(ours, args.repeats)
+                tone = timed(one_at_a_time, 1) * IMAGES / n
+            beam_flops = 2 * (IMAGES * L * D * A + T * step_macs(D, H, IMAGES * K))
+            beam_rows.append([D, H, f"{tbeam:.2f}", f"{beam_flops / tbeam / 1e9:.0f}", f"{tone:.1f}",
+                              f"{tone / tbeam:.0f}x"])
+            print("beam", " | ".join(map(str, beam_rows[-1])), flush=True)
+    body = (f"Matrix products on this machine (2048 x 2048, same run): fp32 **{fp32:.0f}** GFLOP/s, "
+            f"bf16 **{bf16:.0f}** GFLOP/s.\n\nTeacher-forced training step (forward + backward), B={B}, T={T}, "
+            f"L={L}, attention {A}, embedding {E}, V={V}; ms per step and achieved GFLOP/s:\n\n" +
+            table(["D", "H", "ours fp32 ms", "GFLOP/s", "ours bf16 ms", "GFLOP/s", "per-step projection ms",
+                   "GFLOP/s", "speed-up vs baseline", "bf16 speed-up"], train_rows) +
+            f"\n\nBeam search, K={K}, {IMAGES} images, {T} steps (no early stop): ours batches all "
+            f"{IMAGES * K} rows; the baseline decodes one image at a time with the per-step projection "
+            f"({args.baseline_images} images timed, scaled to {IMAGES}):\n\n" +
+            table(["D", "H", "ours s", "GFLOP/s", "one at a time s", "speed-up"], beam_rows))
+    print(body)
+    if not args.no_write:
+        write_section("decoder-speed", "Decoder speed at the paper's COCO sizes", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

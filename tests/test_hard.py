@@ -1,0 +1,150 @@
+"""Hard attention: the REINFORCE estimator against the exact gradient on an enumerable problem,
+the baseline rule, the expected-context mix and the test-time modes."""
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from caption.config import CaptionConfig
+from caption.decoder import Decoder
+from caption.losses import caption_nll, reinforce_surrogate, update_baseline
+
+L, T, V = 3, 2, 6
+
+
+def _problem():
+    torch.manual_seed(0)
+    cfg = CaptionConfig(attention="hard", feature_dim=4, embed_dim=3, hidden_dim=5, attn_dim=4, dropout=0.0)
+    dec = Decoder(cfg, 4, V).double()
+    feats = torch.randn(1, L, 4, dtype=torch.float64) * 2
+    tgt = torch.tensor([[1, 4, 5]])                      # <start> y1 y2
+    return dec, feats, tgt
+
+
+def _exact(dec, feats, tgt):
+    """E_s[log p(y | s, a)] summed over all L^T location sequences, its gradient, and E_s[NLL]."""
+    params = [p for p in dec.parameters()]
+    total = 0.0
+    for s in itertools.product(range(L), repeat=T):
+        memory = dec.memory(feats)
+        h, c = dec.init_state(memory)
+        log_p_s = log_p_y = 0.0
+        for t in range(T):
+            alpha = dec.attention(h, feats, memory["keys"]).alpha                      # (1, L)
+            z = torch.sigmoid(dec.beta(h)) * feats[:, s[t]]
+            emb = dec.embed(tgt[:, t])
+            h, c = dec.lstm(torch.cat([emb, z], -1), (h, c))
+            log_p_y = log_p_y + F.log_softmax(dec._logits(emb, h, z), -1)[0, tgt[0, t + 1]]
+            log_p_s = log_p_s + torch.log(alpha[0, s[t]])
+        total = total + torch.exp(log_p_s) * log_p_y
+    grads = torch.autograd.grad(total, params)
+    return torch.cat([g.flatten() for g in grads]), -float(total.detach())
+
+
+def _estimates(dec, feats, tgt, baseline, batches=40, rows=250, seed=0):
+    """Mean gradient of the surrogate per batch of samples: (batches, P)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(batches):
+        dec.zero_grad()
+        o = dec(feats, tgt[:, :-1].expand(rows, -1), torch.zeros(rows, dtype=torch.long), hard=True, generator=gen)
+        mask = torch.ones(rows, T, dtype=torch.bool)
+        nll = caption_nll(o.logits, tgt[:, 1:].expand(rows, -1), mask)
+        loss = nll + reinforce_surrogate(nll, o.log_prob, o.entropy, mask, baseline, reinforce_weight=1.0,
+                                         entropy_weight=0.0)
+        loss.mean().backward()
+        out.append(torch.cat([p.grad.flatten() for p in dec.parameters()]))
+    return -torch.stack(out)          # the surrogate is minimised: its gradient is -grad E[log p]
+
+
+def test_reinforce_is_unbiased_and_a_baseline_lowers_its_variance():
+    dec, feats, tgt = _problem()
+    exact, mean_nll = _exact(dec, feats, tgt)
+    for b, name in ((0.0, "no baseline"), (mean_nll, "constant baseline")):
+        g = _estimates(dec, feats, tgt, b)                                   # 40 x 250 = 10^4 samples
+        se = g.std(0) / g.shape[0] ** 0.5                                    # standard error of the mean
+        z = (g.mean(0) - exact) / (se + 1e-12)
+        live = se > 1e-9           # parameters the estimate moves (e.g. not unused embedding rows)
+        print(f"{name}: max |z| = {z[live].abs().max():.2f} over {int(live.sum())} parameters, "
+              f"total variance {float(g.var(0).sum() * 250):.3f}")
+        assert z[live].abs().max() < 4.5, name
+        assert torch.allclose(g.mean(0)[~live], exact[~live], atol=1e-9)
+        if b == 0.0:
+            var_plain = g.var(0).sum()
+        else:
+            assert g.var(0).sum() < 0.5 * var_plain                         # the baseline cuts variance
+
+
+def test_baseline_update_rule():
+    b = update_baseline(torch.tensor(10.0), torch.tensor([2.0, 4.0]), decay=0.9)
+    assert b.item() == pytest.approx(0.9 * 10 + 0.1 * 3)
+    nll = torch.tensor([2.0, 4.0], requires_grad=True)
+    assert not update_baseline(torch.tensor(0.0), nll).requires_grad    # never carries a gradient
+
+
+def test_surrogate_known_answer_and_masking():
+    nll = torch.tensor([5.0, 1.0])
+    log_prob = torch.log(torch.tensor([[0.5, 0.25], [0.5, 0.5]]))
+    entropy = torch.tensor([[1.0, 2.0], [1.0, 1.0]])
+    mask = torch.tensor([[True, True], [True, False]])
+    out = reinforce_surrogate(nll, log_prob, entropy, mask, 3.0, torch.tensor([True, False]), 0.1, 0.01)
+    assert out[0].item() == pytest.approx(0.1 * 2 * (torch.log(torch.tensor(0.125)).item()) - 0.01 * 3)
+    assert out[1].item() == pytest.approx(-0.01 * 1)    # expected context: no REINFORCE term
+
+
+def test_expected_context_is_drawn_once_per_minibatch_or_per_caption():
+    from caption.config import CaptionTrainConfig
+    from caption.train import draw_expected
+    gen = torch.Generator().manual_seed(0)
+    cfg = CaptionTrainConfig()
+    draws = torch.stack([draw_expected(8, cfg, gen) for _ in range(2000)])     # (2000, 8)
+    assert (draws == draws[:, :1]).all()                 # one choice for the whole minibatch
+    assert abs(draws[:, 0].float().mean().item() - 0.5) < 0.05
+    cfg.expected_per_example = True
+    draws = torch.stack([draw_expected(8, cfg, gen) for _ in range(2000)])
+    assert (draws != draws[:, :1]).any(1).float().mean() > 0.9
+    assert abs(draws.float().mean().item() - 0.5) < 0.02
+    cfg.expected_prob = 0.0
+    assert not draw_expected(8, cfg, gen).any()
+
+
+def _hard_decoder():
+    torch.manual_seed(1)
+    return Decoder(CaptionConfig(attention="hard", feature_dim=4, embed_dim=3, hidden_dim=5, attn_dim=4,
+                                 dropout=0.0), 4, V).eval()
+
+
+def test_argmax_mode_uses_the_one_hot_argmax_location():
+    dec = _hard_decoder()
+    feats, y = torch.randn(3, 7, 4), torch.tensor([1, 2, 3])
+    memory = dec.memory(feats)
+    h0, c0 = dec.init_state(memory)
+    logp, (h, c), extra = dec.step(y, (h0, c0), memory, hard_mode="argmax")
+    alpha, onehot = extra.chunk(2, -1)
+    assert torch.equal(onehot, F.one_hot(alpha.argmax(-1), 7).float())
+    z = torch.sigmoid(dec.beta(h0)) * feats[torch.arange(3), alpha.argmax(-1)]   # exactly one annotation
+    h_ref, _ = dec.lstm(torch.cat([dec.embed(y), z], -1), (h0, c0))
+    assert torch.allclose(h, h_ref, atol=1e-6)
+    # the expected mode is the soft context, and returns alpha alone
+    _, (h_exp, _), a_exp = dec.step(y, (h0, c0), memory, hard_mode="expected")
+    assert a_exp.shape == (3, 7) and not torch.allclose(h_exp, h)
+
+
+def test_sample_mode_is_reproducible_for_a_seed():
+    from caption.api import CaptionModel
+    from caption.model import Captioner
+    from caption.vocab import Vocab
+    torch.manual_seed(2)
+    cfg = CaptionConfig(attention="hard", feature_dim=8, embed_dim=8, hidden_dim=16, attn_dim=8, image_size=48,
+                        max_len=8)
+    vocab = Vocab(["<pad>", "<start>", "<end>", "<unk>"] + [f"w{i}" for i in range(20)])
+    model = CaptionModel(Captioner(cfg, len(vocab)), vocab)
+    images = torch.randint(0, 256, (4, 3, 48, 48), dtype=torch.uint8)
+    a = model.caption_tensors(images, beam_size=1, hard_mode="sample", seed=5)
+    b = model.caption_tensors(images, beam_size=1, hard_mode="sample", seed=5)
+    assert [r.words for r in a] == [r.words for r in b] and [r.locations for r in a] == [r.locations for r in b]
+    others = [model.caption_tensors(images, beam_size=1, hard_mode="sample", seed=s) for s in range(6, 12)]
+    assert any([r.locations for r in o] != [r.locations for r in a] for o in others)
+    for r in a:
+        assert len(r.locations) == len(r.words) == r.attention.shape[0]
