@@ -44,9 +44,9 @@ def label_scores(head: nn.Linear, feats: Tensor) -> Tensor:
 
 def pretrain_encoder(encoder: Encoder, data: ImageSet, epochs: int = 1, batch_size: int = 64,
                      lr: float = 2e-3, seed: int = 0, progress: bool = True,
-                     log: Callable[[str], None] = print) -> float:
+                     log: Callable[[str], None] = print) -> dict[str, float]:
     """Train the encoder (and a throw-away label head) on the object labels; returns the last
-    epoch's exact-set accuracy (every label of an image right) on the training images."""
+    epoch's label F1 and exact-set accuracy (every label of an image right) on the training images."""
     if not any(data.objects):
         raise ValueError("encoder pre-training needs object labels (built-in scenes)")
     device = next(encoder.parameters()).device
@@ -55,10 +55,10 @@ def pretrain_encoder(encoder: Encoder, data: ImageSet, epochs: int = 1, batch_si
     opt = torch.optim.Adam(params, lr=lr)
     gen = torch.Generator().manual_seed(seed)
     y_all = object_labels(data.objects)
-    exact = 0.0
+    scores = {}
     for epoch in range(1, epochs + 1):
         encoder.train()
-        t0, right = time.perf_counter(), 0
+        t0, right, tp, predicted, actual = time.perf_counter(), 0, 0, 0, 0
         order = torch.randperm(len(data), generator=gen)
         steps = range(0, len(order), batch_size)
         for k in tqdm(steps, desc=f"pretrain {epoch}/{epochs}", disable=not progress, leave=False):
@@ -70,8 +70,10 @@ def pretrain_encoder(encoder: Encoder, data: ImageSet, epochs: int = 1, batch_si
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            right += int(((scores > 0) == (y > 0.5)).all(1).sum())
-        exact = right / len(data)
-        log(f"pretrain epoch {epoch}: all labels right on {100 * exact:.1f}% of training images, "
-            f"{time.perf_counter() - t0:.0f}s")
-    return exact
+            said, true = scores.detach() > 0, y > 0.5
+            right += int((said == true).all(1).sum())
+            tp, predicted, actual = tp + int((said & true).sum()), predicted + int(said.sum()), actual + int(true.sum())
+        scores = {"f1": 2 * tp / max(1, predicted + actual), "exact": right / len(data)}
+        log(f"pretrain epoch {epoch}: label F1 {scores['f1']:.3f}, all labels right on "
+            f"{100 * scores['exact']:.1f}% of training images, {time.perf_counter() - t0:.0f}s")
+    return scores
