@@ -1,28 +1,12 @@
 import json
 
 import pytest
-import torch
 from PIL import Image
 
 from caption import checkpoint
-from caption.api import CaptionModel
+from caption.checkpoint import default_checkpoint
 from caption.cli import build_parser, main
-from caption.config import CaptionConfig
 from caption.imagedata import scene_set
-from caption.train import build
-
-SMALL = dict(feature_dim=24, embed_dim=16, hidden_dim=48, attn_dim=24, dropout=0.0, max_len=10)
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    data = scene_set(8, "train")
-    torch.manual_seed(1)
-    model, vocab = build(data, CaptionConfig(**SMALL), device="cpu")
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    checkpoint.save(path, **CaptionModel(model, vocab).checkpoint_fields())
-    return path
-
 
 @pytest.fixture()
 def images(tmp_path):
@@ -97,16 +81,6 @@ def test_every_image_flag_has_help():
             assert action.help, f"caption {name} {action.option_strings} has no help"
 
 
-@pytest.fixture(scope="module")
-def hard_path(tmp_path_factory):
-    data = scene_set(8, "train")
-    torch.manual_seed(2)
-    model, vocab = build(data, CaptionConfig(**SMALL, attention="hard"), device="cpu")
-    path = tmp_path_factory.mktemp("ckpt") / "hard.pt"
-    checkpoint.save(path, **CaptionModel(model, vocab).checkpoint_fields())
-    return path
-
-
 def test_compare_writes_one_figure_for_both_models(model_path, hard_path, images, tmp_path, capsys):
     out = tmp_path / "cmp.png"
     assert main(["compare", *images, "--models", str(model_path), str(hard_path), "--out", str(out)]) == 0
@@ -136,3 +110,24 @@ def test_train_command_runs_hard_attention_and_keeps_the_baseline(tmp_path, caps
     assert payload["config"]["attention"] == "hard"
     assert float(payload["state_dict"]["decoder.baseline"]) > 0     # the moving average moved off 0
     assert "saved the best model" in capsys.readouterr().out
+
+
+SHIPPED = default_checkpoint("scenes-soft.pt")
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="the shipped model is not in this tree")
+def test_the_shipped_model_works_with_no_flags_and_meets_its_targets(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("figure: caption-demo/scene-") == 4
+    first = out.splitlines()[0].split(": ", 1)[1]
+    assert main(["predict", "caption-demo/scene-0.png"]) == 0
+    assert capsys.readouterr().out.strip() == first
+    assert main(["visualize", "caption-demo/scene-0.png", "--out", "v.png"]) == 0
+    assert capsys.readouterr().out.startswith(first)
+    # 1,000 fresh test scenes, beam 3: the targets of the shipped model
+    assert main(["evaluate", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["images"] == 1000 and s["object_f1"] >= 0.90
+    assert s["attention_mass"] >= 3 * s["attention_chance"]

@@ -13,7 +13,7 @@ from caption.scenes import write_scenes
 from caption.train import build, last_path, train
 from caption.vocab import Vocab
 
-SMALL = dict(feature_dim=24, embed_dim=16, hidden_dim=48, attn_dim=24, dropout=0.0, max_len=20)
+SMALL = dict(feature_dim=24, embed_dim=16, hidden_dim=48, attn_dim=24, dropout=0.0, max_len=20)  # captions fit
 
 
 def test_a_tiny_model_overfits_a_few_scenes():
@@ -82,18 +82,8 @@ def test_train_saves_the_best_and_resumes(tmp_path):
     assert checkpoint.load(last_path(out))["meta"]["epoch"] == 2
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    data = scene_set(8, "train")
-    torch.manual_seed(1)
-    model, vocab = build(data, CaptionConfig(**SMALL), device="cpu")
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    checkpoint.save(path, **CaptionModel(model, vocab).checkpoint_fields())
-    return path
-
-
-def test_api_takes_paths_pil_images_tensors_and_lists(tiny_checkpoint, tmp_path):
-    model = load(tiny_checkpoint)
+def test_api_takes_paths_pil_images_tensors_and_lists(model_path, tmp_path):
+    model = load(model_path)
     scenes = scene_set(2, "test")
     img = scenes.images[0]
     from PIL import Image

@@ -74,3 +74,11 @@ def test_cli_writes_scenes(tmp_path):
     assert main(["data", "scenes", "--out", str(tmp_path / "s"), "--n", "3", "--seed", "9"]) == 0
     assert len(list((tmp_path / "s" / "images").glob("*.png"))) == 3
     assert main(["data", "scenes", "--out", str(tmp_path / "t"), "--n", "0"]) == 1
+
+
+def test_tokenizer_and_vocabulary_from_captions():
+    from caption.vocab import Vocab, tokenize
+    assert tokenize("A Red circle, left of two stars.") == ["a", "red", "circle", ",", "left", "of", "two", "stars", "."]
+    vocab = Vocab.build([tokenize("a red star"), tokenize("a blue star"), tokenize("a red circle")], min_count=2)
+    assert vocab.itos == ["<pad>", "<start>", "<end>", "<unk>", "a", "red", "star"]
+    assert vocab.encode(tokenize("a blue star")) == [4, vocab.unk, 6]

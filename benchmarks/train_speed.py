@@ -1,0 +1,67 @@
+"""Training time per epoch of the scenes recipe, soft against hard attention (and none), measured
+side by side in one run: the same batches, the same model sizes, a fixed number of steps each,
+scaled to one epoch of 20,000 images.
+
+    python benchmarks/train_speed.py [--steps 40]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.report import table, write_section  # noqa: E402
+from caption.config import CaptionConfig, CaptionTrainConfig  # noqa: E402
+from caption.imagedata import batches, caption_targets, scene_set  # noqa: E402
+from caption.train import build, objective  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=40, help="timed steps per model (default: 40)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (this machine has 2 cores)")
+    p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = CaptionTrainConfig()
+    data = scene_set(cfg.batch_size * (args.steps + 2), "train")
+    steps_per_epoch = -(-cfg.train_size // cfg.batch_size)
+    rows, times = [], {}
+    for attention in ("soft", "hard", "none"):
+        torch.manual_seed(0)
+        model, vocab = build(data, CaptionConfig(attention=attention, alpha_c=0.0, dropout=0.0), device="cpu")
+        targets = caption_targets(data, vocab, model.config.max_len)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        gen = torch.Generator().manual_seed(0)
+        model.train()
+        elapsed = 0.0
+        for k, (images, tokens, image_of) in enumerate(batches(data, targets, cfg.batch_size, gen,
+                                                               cfg.captions_per_image)):
+            t = time.perf_counter()
+            loss, _ = objective(model, images, tokens, image_of, tokens[:, 1:] != 0, cfg, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if k >= 2:                                   # two warm-up steps
+                elapsed += time.perf_counter() - t
+        per_step = elapsed / (k - 1)
+        times[attention] = per_step
+        rows.append([attention, f"{1000 * per_step:.0f}", f"{per_step * steps_per_epoch:.0f}",
+                     f"{per_step / times['soft']:.2f}"])
+        print(" | ".join(rows[-1]), flush=True)
+    body = (f"One training step of the shipped recipe ({cfg.batch_size} images, {cfg.captions_per_image} "
+            f"caption each, the default model sizes), {args.steps} steps timed per model on the same batches, "
+            f"and the time of one captioning epoch ({steps_per_epoch} steps):\n\n" +
+            table(["attention", "ms / step", "s / epoch", "vs soft"], rows))
+    print(body)
+    if not args.no_write:
+        write_section("train-speed", "Training speed: soft, hard and no attention", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

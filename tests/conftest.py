@@ -1,0 +1,29 @@
+"""Fixtures shared by the image tests: small untrained captioners saved as real checkpoints."""
+import pytest
+import torch
+
+from caption import checkpoint
+from caption.api import CaptionModel
+from caption.config import CaptionConfig
+from caption.imagedata import scene_set
+from caption.train import build
+
+SMALL = dict(feature_dim=24, embed_dim=16, hidden_dim=48, attn_dim=24, dropout=0.0)
+
+
+def save_tiny(path, attention: str = "soft", seed: int = 1, max_len: int = 10):
+    data = scene_set(8, "train")
+    torch.manual_seed(seed)
+    model, vocab = build(data, CaptionConfig(**SMALL, attention=attention, max_len=max_len), device="cpu")
+    checkpoint.save(path, **CaptionModel(model, vocab).checkpoint_fields())
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_path(tmp_path_factory):
+    return save_tiny(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def hard_path(tmp_path_factory):
+    return save_tiny(tmp_path_factory.mktemp("ckpt") / "hard.pt", attention="hard", seed=2)
