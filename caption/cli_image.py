@@ -73,13 +73,9 @@ def add_parsers(sub) -> None:
     add_config_flags(tr, CaptionConfig, MODEL_HELP, {"encoder": ENCODERS, "attention": ATTENTION})
     add_config_flags(tr, CaptionTrainConfig, TRAIN_HELP)
 
-    def decode_flags(p, beam=3):
+    def decode_flags(p):
         p.add_argument("--model", type=Path, help=model_help)
-        p.add_argument("--beam", type=int, default=beam, help=f"beam size; 1 is greedy (default: {beam})")
-        p.add_argument("--hard-mode", choices=HARD_MODES, default="expected",
-                       help="a hard-attention model's test-time context: the expected one (as the "
-                            "authors), the argmax location, or a sampled one (default: expected)")
-        p.add_argument("--seed", type=int, default=0, help="random seed of --hard-mode sample (default: 0)")
+        _decoding_flags(p)
 
     pr = sub.add_parser("predict", help="caption images",
                         description="Print one caption per image, in order. An unreadable image gets an "
@@ -116,10 +112,7 @@ def add_parsers(sub) -> None:
     co.add_argument("--models", type=Path, nargs=2, metavar=("SOFT", "HARD"),
                     help="two checkpoints (default: the shipped scenes-soft.pt and scenes-hard.pt)")
     co.add_argument("--out", type=Path, required=True, help="PNG file to write")
-    co.add_argument("--beam", type=int, default=3, help="beam size; 1 is greedy (default: 3)")
-    co.add_argument("--hard-mode", choices=HARD_MODES, default="argmax",
-                    help="the hard model's test-time context (default: argmax, so its location shows)")
-    co.add_argument("--seed", type=int, default=0, help="random seed of --hard-mode sample (default: 0)")
+    _decoding_flags(co, hard_mode="argmax")
 
     ev = sub.add_parser("evaluate", help="score models on a test set",
                         description="Decode a test set and print, per model, BLEU-1..4 (0-100), object F1 "
@@ -133,10 +126,17 @@ def add_parsers(sub) -> None:
     ev.add_argument("--split", choices=["train", "val", "test"], default="test", help="(default: test)")
     ev.add_argument("--n", type=int, default=1000, help="built-in scenes to score (default: 1000)")
     ev.add_argument("--data", type=Path, help="folder (captions.json + images) for --dataset folder")
-    ev.add_argument("--beam", type=int, default=3, help="beam size (default: 3)")
-    ev.add_argument("--hard-mode", choices=HARD_MODES, default="expected",
-                    help="a hard-attention model's test-time context (default: expected)")
+    _decoding_flags(ev)
     ev.add_argument("--json", action="store_true", help="one JSON object per model instead of the table")
+
+
+def _decoding_flags(p: argparse.ArgumentParser, hard_mode: str = "expected") -> None:
+    """--beam, --hard-mode and --seed, shared by every command that decodes."""
+    p.add_argument("--beam", type=int, default=3, help="beam size; 1 is greedy (default: 3)")
+    p.add_argument("--hard-mode", choices=HARD_MODES, default=hard_mode,
+                   help="a hard-attention model's test-time context: the expected one (as the authors), "
+                        f"the argmax location, or a sampled one (default: {hard_mode})")
+    p.add_argument("--seed", type=int, default=0, help="random seed of --hard-mode sample (default: 0)")
 
 
 def _model(path: Path | None):
@@ -270,7 +270,7 @@ def evaluate(args) -> int:
             if args.n < 1:
                 raise InputError(f"--n must be at least 1, got {args.n}")
             data = scene_set(args.n, args.split, size, progress=True)
-        scores = score(model, data, args.beam, args.hard_mode, progress=True)
+        scores = score(model, data, args.beam, args.hard_mode, seed=args.seed, progress=True)
         name = str(path or default_checkpoint("scenes-soft.pt"))
         rows.append((name, model.config.attention, scores))
         if args.json:

@@ -12,9 +12,9 @@ from .metrics import attention_correctness, bleu, object_f1
 
 
 def evaluate(model: CaptionModel, data: ImageSet, beam_size: int = 3, hard_mode: str = "expected",
-             batch_size: int = 100, progress: bool = False) -> dict:
+             batch_size: int = 100, progress: bool = False, seed: int | None = None) -> dict:
     t0 = time.perf_counter()
-    results = model.caption_tensors(data.images, beam_size, hard_mode, batch_size=batch_size, progress=progress)
+    results = model.caption_tensors(data.images, beam_size, hard_mode, seed, batch_size, progress)
     seconds = time.perf_counter() - t0
     words = [r.words for r in results]
     b = bleu(words, data.captions)
