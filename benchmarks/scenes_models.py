@@ -2,7 +2,10 @@
 object F1 (all scenes, 1-2 objects, 3-4 objects), attention correctness beside chance, attention
 entropy and decode time per image. The same numbers as `caption evaluate`, written to BENCHMARKS.md.
 
-    python benchmarks/scenes_models.py --model checkpoints/scenes-soft.pt --model runs/scenes-none.pt
+    python benchmarks/scenes_models.py --model checkpoints/scenes-soft.pt --model checkpoints/scenes-hard.pt \
+        --model runs/scenes-none.pt
+
+A hard-attention model gets a row per --hard-modes entry (its test-time context).
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ def main() -> int:
     p.add_argument("--model", type=Path, action="append", required=True, help="checkpoint; repeat to compare")
     p.add_argument("--n", type=int, default=1000, help="test scenes (default: 1000)")
     p.add_argument("--beam", type=int, default=3, help="beam size (default: 3)")
+    p.add_argument("--hard-modes", default="expected,argmax,sample",
+                   help="test-time contexts of a hard model, a row each (default: expected,argmax,sample)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (this machine has 2 cores)")
     p.add_argument("--note", default="", help="a line printed under the table (how the models were trained)")
     p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
@@ -35,26 +40,33 @@ def main() -> int:
         model = load(path, device="cpu")
         if data is None:
             data = scene_set(args.n, "test", model.config.image_size)
-        s = evaluate(model, data, args.beam)
-        ratio = s["attention_mass"] / s["attention_chance"]
-        rows.append([path.name, model.config.attention, *(f"{s[f'bleu{n}']:.1f}" for n in range(1, 5)),
-                     f"{s['object_f1']:.3f}", f"{s['object_f1_1-2']:.3f}", f"{s['object_f1_3-4']:.3f}",
-                     f"{s['attention_mass']:.3f}", f"{s['attention_chance']:.3f}", f"{ratio:.1f}x",
-                     f"{s['attention_argmax_in_box']:.3f}", f"{s['attention_entropy']:.2f}",
-                     f"{s['decode_ms_per_image']:.1f}"])
-        print(" | ".join(rows[-1]), flush=True)
+        modes = args.hard_modes.split(",") if model.config.attention == "hard" else ["expected"]
+        for mode in modes:
+            s = evaluate(model, data, args.beam, hard_mode=mode, seed=0)
+            name = path.name if model.config.attention != "hard" else f"{path.name} ({mode})"
+            rows.append([name, model.config.attention, *(f"{s[f'bleu{n}']:.1f}" for n in range(1, 5)),
+                         f"{s['object_f1']:.3f}", f"{s['object_f1_1-2']:.3f}", f"{s['object_f1_3-4']:.3f}",
+                         f"{s['attention_mass']:.3f}", f"{s['attention_chance']:.3f}",
+                         f"{s['attention_mass'] / s['attention_chance']:.1f}x",
+                         f"{s['attention_argmax_in_box']:.3f}",
+                         f"{s['attention_argmax_in_box'] / s['attention_chance']:.1f}x",
+                         f"{s['attention_entropy']:.2f}", f"{s['decode_ms_per_image']:.1f}"])
+            print(" | ".join(rows[-1]), flush=True)
     body = (f"{args.n} test scenes (seed 2), beam {args.beam}. Object F1 matches each generated mention "
             "(size, colour, shape) against the scene's objects; attention correctness is the mean alpha mass "
             "inside the named object's box at its colour and shape words, beside chance (box area / image "
-            "area), and the share of those words whose argmax cell centre lies in the box.\n\n" +
+            "area), and the share of those words whose argmax cell centre lies in the box (also as a multiple of "
+            "chance). A hard model is decoded with each test-time context: expected (the authors' choice), "
+            "argmax location, sampled location (seed 0).\n\n" +
             table(["model", "attention", "B-1", "B-2", "B-3", "B-4", "object F1", "F1 1-2 obj", "F1 3-4 obj",
-                   "alpha in box", "chance", "ratio", "argmax in box", "entropy (nats)", "ms / image"], rows))
+                   "alpha in box", "chance", "ratio", "argmax in box", "argmax ratio", "entropy (nats)",
+                   "ms / image"], rows))
     if args.note:
         body += "\n\n" + args.note
     print(body)
     if not args.no_write:
-        write_section("scenes-models", "Captioning built-in scenes: soft attention and the no-attention "
-                      "ablation", body)
+        write_section("scenes-models", "Captioning built-in scenes: soft and hard attention, and the "
+                      "no-attention ablation", body)
     return 0
 
 

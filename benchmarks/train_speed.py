@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -31,7 +32,10 @@ def main() -> int:
     data = scene_set(cfg.batch_size * (args.steps + 2), "train")
     steps_per_epoch = -(-cfg.train_size // cfg.batch_size)
     rows, times = [], {}
-    for attention in ("soft", "hard", "none"):
+    variants = [("soft", "soft", {}), ("hard", "hard", {}), ("hard, --reward to-go", "hard", {"reward": "to-go"}),
+                ("none", "none", {})]
+    for name, attention, extra in variants:
+        step_cfg = replace(cfg, **extra)
         torch.manual_seed(0)
         model, vocab = build(data, CaptionConfig(attention=attention, alpha_c=0.0, dropout=0.0), device="cpu")
         targets = caption_targets(data, vocab, model.config.max_len)
@@ -42,15 +46,15 @@ def main() -> int:
         for k, (images, tokens, image_of) in enumerate(batches(data, targets, cfg.batch_size, gen,
                                                                cfg.captions_per_image)):
             t = time.perf_counter()
-            loss, _ = objective(model, images, tokens, image_of, tokens[:, 1:] != 0, cfg, gen)
+            loss, _ = objective(model, images, tokens, image_of, tokens[:, 1:] != 0, step_cfg, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if k >= 2:                                   # two warm-up steps
                 elapsed += time.perf_counter() - t
         per_step = elapsed / (k - 1)
-        times[attention] = per_step
-        rows.append([attention, f"{1000 * per_step:.0f}", f"{per_step * steps_per_epoch:.0f}",
+        times[name] = per_step
+        rows.append([name, f"{1000 * per_step:.0f}", f"{per_step * steps_per_epoch:.0f}",
                      f"{per_step / times['soft']:.2f}"])
         print(" | ".join(rows[-1]), flush=True)
     body = (f"One training step of the shipped recipe ({cfg.batch_size} images, {cfg.captions_per_image} "

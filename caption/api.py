@@ -79,7 +79,10 @@ class CaptionModel:
         config = from_dict(CaptionConfig, payload["config"])
         config.encoder_weights = None    # the weights are in the state_dict; the file is not needed
         model = Captioner(config, len(payload["vocab"]))
-        model.load_state_dict(payload["state_dict"])
+        state = dict(payload["state_dict"])
+        if config.attention == "hard":   # hard models saved before the reward to go lack its baseline
+            state.setdefault("decoder.baseline_to_go", model.decoder.baseline_to_go)
+        model.load_state_dict(state)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(model.to(device), Vocab(payload["vocab"]), payload.get("meta"))
 

@@ -11,6 +11,7 @@ from .config import CaptionConfig, CaptionTrainConfig
 from .decoder import ATTENTION, HARD_MODES
 from .encoders import ENCODERS
 from .flags import add_config_flags, config_from
+from .losses import REWARDS
 from .seq2seq import InputError
 
 EXIT_INPUT = 1
@@ -53,6 +54,11 @@ TRAIN_HELP = {
     "baseline_decay": "hard: decay of the moving-average NLL baseline",
     "expected_prob": "hard: chance that a minibatch trains on the expected (soft) context",
     "expected_per_example": "hard: draw the expected-context choice per caption, not per minibatch",
+    "expected_warmup": "hard: first epochs trained on the expected (soft) context alone, before any "
+                       "sampling (0: the paper)",
+    "reward": "hard: REINFORCE reward of step t: the whole caption's log-likelihood (sequence, the paper's) "
+              "or that of the words from t on, with a baseline per number of words left (to-go: unbiased, "
+              "less variance)",
 }
 
 
@@ -71,7 +77,7 @@ def add_parsers(sub) -> None:
     tr.add_argument("--resume", action="store_true", help="continue from OUT.last.pt if it exists")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_flags(tr, CaptionConfig, MODEL_HELP, {"encoder": ENCODERS, "attention": ATTENTION})
-    add_config_flags(tr, CaptionTrainConfig, TRAIN_HELP)
+    add_config_flags(tr, CaptionTrainConfig, TRAIN_HELP, {"reward": REWARDS})
 
     def decode_flags(p):
         p.add_argument("--model", type=Path, help=model_help)

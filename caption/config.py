@@ -84,6 +84,9 @@ class CaptionTrainConfig:
     baseline_decay: float = 0.9     # b <- 0.9 b + 0.1 mean NLL, once per minibatch
     expected_prob: float = 0.5      # chance that a minibatch uses the expected (soft) context
     expected_per_example: bool = False   # draw that choice per caption instead of per minibatch
+    expected_warmup: int = 0        # first epochs trained on the expected context alone (0: the paper)
+    reward: str = "sequence"        # sequence: the paper's, the whole caption's log-likelihood for every
+                                    # step | to-go: step t gets the words from t on (unbiased, less variance)
 
 
 def from_dict(cls: type[C], data: dict[str, Any]) -> C:

@@ -57,6 +57,8 @@ class Decoder(nn.Module):
         self.out = nn.Linear(E, V)                   # L_o
         if c.attention == "hard":   # REINFORCE's moving-average baseline of the NLL, saved with the model
             self.register_buffer("baseline", torch.zeros(()))
+            # and, for the reward to go, one per number of words left (at most max_len)
+            self.register_buffer("baseline_to_go", torch.zeros(c.max_len + 1))
 
     def memory(self, feats: Tensor) -> dict:
         """What every step reads: the annotations, their key projection (hoisted), their mean."""

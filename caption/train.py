@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
@@ -17,7 +17,8 @@ from .api import CaptionModel
 from .config import CaptionConfig, CaptionTrainConfig
 from .evaluation import evaluate, summary
 from .imagedata import ImageSet, batches, caption_targets
-from .losses import reinforce_surrogate, soft_attention_loss, update_baseline
+from .losses import (REWARDS, reinforce_surrogate, remaining, soft_attention_loss, step_nll, to_go, update_baseline,
+                     update_baseline_by_remaining)
 from .model import Captioner
 from .vocab import Vocab
 
@@ -38,6 +39,8 @@ def build(train_set: ImageSet, config: CaptionConfig, min_count: int = 1,
 def train(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSet, cfg: CaptionTrainConfig,
           out: str | Path, resume: bool = False, progress: bool = True,
           log: Callable[[str], None] = print) -> list[dict]:
+    if cfg.reward not in REWARDS:
+        raise ValueError(f"reward must be one of {REWARDS}, got {cfg.reward!r}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = next(model.parameters()).device
@@ -67,6 +70,9 @@ def train(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSet
                 else contextlib.nullcontext())
     for epoch in range(first_epoch, cfg.epochs + 1):
         model.train()
+        # a curriculum for hard attention: locations are sampled only once the expected context has
+        # taught the attention and the decoder to read a location
+        phase = replace(cfg, expected_prob=1.0) if epoch <= cfg.expected_warmup else cfg
         t0, loss_sum, nll_sum, words = time.perf_counter(), 0.0, 0.0, 0
         bar = tqdm(batches(train_set, targets, cfg.batch_size, gen, cfg.captions_per_image),
                    total=steps_per_epoch,
@@ -75,7 +81,7 @@ def train(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSet
             images, tokens, image_of = images.to(device), tokens.to(device), image_of.to(device)
             mask = tokens[:, 1:] != vocab.pad                                  # (N, T)
             with autocast:
-                loss, nll = objective(model, images, tokens, image_of, mask, cfg, gen)
+                loss, nll = objective(model, images, tokens, image_of, mask, phase, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
@@ -117,13 +123,20 @@ def objective(model: Captioner, images, tokens, image_of, mask, cfg: CaptionTrai
               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """The minibatch loss and its mean NLL per caption. Soft (and none): NLL + the doubly stochastic
     penalty (eq. 14). Hard: sampled locations and the REINFORCE surrogate with the moving-average
-    baseline, which is updated here once per minibatch."""
+    baseline (one number, or one per number of words left with reward "to-go"), which is updated
+    here once per minibatch."""
     hard = model.config.attention == "hard"
     expected = draw_expected(len(tokens), cfg, generator).to(tokens.device) if hard else False
     out = model(images, tokens[:, :-1], image_of, hard=hard, expected=expected)
     loss, nll = soft_attention_loss(out.logits.float(), tokens[:, 1:], mask,
                                     None if out.alpha is None else out.alpha.float(), model.config.alpha_c)
-    if hard:
+    if hard and cfg.reward == "to-go":
+        reward = to_go(step_nll(out.logits.float(), tokens[:, 1:], mask))                # (N, T)
+        left, b = remaining(mask), model.decoder.baseline_to_go
+        loss = loss + reinforce_surrogate(reward, out.log_prob.float(), out.entropy.float(), mask, b[left],
+                                          ~expected, cfg.reinforce_weight, cfg.entropy_weight)
+        b.copy_(update_baseline_by_remaining(b, reward, left, mask, cfg.baseline_decay))
+    elif hard:
         b = model.decoder.baseline
         loss = loss + reinforce_surrogate(nll, out.log_prob.float(), out.entropy.float(), mask, b, ~expected,
                                           cfg.reinforce_weight, cfg.entropy_weight)

@@ -112,6 +112,29 @@ def test_train_command_runs_hard_attention_and_keeps_the_baseline(tmp_path, caps
     assert "saved the best model" in capsys.readouterr().out
 
 
+def test_expected_warmup_and_the_reward_to_go(tmp_path, monkeypatch, capsys):
+    import caption.train as train_module
+    seen = []
+    real = train_module.objective
+
+    def spy(model, images, tokens, image_of, mask, cfg, generator):
+        seen.append(cfg.expected_prob)
+        return real(model, images, tokens, image_of, mask, cfg, generator)
+
+    monkeypatch.setattr(train_module, "objective", spy)
+    out = tmp_path / "h.pt"
+    assert main(["train", "--attention", "hard", "--train-size", "16", "--val-size", "4", "--epochs", "3",
+                 "--batch-size", "8", "--pretrain-epochs", "0", "--feature-dim", "16", "--hidden-dim", "32",
+                 "--embed-dim", "16", "--attn-dim", "16", "--reward", "to-go", "--expected-warmup", "1",
+                 "--out", str(out), "--quiet"]) == 0
+    assert seen == [1.0, 1.0, 0.5, 0.5, 0.5, 0.5]      # 2 steps an epoch: only the first epoch is all expected
+    b = checkpoint.load(train_module.last_path(out), kind="captioner")["state_dict"]["decoder.baseline_to_go"]
+    assert b[0] == 0 and (b[1:4] > 0).all()            # every caption has >= 3 words left at its start
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--attention", "hard", "--reward", "bogus", "--out", str(out)])
+    assert exit_.value.code == 2 and "--reward" in capsys.readouterr().err
+
+
 SHIPPED = default_checkpoint("scenes-soft.pt")
 
 
@@ -131,3 +154,25 @@ def test_the_shipped_model_works_with_no_flags_and_meets_its_targets(tmp_path, m
     s = json.loads(capsys.readouterr().out)
     assert s["images"] == 1000 and s["object_f1"] >= 0.90
     assert s["attention_mass"] >= 3 * s["attention_chance"]
+
+
+SHIPPED_HARD = default_checkpoint("scenes-hard.pt")
+
+
+@pytest.mark.skipif(not (SHIPPED.is_file() and SHIPPED_HARD.is_file()), reason="the shipped models are not here")
+def test_the_shipped_hard_model_meets_its_targets_and_compares_with_soft(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    # 1,000 fresh test scenes, beam 3, the default (expected) context: both models in one table
+    assert main(["evaluate", "--model", str(SHIPPED), "--model", str(SHIPPED_HARD), "--json"]) == 0
+    soft, hard = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert hard["images"] == 1000 and hard["object_f1"] >= 0.85
+    assert hard["attention_argmax_in_box"] >= 3 * hard["attention_chance"]
+    assert soft["object_f1"] >= 0.90
+    # the hard model's own context: one sampled (argmax) location per word still names the objects
+    assert main(["evaluate", "--model", str(SHIPPED_HARD), "--hard-mode", "argmax", "--n", "300", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["object_f1"] >= 0.85 and s["attention_argmax_in_box"] >= 3 * s["attention_chance"]
+    assert main(["demo", "--n", "2"]) == 0
+    capsys.readouterr()
+    assert main(["compare", "caption-demo/scene-0.png", "caption-demo/scene-1.png", "--out", "c.png"]) == 0
+    assert (tmp_path / "c.png").stat().st_size > 0 and "hard: " in capsys.readouterr().out
