@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.report import table, write_section  # noqa: E402
-from caption import decoding  # noqa: E402
+from benchmarks.report import publish, table  # noqa: E402
+from caption import search  # noqa: E402
 from caption.config import CaptionConfig  # noqa: E402
-from caption.decoder import Decoder  # noqa: E402
+from caption.image.decoder import Decoder  # noqa: E402
 
 L, A, E, V, B, T, K, IMAGES = 196, 512, 512, 10000, 32, 20, 5, 100
 
@@ -122,12 +122,12 @@ def main() -> int:
 
             def ours():
                 memory = dec.memory(imgs)
-                decoding.beam_search(dec.step, dec.init_state(memory), memory, IMAGES, 1, -1, T, K)
+                search.beam_search(dec.step, dec.init_state(memory), memory, IMAGES, 1, -1, T, K)
 
             def one_at_a_time():
                 for i in range(n):
                     memory = {"values": imgs[i:i + 1], "keys": None, "mean": imgs[i:i + 1].mean(1)}
-                    decoding.beam_search(baseline_step(dec), dec.init_state(memory), memory, 1, 1, -1, T, K)
+                    search.beam_search(baseline_step(dec), dec.init_state(memory), memory, 1, 1, -1, T, K)
             with torch.no_grad():
                 tbeam = timed(ours, args.repeats)
                 tone = timed(one_at_a_time, 1) * IMAGES / n
@@ -146,9 +146,7 @@ def main() -> int:
             f"{IMAGES * K} rows; the baseline decodes one image at a time with the per-step projection "
             f"({args.baseline_images} images timed, scaled to {IMAGES}):\n\n" +
             table(["D", "H", "ours s", "GFLOP/s", "one at a time s", "GFLOP/s", "speed-up", "FLOP ratio"], beam_rows))
-    print(body)
-    if not args.no_write:
-        write_section("decoder-speed", "Decoder speed at the paper's COCO sizes", body)
+    publish("decoder-speed", "Decoder speed at the paper's COCO sizes", body, write=not args.no_write)
     return 0
 
 

@@ -44,3 +44,10 @@ def write_section(name: str, title: str, body: str, path: Path = ROOT / "BENCHMA
     pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.S)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
     path.write_text(text)
+
+
+def publish(name: str, title: str, body: str, write: bool = True) -> None:
+    """Print the section's body and, unless told not to (--no-write), rewrite it in BENCHMARKS.md."""
+    print(body)
+    if write:
+        write_section(name, title, body)

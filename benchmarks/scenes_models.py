@@ -16,10 +16,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.report import table, write_section  # noqa: E402
+from benchmarks.report import publish, table  # noqa: E402
 from caption.api import load  # noqa: E402
-from caption.evaluation import evaluate  # noqa: E402
-from caption.imagedata import scene_set  # noqa: E402
+from caption.data.scenes import scene_set  # noqa: E402
+from caption.metrics.evaluate import evaluate_captions  # noqa: E402
+from caption.search import DecodeOptions  # noqa: E402
 
 
 def main() -> int:
@@ -42,7 +43,7 @@ def main() -> int:
             data = scene_set(args.n, "test", model.config.image_size)
         modes = args.hard_modes.split(",") if model.config.attention == "hard" else ["expected"]
         for mode in modes:
-            s = evaluate(model, data, args.beam, hard_mode=mode, seed=0)
+            s = evaluate_captions(model, data, DecodeOptions(beam_size=args.beam, hard_mode=mode, seed=0))
             name = path.name if model.config.attention != "hard" else f"{path.name} ({mode})"
             rows.append([name, model.config.attention, *(f"{s[f'bleu{n}']:.1f}" for n in range(1, 5)),
                          f"{s['object_f1']:.3f}", f"{s['object_f1_1-2']:.3f}", f"{s['object_f1_3-4']:.3f}",
@@ -63,10 +64,8 @@ def main() -> int:
                    "ms / image"], rows))
     if args.note:
         body += "\n\n" + args.note
-    print(body)
-    if not args.no_write:
-        write_section("scenes-models", "Captioning built-in scenes: soft and hard attention, and the "
-                      "no-attention ablation", body)
+    publish("scenes-models", "Captioning built-in scenes: soft and hard attention, and the "
+            "no-attention ablation", body, write=not args.no_write)
     return 0
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.report import ROOT, table, write_section  # noqa: E402
-from caption.chardata import book_split, read_pairs, to_tensors  # noqa: E402
+from benchmarks.report import ROOT, publish, table  # noqa: E402
 from caption.config import Seq2SeqConfig, Seq2SeqTrainConfig  # noqa: E402
-from caption.seq2seq_train import build_model, evaluate, train  # noqa: E402
+from caption.text.data import book_split, read_pairs, to_tensors  # noqa: E402
+from caption.text.train import build_translator, exact_matches, train_translator  # noqa: E402
 
 
 def one_at_a_time(model, data, vocab, n: int) -> float:
@@ -42,9 +42,9 @@ def main() -> int:
     rows, single = [], None
     for seed in args.seeds:
         torch.manual_seed(seed)
-        model, vocab = build_model(train_pairs, test_pairs, Seq2SeqConfig(), torch.device("cpu"))
+        model, vocab = build_translator(train_pairs, test_pairs, Seq2SeqConfig(), torch.device("cpu"))
         cfg = Seq2SeqTrainConfig(epochs=args.epochs, seed=seed)
-        history = train(model, vocab, train_pairs, test_pairs, cfg, progress=False, log=lambda s: None)
+        history = train_translator(model, vocab, train_pairs, test_pairs, cfg, progress=False, log=lambda s: None)
         cumulative = 0.0
         for r in history:
             cumulative += r.train_seconds
@@ -54,7 +54,7 @@ def main() -> int:
         if single is None:
             test = to_tensors(test_pairs, vocab)
             t = time.perf_counter()
-            evaluate(model, test, vocab)
+            exact_matches(model, test, vocab)
             batched = time.perf_counter() - t
             n = 500
             single = (batched, one_at_a_time(model, test, vocab, n) * len(test) / n)
@@ -69,9 +69,7 @@ def main() -> int:
              f"Evaluating the 5,000 test examples: {single[0]:.2f} s batched (greedy) against "
              f"{single[1]:.1f} s one at a time (500 timed, scaled to 5,000), {single[1] / single[0]:.0f}x; "
              f"the book's NumPy code takes about 22 s one at a time and 3 x 50 s to train.")
-    print(body)
-    if not args.no_write:
-        write_section("seq2seq_date", "Date conversion (seq2seq with attention)", body)
+    publish("seq2seq_date", "Date conversion (seq2seq with attention)", body, write=not args.no_write)
     return 0
 
 

@@ -15,10 +15,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.report import table, write_section  # noqa: E402
+from benchmarks.report import publish, table  # noqa: E402
 from caption.config import CaptionConfig, CaptionTrainConfig  # noqa: E402
-from caption.imagedata import batches, caption_targets, scene_set  # noqa: E402
-from caption.train import build, objective  # noqa: E402
+from caption.data.images import batches, caption_targets  # noqa: E402
+from caption.data.scenes import scene_set  # noqa: E402
+from caption.training.loop import build_captioner  # noqa: E402
+from caption.training.objectives import objective  # noqa: E402
 
 
 def main() -> int:
@@ -37,7 +39,7 @@ def main() -> int:
     for name, attention, extra in variants:
         step_cfg = replace(cfg, **extra)
         torch.manual_seed(0)
-        model, vocab = build(data, CaptionConfig(attention=attention, alpha_c=0.0, dropout=0.0), device="cpu")
+        model, vocab = build_captioner(data, CaptionConfig(attention=attention, alpha_c=0.0, dropout=0.0), device="cpu")
         targets = caption_targets(data, vocab, model.config.max_len)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         gen = torch.Generator().manual_seed(0)
@@ -61,9 +63,7 @@ def main() -> int:
             f"caption each, the default model sizes), {args.steps} steps timed per model on the same batches, "
             f"and the time of one captioning epoch ({steps_per_epoch} steps):\n\n" +
             table(["attention", "ms / step", "s / epoch", "vs soft"], rows))
-    print(body)
-    if not args.no_write:
-        write_section("train-speed", "Training speed: soft, hard and no attention", body)
+    publish("train-speed", "Training speed: soft, hard and no attention", body, write=not args.no_write)
     return 0
 
 

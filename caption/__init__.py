@@ -5,8 +5,24 @@ same attention module on a character seq2seq path.
     model = caption.load()                        # the shipped soft-attention scenes model
     result = model.caption("image.png", beam_size=3)
     caption.overlay("image.png", result, out="attention.png")
+
+Shape letters, one meaning across the package (comments such as `# (N, T, V)` use them):
+    B       images, or text sources (of a batch, or of a whole set)
+    N       rows that run together: the captions of a batch's images (training), B * K beams (search)
+    M       every caption of a data set
+    T       decoder steps: words, or characters
+    S       source length of the text path
+    L       annotation locations, gh * gw; gh, gw the height and width of the annotation grid
+    D       annotation size (the attention's keys and values)
+    E, H    embedding size, LSTM hidden size
+    A, Q    attention size of the additive score, query size
+    V, K    vocabulary size, beam size
+    P, C    image side in pixels, image channels (or object labels)
+    R       entries of the reward-to-go baseline, one per number of words left
 """
 __version__ = "0.1.0"
+
+__all__ = ["CaptionModel", "DecodeOptions", "load", "overlay", "__version__"]
 
 
 def __getattr__(name: str):
@@ -14,7 +30,13 @@ def __getattr__(name: str):
     if name == "load":
         from .api import load
         return load
+    if name == "CaptionModel":
+        from .api import CaptionModel
+        return CaptionModel
+    if name == "DecodeOptions":
+        from .search import DecodeOptions
+        return DecodeOptions
     if name == "overlay":
-        from .overlay import overlay
+        from .viz.overlay import overlay
         return overlay
     raise AttributeError(f"module 'caption' has no attribute {name!r}")

@@ -18,8 +18,8 @@ Local attention (Luong eq. 9-10): local-m uses p_t = t, local-p p_t = S * sigmoi
 Weights are the softmax restricted to [p_t - D, p_t + D], times a Gaussian exp(-(s - p_t)^2 / (2 sigma^2))
 with sigma = D / 2; as in the paper they are not renormalised after the Gaussian.
 
-Shapes: B batch, T queries (decoder steps, optional), S source locations, Q query dim,
-K key dim, A attention dim.
+Shapes (the legend in caption/__init__.py): B batch, T queries (decoder steps, optional),
+S source positions (the L locations of an image), Q query size, D key and value size, A attention size.
 """
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
 SCORES = ("additive", "dot", "general")
@@ -36,7 +35,7 @@ LOCAL = (None, "local-m", "local-p")
 
 @dataclass
 class AttentionOutput:
-    context: Tensor                  # (B, [T,] K) soft context, or the sampled one in hard mode
+    context: Tensor                  # (B, [T,] D) soft context, or the sampled one in hard mode
     alpha: Tensor                    # (B, [T,] S) attention weights
     index: Tensor | None = None      # (B, [T]) hard: chosen location
     log_prob: Tensor | None = None   # (B, [T]) hard: log alpha at the chosen location
@@ -66,7 +65,7 @@ class Attention(nn.Module):
                                           nn.Linear(query_dim, 1, bias=False))  # v_p^T tanh(W_p h)
 
     def project_keys(self, keys: Tensor) -> Tensor:
-        """Source-only part of the score, computed once per source: (B, S, K) -> (B, S, A)."""
+        """Source-only part of the score, computed once per source: (B, S, D) -> (B, S, A)."""
         if self.score == "dot":
             return keys
         return self.key_proj(keys)
@@ -85,7 +84,7 @@ class Attention(nn.Module):
                 generator: torch.Generator | None = None) -> AttentionOutput:
         """Attend from `query` (B, Q) for one step, or (B, T, Q) for T steps at once.
 
-        values (B, S, K) are the annotations; proj_keys (B, S, A) = project_keys(keys);
+        values (B, S, D) are the annotations; proj_keys (B, S, A) = project_keys(keys);
         mask (B, S) is True at real positions (padding gets exactly zero weight).
         step: the decoder step t of a single query (local-m); T queries use t = 0..T-1.
         """
@@ -102,7 +101,7 @@ class Attention(nn.Module):
         else:
             alpha = self._local_weights(e, query, mask, step)               # (B, T, S)
 
-        out = AttentionOutput(context=torch.bmm(alpha, values), alpha=alpha)  # (B, T, K)
+        out = AttentionOutput(context=torch.bmm(alpha, values), alpha=alpha)  # (B, T, D)
         if mode == "hard":
             self._hard(out, alpha, values, expected, argmax, generator)
         elif mode != "soft":
@@ -155,7 +154,7 @@ class Attention(nn.Module):
         out.log_prob = torch.log(picked)
         # H(alpha) = -sum alpha log alpha, with 0 log 0 = 0 (masked positions).
         out.entropy = -torch.special.xlogy(alpha, alpha).sum(-1)                    # (B, T)
-        sampled = values.gather(1, index.unsqueeze(-1).expand(-1, -1, values.shape[-1]))  # (B, T, K)
+        sampled = values.gather(1, index.unsqueeze(-1).expand(-1, -1, values.shape[-1]))  # (B, T, D)
         if isinstance(expected, Tensor):
             keep_soft = expected.view(B, 1, 1).to(torch.bool)
             out.context = torch.where(keep_soft, out.context, sampled)

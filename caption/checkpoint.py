@@ -1,36 +1,56 @@
 """Checkpoints: a state_dict, the config, the vocabulary and a format version; nothing pickled.
 
-They load with torch.load(weights_only=True), and writes go to a temporary file in the same
-folder that is renamed into place, so a crash never leaves a half-written checkpoint.
+They load with torch.load(weights_only=True) and are written atomically (`fileio.atomic_write`).
+An older format is brought up to date on load by the migrations below, one version at a time, so
+every file ever shipped keeps loading as it is.
+
+Format history:
+    1  state_dict, config, vocab, kind ("captioner" | "seq2seq"), meta
+    2  a hard-attention captioner always carries `decoder.baseline_to_go` (the reward-to-go
+       baseline, one entry per number of words left); version-1 files written before it existed
+       get zeros, the value it starts from in training
 """
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
+import torch.nn as nn
 
-FORMAT_VERSION = 1
+from .config import CaptionConfig
+from .errors import CheckpointError
+from .fileio import atomic_write
+
+FORMAT_VERSION = 2
 
 
-class CheckpointError(Exception):
-    """A file that is not a readable caption checkpoint; the message names the file."""
-
-
-def save(path: str | os.PathLike, *, kind: str, state_dict: dict, config: dict,
-         vocab: list[str], meta: dict | None = None) -> None:
-    payload = {"format_version": FORMAT_VERSION, "kind": kind, "config": config,
-               "vocab": list(vocab), "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+def save(path: str | os.PathLike, kind: str, model: nn.Module, vocab: list[str],
+         meta: dict | None = None) -> None:
+    """model: a module with a dataclass `.config` (Captioner or Seq2Seq); vocab: the token list."""
+    payload = {"format_version": FORMAT_VERSION, "kind": kind, "config": asdict(model.config),
+               "vocab": list(vocab),
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                "meta": meta or {}}
     with atomic_write(path) as tmp:
         torch.save(payload, tmp)
 
 
+def _v1_to_v2(payload: dict) -> dict:
+    config = payload.get("config", {})
+    if payload.get("kind") == "captioner" and config.get("attention") == "hard":
+        n = config.get("max_len", CaptionConfig.max_len) + 1
+        payload["state_dict"].setdefault("decoder.baseline_to_go", torch.zeros(n))
+    return payload
+
+
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2}   # version v -> v + 1
+
+
 def load(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
+    """The payload, migrated to FORMAT_VERSION; CheckpointError naming the file otherwise."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
@@ -40,11 +60,16 @@ def load(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
     if not isinstance(payload, dict) or "format_version" not in payload:
         raise CheckpointError(f"{path}: not a caption checkpoint (no format_version)")
-    if payload["format_version"] > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format version {payload['format_version']} is newer than "
+    version = payload["format_version"]
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format version {version} is newer than "
                               f"this caption ({FORMAT_VERSION}); upgrade caption")
     if kind is not None and payload.get("kind") != kind:
         raise CheckpointError(f"{path}: a {payload.get('kind')!r} checkpoint, expected {kind!r}")
+    while version < FORMAT_VERSION:
+        payload = MIGRATIONS[version](payload)
+        version += 1
+    payload["format_version"] = version
     return payload
 
 
@@ -55,20 +80,15 @@ def default_checkpoint(name: str) -> Path:
     return base / name
 
 
-@contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary path beside `path`; on success it is renamed onto `path` (with the usual
-    file mode: mkstemp makes 0600), on failure removed, so `path` is never left half-written."""
+def load_weights_into(module: nn.Module, path: str | os.PathLike, what: str) -> None:
+    """Foreign weights (a plain state_dict file, e.g. torchvision's ImageNet weights, or one under
+    "state_dict") into `module`; CheckpointError naming the file when missing or not `what`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such encoder weights file")
     try:
-        yield tmp
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        module.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+    except Exception as e:   # wrong architecture, truncated file, not a state_dict
+        raise CheckpointError(f"{path}: not {what} weights ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:120]})") from None

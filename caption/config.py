@@ -1,95 +1,122 @@
-"""Configuration dataclasses: defaults live here; the CLI only overrides fields.
+"""Every configuration as a dataclass: defaults and help live here, and nowhere else.
 
-`asdict(config)` goes into every checkpoint and `from_dict` rebuilds it, ignoring unknown keys
-only if they are absent from the class (a newer field with a default stays at its default).
+A field whose metadata has `help` is a command-line flag (`--field-name`, see `cli/flags.py`), with
+that help and, where given, its `choices`; a field without help is set by code (from the data, say).
+`asdict(config)` goes into every checkpoint and `from_dict` rebuilds it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 C = TypeVar("C")
+
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "vgg16", "vgg19")
+ENCODERS = ("cnn",) + BACKBONES
+ATTENTION = ("soft", "hard", "none")
+REWARDS = ("sequence", "to-go")   # the REINFORCE reward of step t: the whole caption's, or from t on
+
+
+def option(default: Any, help: str | None = None, choices: tuple | None = None) -> Any:
+    """A dataclass field with its command-line help (None: not a flag) and choices."""
+    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclass
 class Seq2SeqConfig:
     """Character seq2seq with attention (Luong et al. 2015 without input feeding, as in the book)."""
-    embed_dim: int = 32
-    hidden_dim: int = 64            # encoder, per direction
-    decoder_dim: int | None = 64    # None: the encoder's output size; else bridged by tanh(W h)
-    num_layers: int = 1
-    bidirectional: bool = True      # reading one way confuses JAN/JUN, the other 2/22
-    reverse_source: bool = True     # Sutskever et al. 2014: short paths from the first source tokens
-    score: str = "general"          # additive | dot | general
-    attn_dim: int | None = None     # additive only; defaults to the decoder size
-    local: str | None = None        # None | local-m | local-p
-    window: int = 4                 # D of local attention
-    dropout: float = 0.0
+    embed_dim: int = option(32, "character embedding size")
+    hidden_dim: int = option(64, "encoder LSTM hidden size per direction")
+    # None: the encoder's output size; else bridged by tanh(W h)
+    decoder_dim: int | None = option(64, "decoder LSTM hidden size")
+    num_layers: int = option(1, "LSTM layers in encoder and decoder")
+    # reading one way confuses JAN/JUN, the other 2/22
+    bidirectional: bool = option(True, "bidirectional encoder")
+    # Sutskever et al. 2014: short paths from the first source tokens
+    reverse_source: bool = option(True, "feed the source reversed (Sutskever et al. 2014)")
+    score: str = option("general", "attention score: additive (Bahdanau), dot or general (Luong)")
+    attn_dim: int | None = option(None, "attention size of the additive score")   # None: the decoder size
+    local: str | None = option(None, "Luong local attention: local-m or local-p (default global)")
+    window: int = option(4, "half-width D of the local window")
+    dropout: float = option(0.0, "dropout on embeddings and the output layer")
     max_source_len: int = 29        # set from the training data; longer inputs are refused
     max_target_len: int = 12        # generated tokens, <end> included
 
 
 @dataclass
 class Seq2SeqTrainConfig:
-    epochs: int = 1                 # the date task reaches 99.9% in one (BENCHMARKS.md)
-    batch_size: int = 64            # more updates per epoch learn faster than bigger batches
-    lr: float = 7e-3
-    lr_final: float = 1e-4          # the learning rate decays linearly to this by the last step
+    epochs: int = option(1, "passes over the training set")
+    # more updates per epoch learn faster than bigger batches
+    batch_size: int = option(64, "examples per step")
+    lr: float = option(7e-3, "Adam's initial learning rate")
+    lr_final: float = option(1e-4, "learning rate reached (linearly) at the last step")
     weight_decay: float = 0.0
-    clip: float = 5.0               # gradient-norm clipping, as in the book
-    bucket: bool = True             # batch sources of similar length (less padding to run)
-    seed: int = 0
+    clip: float = option(5.0, "gradient-norm clipping")     # as in the book
+    bucket: bool = option(True, "batch sources of similar length together")   # less padding to run
+    seed: int = option(0, "random seed (initialisation and batch order)")
     eval_batch_size: int = 1000
-    threads: int | None = None      # torch CPU threads; None keeps torch's choice
+    threads: int | None = option(None, "torch CPU threads")  # None keeps torch's choice
 
 
 @dataclass
 class CaptionConfig:
     """Show, Attend and Tell (Xu et al. 2015): a CNN grid of annotations, an LSTM that attends."""
-    encoder: str = "cnn"            # cnn (built in, from scratch) | resnet18/34/50/101 | vgg16/19
-    encoder_weights: str | None = None   # a local torchvision state_dict; None: random init
-    fine_tune: bool = False         # train the torchvision backbone too (the built-in CNN always trains)
-    image_size: int = 112           # images are resized to image_size x image_size
-    feature_dim: int = 128          # D of the built-in CNN (torchvision: fixed by the backbone)
-    position: bool = True           # add a learned embedding per grid location (where, for relations)
-    attention: str = "soft"         # soft | hard | none (the mean annotation, no attention: ablation)
-    embed_dim: int = 64             # E
-    hidden_dim: int = 256           # H of the LSTM
-    attn_dim: int = 128             # size of the additive score's hidden layer
-    selector: bool = True           # the gate beta = sigmoid(f_beta(h_{t-1})) on the context (sec. 4.2.1)
-    dropout: float = 0.3            # before the deep output's last layer (as the authors' code)
-    alpha_c: float = 1.0            # lambda of the doubly stochastic penalty (eq. 14)
-    max_len: int = 30               # generated words, <end> included
+    encoder: str = option("cnn", "image encoder: the built-in CNN or a torchvision backbone", ENCODERS)
+    # None: random init (the weights then travel in the checkpoint's state_dict)
+    encoder_weights: str | None = option(None, "local state_dict file for a torchvision backbone (no download)")
+    # the built-in CNN always trains
+    fine_tune: bool = option(False, "train the torchvision backbone too")
+    image_size: int = option(112, "images are resized to this square size")
+    feature_dim: int = option(128, "channels D of the built-in CNN's annotations")   # torchvision: fixed
+    # where, for relations: convolutions alone hardly say where an annotation is
+    position: bool = option(True, "add a learned embedding per grid location")
+    attention: str = option("soft", "soft (deterministic), hard (sampled, trained with REINFORCE) or none "
+                                    "(the mean annotation, no attention: the ablation)", ATTENTION)
+    embed_dim: int = option(64, "word embedding size")                          # E
+    hidden_dim: int = option(256, "LSTM size")                                  # H
+    attn_dim: int = option(128, "hidden size of the additive attention score")  # A
+    # beta = sigmoid(f_beta(h_{t-1})) on the context
+    selector: bool = option(True, "the gate beta on the context (sec. 4.2.1)")
+    dropout: float = option(0.3, "dropout before the output layer")   # where the authors' code has it
+    alpha_c: float = option(1.0, "weight of the doubly stochastic attention penalty")   # lambda, eq. 14
+    max_len: int = option(30, "longest caption generated, in words")   # <end> included
 
 
 @dataclass
 class CaptionTrainConfig:
-    epochs: int = 8
-    batch_size: int = 64            # images per step
-    captions_per_image: int | None = 1      # captions drawn per image and step; None or 0: all
-    lr: float = 2e-3
-    lr_final: float = 1e-4          # linear decay to this at the last step
-    clip: float = 5.0
-    seed: int = 0
-    train_size: int = 20000         # built-in scenes: images generated for training
-    val_size: int = 500             # and for validation, decoded after every epoch
-    min_count: int = 1              # words seen fewer times become <unk>
-    pretrain_epochs: int = 2        # built-in CNN on scenes: object-label epochs before captioning
-    eval_beam: int = 1              # beam size of the per-epoch validation decode
-    bf16: bool = False              # bfloat16 autocast (CPU and CUDA)
-    threads: int | None = None
-    # Hard attention (sec. 4.1 and the authors' capgen.py); the paper's values.
-    reinforce_weight: float = 0.1   # lambda_r: the authors divide the REINFORCE term by 10
-    entropy_weight: float = 0.002   # lambda_e: the entropy bonus
-    baseline_decay: float = 0.9     # b <- 0.9 b + 0.1 mean NLL, once per minibatch
-    expected_prob: float = 0.5      # chance that a minibatch uses the expected (soft) context
-    expected_per_example: bool = False   # draw that choice per caption instead of per minibatch
-    expected_warmup: int = 0        # first epochs trained on the expected context alone (0: the paper)
-    reward: str = "sequence"        # sequence: the paper's, the whole caption's log-likelihood for every
-                                    # step | to-go: step t gets the words from t on (unbiased, less variance)
+    epochs: int = option(8, "passes over the training images")
+    batch_size: int = option(64, "images per step")
+    # None or 0: all of them
+    captions_per_image: int | None = option(1, "captions drawn at random per image and step; 0: all of them")
+    lr: float = option(2e-3, "Adam's initial learning rate")
+    lr_final: float = option(1e-4, "learning rate reached (linearly) at the last step")
+    clip: float = option(5.0, "gradient-norm clipping")
+    seed: int = option(0, "random seed (initialisation and batch order)")
+    train_size: int = option(20000, "built-in scenes generated for training")
+    val_size: int = option(500, "built-in scenes generated for validation")   # decoded after every epoch
+    min_count: int = option(1, "words seen fewer times become <unk>")
+    pretrain_epochs: int = option(2, "epochs of object-label pre-training of the built-in CNN (scenes only)")
+    eval_beam: int = option(1, "beam size of the validation decode after each epoch")
+    bf16: bool = option(False, "bfloat16 autocast (CPU and CUDA)")
+    threads: int | None = option(None, "torch CPU threads")
+    # Hard attention (sec. 4.1 and the authors' capgen.py); the defaults are the paper's values.
+    # lambda_r: the authors divide the REINFORCE term by 10
+    reinforce_weight: float = option(0.1, "hard: weight lambda_r of the REINFORCE term")
+    entropy_weight: float = option(0.002, "hard: weight lambda_e of the entropy bonus")
+    # b <- 0.9 b + 0.1 mean NLL, once per minibatch
+    baseline_decay: float = option(0.9, "hard: decay of the moving-average NLL baseline")
+    expected_prob: float = option(0.5, "hard: chance that a minibatch trains on the expected (soft) context")
+    expected_per_example: bool = option(
+        False, "hard: draw the expected-context choice per caption, not per minibatch")
+    expected_warmup: int = option(0, "hard: first epochs trained on the expected (soft) context alone, before "
+                                     "any sampling (0: the paper)")
+    reward: str = option("sequence", "hard: REINFORCE reward of step t: the whole caption's log-likelihood "
+                                     "(sequence, the paper's) or that of the words from t on, with a baseline "
+                                     "per number of words left (to-go: unbiased, less variance)", REWARDS)
 
 
 def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+    """The config saved by asdict; a field missing from `data` (newer than the file) keeps its default."""
     names = {f.name for f in fields(cls)}
     unknown = set(data) - names
     if unknown:

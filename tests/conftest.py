@@ -3,10 +3,9 @@ import pytest
 import torch
 
 from caption import checkpoint
-from caption.api import CaptionModel
 from caption.config import CaptionConfig
-from caption.imagedata import scene_set
-from caption.train import build
+from caption.data.scenes import scene_set
+from caption.training.loop import build_captioner
 
 SMALL = dict(feature_dim=24, embed_dim=16, hidden_dim=48, attn_dim=24, dropout=0.0)
 
@@ -14,8 +13,8 @@ SMALL = dict(feature_dim=24, embed_dim=16, hidden_dim=48, attn_dim=24, dropout=0
 def save_tiny(path, attention: str = "soft", seed: int = 1, max_len: int = 10):
     data = scene_set(8, "train")
     torch.manual_seed(seed)
-    model, vocab = build(data, CaptionConfig(**SMALL, attention=attention, max_len=max_len), device="cpu")
-    checkpoint.save(path, **CaptionModel(model, vocab).checkpoint_fields())
+    model, vocab = build_captioner(data, CaptionConfig(**SMALL, attention=attention, max_len=max_len), device="cpu")
+    checkpoint.save(path, "captioner", model, vocab.itos)
     return path
 
 

@@ -2,11 +2,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from caption import decoding
+from caption import search
 from caption.config import CaptionConfig
-from caption.decoder import Decoder
-from caption.encoders import Encoder
-from caption.model import Captioner
+from caption.image.captioner import Captioner
+from caption.image.decoder import Decoder
+from caption.image.encoder import Encoder
+from caption.search import DecodeOptions
 
 V, D = 13, 16
 
@@ -51,8 +52,8 @@ def test_step_matches_the_papers_equations_beta_and_deep_output():
     emb = dec.embed(y)
     h1, c1 = dec.lstm(torch.cat([emb, z], -1), (h0, c0))
     logits = dec.out(torch.tanh(emb + dec.out_h(h1) + dec.out_z(z)))                   # eq. 7
-    logp, (h, c), att = dec.step(y, (h0, c0), memory)
-    assert torch.allclose(att, alpha, atol=1e-6)
+    logp, (h, c), fields = dec.step(y, (h0, c0), memory)
+    assert set(fields) == {"alpha"} and torch.allclose(fields["alpha"], alpha, atol=1e-6)
     assert torch.allclose(h, h1, atol=1e-6) and torch.allclose(c, c1, atol=1e-6)
     assert torch.allclose(logp, F.log_softmax(logits, -1), atol=1e-5)
     # the gate matters: forcing beta to 0 removes the context from the LSTM input and the output
@@ -73,7 +74,8 @@ def test_teacher_forcing_equals_step_by_step(attention):
     memory = dec.memory(feats)
     state = dec.init_state(memory)
     for t in range(5):
-        logp, state, alpha = dec.step(tgt[:, t], state, memory)
+        logp, state, fields = dec.step(tgt[:, t], state, memory)
+        alpha = fields["alpha"]
         assert torch.allclose(logp, F.log_softmax(out.logits[:, t], -1), atol=1e-5)
         if attention == "soft":
             assert torch.allclose(alpha, out.alpha[:, t], atol=1e-6)
@@ -93,7 +95,7 @@ def test_encoder_grid_and_position():
 
 def test_torchvision_weights_load_from_a_local_file_and_freeze(tmp_path):
     import torchvision
-    from caption.checkpoint import CheckpointError
+    from caption.errors import CheckpointError
     torch.manual_seed(3)
     ref = torchvision.models.resnet18(weights=None)
     torch.save(ref.state_dict(), tmp_path / "r18.pth")
@@ -120,18 +122,19 @@ def _captioner(seed=4):
 def test_beam_one_equals_greedy_and_batched_beam_equals_per_image():
     model = _captioner()
     images = torch.rand(4, 3, 48, 48)
-    greedy = model.generate(images, 1, 2, beam_size=1)
-    beam1 = decoding.beam_search(*_parts(model, images), 4, 1, 2, model.config.max_len, beam_size=1)
+    greedy = model.generate(images, 1, 2, DecodeOptions(beam_size=1))
+    beam1 = search.beam_search(*_parts(model, images), 4, 1, 2, model.config.max_len, beam_size=1)
     for g, b in zip(greedy, beam1):
         assert g.tokens == b.tokens and g.score == pytest.approx(b.score, abs=1e-5)
-        assert torch.allclose(g.attention, b.attention, atol=1e-6)
-    batched = model.generate(images, 1, 2, beam_size=3)
+        assert torch.allclose(g.alpha, b.alpha, atol=1e-6)
+    beam3 = DecodeOptions(beam_size=3)
+    batched = model.generate(images, 1, 2, beam3)
     for i in range(4):
-        [alone] = model.generate(images[i:i + 1], 1, 2, beam_size=3)
+        [alone] = model.generate(images[i:i + 1], 1, 2, beam3)
         assert alone.tokens == batched[i].tokens
         assert alone.score == pytest.approx(batched[i].score, abs=1e-4)
-        assert torch.allclose(alone.attention, batched[i].attention, atol=1e-5)
-        assert len(alone.tokens) == alone.attention.shape[0]
+        assert torch.allclose(alone.alpha, batched[i].alpha, atol=1e-5)
+        assert len(alone.tokens) == alone.alpha.shape[0] and alone.location is None
 
 
 def _parts(model, images):

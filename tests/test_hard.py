@@ -2,14 +2,12 @@
 the baseline rule, the expected-context mix and the test-time modes."""
 import itertools
 
-import pytest
 import torch
 import torch.nn.functional as F
 
 from caption.config import CaptionConfig
-from caption.decoder import Decoder
-from caption.losses import (caption_nll, reinforce_surrogate, remaining, step_nll, to_go, update_baseline,
-                            update_baseline_by_remaining)
+from caption.image.decoder import Decoder
+from caption.image.losses import reinforce_surrogate, step_nll, to_go
 
 L, T, V = 3, 2, 6
 
@@ -93,51 +91,9 @@ def test_reward_to_go_is_unbiased_with_less_variance_than_the_sequence_reward():
     assert g.var(0).sum() < seq.var(0).sum()
 
 
-def test_reward_to_go_and_words_left_known_answers():
-    steps = torch.tensor([[1.0, 2.0, 3.0, 0.0], [4.0, 0.0, 0.0, 0.0]])
-    mask = steps > 0
-    assert to_go(steps).tolist() == [[6.0, 5.0, 3.0, 0.0], [4.0, 0.0, 0.0, 0.0]]
-    assert remaining(mask).tolist() == [[3, 2, 1, 0], [1, 0, 0, 0]]
-    # per-step rewards reach log alpha step by step
-    log_prob = torch.log(torch.tensor([[0.5, 0.25, 0.5, 1.0], [0.5, 1.0, 1.0, 1.0]]))
-    zero = torch.zeros(2, 4)
-    out = reinforce_surrogate(to_go(steps), log_prob, zero, mask, 1.0, reinforce_weight=1.0, entropy_weight=0.0)
-    want0 = 5 * torch.log(torch.tensor(0.5)) + 4 * torch.log(torch.tensor(0.25)) + 2 * torch.log(torch.tensor(0.5))
-    assert out[0].item() == pytest.approx(want0.item())
-    assert out[1].item() == pytest.approx(3 * torch.log(torch.tensor(0.5)).item())
-
-
-def test_baseline_by_words_left_moves_only_the_seen_entries():
-    b = torch.tensor([0.0, 10.0, 10.0, 10.0, 7.0])
-    steps = torch.tensor([[1.0, 2.0, 3.0], [4.0, 2.0, 0.0]])
-    mask = torch.tensor([[True, True, True], [True, True, False]])
-    reward = to_go(steps)                                   # [[6, 5, 3], [6, 2, 0]]
-    new = update_baseline_by_remaining(b, reward, remaining(mask), mask, decay=0.9)
-    # 3 left: 6; 2 left: mean(5, 6); 1 left: mean(3, 2); 0 and 4 left: not seen
-    assert new.tolist() == pytest.approx([0.0, 9.0 + 0.25, 9.0 + 0.55, 9.0 + 0.6, 7.0])
-    assert not update_baseline_by_remaining(b, reward.requires_grad_(), remaining(mask), mask).requires_grad
-
-
-def test_baseline_update_rule():
-    b = update_baseline(torch.tensor(10.0), torch.tensor([2.0, 4.0]), decay=0.9)
-    assert b.item() == pytest.approx(0.9 * 10 + 0.1 * 3)
-    nll = torch.tensor([2.0, 4.0], requires_grad=True)
-    assert not update_baseline(torch.tensor(0.0), nll).requires_grad    # never carries a gradient
-
-
-def test_surrogate_known_answer_and_masking():
-    nll = torch.tensor([5.0, 1.0])
-    log_prob = torch.log(torch.tensor([[0.5, 0.25], [0.5, 0.5]]))
-    entropy = torch.tensor([[1.0, 2.0], [1.0, 1.0]])
-    mask = torch.tensor([[True, True], [True, False]])
-    out = reinforce_surrogate(nll, log_prob, entropy, mask, 3.0, torch.tensor([True, False]), 0.1, 0.01)
-    assert out[0].item() == pytest.approx(0.1 * 2 * (torch.log(torch.tensor(0.125)).item()) - 0.01 * 3)
-    assert out[1].item() == pytest.approx(-0.01 * 1)    # expected context: no REINFORCE term
-
-
 def test_expected_context_is_drawn_once_per_minibatch_or_per_caption():
     from caption.config import CaptionTrainConfig
-    from caption.train import draw_expected
+    from caption.training.objectives import draw_expected
     gen = torch.Generator().manual_seed(0)
     cfg = CaptionTrainConfig()
     draws = torch.stack([draw_expected(8, cfg, gen) for _ in range(2000)])     # (2000, 8)
@@ -157,25 +113,26 @@ def _hard_decoder():
                                  dropout=0.0), 4, V).eval()
 
 
-def test_argmax_mode_uses_the_one_hot_argmax_location():
+def test_argmax_mode_uses_the_argmax_location_and_reports_it():
     dec = _hard_decoder()
     feats, y = torch.randn(3, 7, 4), torch.tensor([1, 2, 3])
     memory = dec.memory(feats)
     h0, c0 = dec.init_state(memory)
-    logp, (h, c), extra = dec.step(y, (h0, c0), memory, hard_mode="argmax")
-    alpha, onehot = extra.chunk(2, -1)
-    assert torch.equal(onehot, F.one_hot(alpha.argmax(-1), 7).float())
-    z = torch.sigmoid(dec.beta(h0)) * feats[torch.arange(3), alpha.argmax(-1)]   # exactly one annotation
+    logp, (h, c), fields = dec.step(y, (h0, c0), memory, hard_mode="argmax")
+    alpha, location = fields["alpha"], fields["location"]
+    assert alpha.shape == (3, 7) and torch.equal(location, alpha.argmax(-1))
+    z = torch.sigmoid(dec.beta(h0)) * feats[torch.arange(3), location]           # exactly one annotation
     h_ref, _ = dec.lstm(torch.cat([dec.embed(y), z], -1), (h0, c0))
     assert torch.allclose(h, h_ref, atol=1e-6)
     # the expected mode is the soft context, and returns alpha alone
-    _, (h_exp, _), a_exp = dec.step(y, (h0, c0), memory, hard_mode="expected")
-    assert a_exp.shape == (3, 7) and not torch.allclose(h_exp, h)
+    _, (h_exp, _), f_exp = dec.step(y, (h0, c0), memory, hard_mode="expected")
+    assert set(f_exp) == {"alpha"} and torch.equal(f_exp["alpha"], alpha) and not torch.allclose(h_exp, h)
 
 
 def test_sample_mode_is_reproducible_for_a_seed():
     from caption.api import CaptionModel
-    from caption.model import Captioner
+    from caption.image.captioner import Captioner
+    from caption.search import DecodeOptions
     from caption.vocab import Vocab
     torch.manual_seed(2)
     cfg = CaptionConfig(attention="hard", feature_dim=8, embed_dim=8, hidden_dim=16, attn_dim=8, image_size=48,
@@ -183,10 +140,15 @@ def test_sample_mode_is_reproducible_for_a_seed():
     vocab = Vocab(["<pad>", "<start>", "<end>", "<unk>"] + [f"w{i}" for i in range(20)])
     model = CaptionModel(Captioner(cfg, len(vocab)), vocab)
     images = torch.randint(0, 256, (4, 3, 48, 48), dtype=torch.uint8)
-    a = model.caption_tensors(images, beam_size=1, hard_mode="sample", seed=5)
-    b = model.caption_tensors(images, beam_size=1, hard_mode="sample", seed=5)
+    sample = DecodeOptions(beam_size=1, hard_mode="sample", seed=5)
+    a = model.caption_tensors(images, sample)
+    b = model.caption_tensors(images, sample)
     assert [r.words for r in a] == [r.words for r in b] and [r.locations for r in a] == [r.locations for r in b]
-    others = [model.caption_tensors(images, beam_size=1, hard_mode="sample", seed=s) for s in range(6, 12)]
+    others = [model.caption_tensors(images, DecodeOptions(beam_size=1, hard_mode="sample", seed=s))
+              for s in range(6, 12)]
     assert any([r.locations for r in o] != [r.locations for r in a] for o in others)
     for r in a:
         assert len(r.locations) == len(r.words) == r.attention.shape[0]
+    # beam search keeps each word's location with its hypothesis, as greedy does
+    for r in model.caption_tensors(images, DecodeOptions(beam_size=3, hard_mode="argmax")):
+        assert r.locations == [divmod(int(a.argmax()), a.shape[1]) for a in r.attention]

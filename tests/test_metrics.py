@@ -3,9 +3,8 @@ import math
 import pytest
 import torch
 
-from caption.losses import caption_nll, doubly_stochastic_penalty, soft_attention_loss
-from caption.metrics import (attention_correctness, bleu, box_mass, match_objects, object_f1,
-                             parse_mentions)
+from caption.metrics.bleu import bleu
+from caption.metrics.scenes import attention_correctness, box_mass, match_objects, object_f1, parse_mentions
 
 
 def test_bleu_known_answers():
@@ -65,19 +64,3 @@ def test_attention_correctness_at_colour_and_shape_words():
     s = attention_correctness([words], [att], [[*objects]], [(20, 20)])
     assert s["words"] == 2 and s["mass"] == pytest.approx(0.5) and s["argmax_in_box"] == 0.5
     assert s["chance"] == pytest.approx(100 / 400)
-
-
-def test_penalty_and_nll_known_answers():
-    alpha = torch.tensor([[[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]]])             # (1, T=2, L=3)
-    both = torch.tensor([[True, True]])
-    # sum_t alpha = [1.5, 0.5, 0] -> 0.25 + 0.25 + 1
-    assert doubly_stochastic_penalty(alpha, both).item() == pytest.approx(1.5)
-    # the padded second step adds no attention: [1, 0, 0] -> 0 + 1 + 1
-    assert doubly_stochastic_penalty(alpha, torch.tensor([[True, False]])).item() == pytest.approx(2.0)
-    logits = torch.zeros(1, 2, 5)                                           # uniform over V=5
-    targets = torch.tensor([[1, 0]])
-    assert caption_nll(logits, targets, both).item() == pytest.approx(2 * math.log(5))
-    assert caption_nll(logits, targets, torch.tensor([[True, False]])).item() == pytest.approx(math.log(5))
-    loss, nll = soft_attention_loss(logits, targets, both, alpha, alpha_c=2.0)
-    assert loss.shape == nll.shape == (1,)
-    assert loss.item() == pytest.approx(2 * math.log(5) + 2 * 1.5) and nll.item() == pytest.approx(2 * math.log(5))

@@ -1,9 +1,10 @@
 import json
 
-import pytest
+import torch
+from PIL import Image
 from pycocotools.coco import COCO
 
-from caption.scenes import COLORS, PLURAL, SHAPES, SIZES, make_scene, write_scenes
+from caption.data.scenes import COLORS, PLURAL, SHAPES, SIZES, make_scene, scene_set, write_scenes
 
 
 def test_deterministic_for_a_seed_and_different_across_seeds():
@@ -69,16 +70,25 @@ def test_written_json_loads_with_pycocotools(tmp_path):
     assert data["images"][0]["objects"][0].keys() == {"bbox", "shape", "color", "size"}
 
 
-def test_cli_writes_scenes(tmp_path):
+def test_cli_writes_scenes_as_make_scene_renders_them(tmp_path, capsys):
     from caption.cli import main
     assert main(["data", "scenes", "--out", str(tmp_path / "s"), "--n", "3", "--seed", "9"]) == 0
-    assert len(list((tmp_path / "s" / "images").glob("*.png"))) == 3
+    assert capsys.readouterr().out == f"wrote 3 scenes to {tmp_path / 's'} (captions.json)\n"
+    data = json.loads((tmp_path / "s" / "captions.json").read_text())
+    assert [im["file_name"] for im in data["images"]] == [f"images/{i:06d}.png" for i in range(3)]
+    for i in range(3):
+        scene = make_scene(9, i)
+        with Image.open(tmp_path / "s" / f"images/{i:06d}.png") as im:
+            assert im.tobytes() == scene.image.tobytes()
+        assert [a["caption"] for a in data["annotations"] if a["image_id"] == i] == scene.captions
     assert main(["data", "scenes", "--out", str(tmp_path / "t"), "--n", "0"]) == 1
+    assert capsys.readouterr().err == "caption: error: need --n >= 1 and --size >= 48, got --n 0 --size 112\n"
 
 
-def test_tokenizer_and_vocabulary_from_captions():
-    from caption.vocab import Vocab, tokenize
-    assert tokenize("A Red circle, left of two stars.") == ["a", "red", "circle", ",", "left", "of", "two", "stars", "."]
-    vocab = Vocab.build([tokenize("a red star"), tokenize("a blue star"), tokenize("a red circle")], min_count=2)
-    assert vocab.itos == ["<pad>", "<start>", "<end>", "<unk>", "a", "red", "star"]
-    assert vocab.encode(tokenize("a blue star")) == [4, vocab.unk, 6]
+def test_scene_set_renders_each_split_from_its_own_seed():
+    val = scene_set(3, "val", 112)
+    assert val.names == ["scene-1-0", "scene-1-1", "scene-1-2"] and val.images.shape == (3, 3, 112, 112)
+    again = scene_set(3, seed=1)
+    assert torch.equal(again.images, val.images) and again.captions == val.captions
+    assert not torch.equal(scene_set(3, "test").images, val.images)
+    assert val.objects[0] and val.sizes == [(112, 112)] * 3

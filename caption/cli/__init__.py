@@ -1,0 +1,42 @@
+"""The `caption` command. Subcommands parse arguments and override config fields; the work is
+done by the library. Every failure the user can cause is a CaptionError: one line on standard
+error and exit status 1."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import __version__
+from ..errors import EXIT_INPUT, CaptionError, OptionError
+from . import data, image, text
+from .flags import flag_of
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="caption", description="Image captioning with soft and hard "
+                                     "attention (Show, Attend and Tell), and an attention seq2seq for text.")
+    parser.add_argument("--version", action="version", version=f"caption {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    text.add_parsers(sub)
+    image.add_parsers(sub)
+    data.add_parsers(sub)
+    return parser
+
+
+def error_line(e: CaptionError) -> str:
+    """The message as the CLI shows it: a bad option names its flag (--beam, not beam_size)."""
+    if isinstance(e, OptionError) and flag_of(e.name):
+        return f"{flag_of(e.name)} {e.problem}"
+    return str(e)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except CaptionError as e:
+        print(f"caption: error: {error_line(e)}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("caption: interrupted", file=sys.stderr)
+        return 130

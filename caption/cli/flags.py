@@ -1,0 +1,79 @@
+"""Command-line flags made from the dataclasses, so that help and choices are written once:
+config fields (`config.py`) and decoding options (`search.DecodeOptions`). The CLI only overrides
+the fields it is given."""
+from __future__ import annotations
+
+import argparse
+import typing
+from dataclasses import fields
+
+from ..search import DecodeOptions
+
+
+def command_group(sub, name: str, help: str, description: str):
+    """A command whose actions are subcommands of their own (`caption seq2seq train`): their parsers."""
+    group = sub.add_parser(name, help=help, description=description)
+    return group.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+
+def _scalar(hint) -> type:
+    """int from `int` or `int | None`: the type a flag's text is parsed as."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def add_config_flags(p: argparse.ArgumentParser, cls) -> None:
+    """One flag per field with help in its metadata, defaulting to 'unset' so only given flags override."""
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        help, choices = f.metadata.get("help"), f.metadata.get("choices")
+        if not help:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if hints[f.name] is bool:
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"{help} (default: {f.default})")
+        else:
+            p.add_argument(flag, dest=f.name, type=_scalar(hints[f.name]), default=None, choices=choices,
+                           metavar=None if choices else f.name.upper(), help=f"{help} (default: {f.default})")
+
+
+def config_from(cls, args: argparse.Namespace):
+    cfg = cls()
+    for f in fields(cls):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            setattr(cfg, f.name, value)
+    return cfg
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def add_decode_flags(p: argparse.ArgumentParser, **defaults) -> None:
+    """The DecodeOptions fields named in `defaults` as flags (--beam, --hard-mode, --seed), with
+    this command's defaults."""
+    hints = typing.get_type_hints(DecodeOptions)
+    for f in fields(DecodeOptions):
+        if f.name not in defaults:
+            continue
+        default, choices = defaults[f.name], f.metadata.get("choices")
+        kind = {} if choices else {"type": _scalar(hints[f.name])}
+        p.add_argument(f.metadata["flag"], default=default, choices=choices, **kind,
+                       help=f"{f.metadata['help']} (default: {default})")
+
+
+def decode_options(args: argparse.Namespace) -> DecodeOptions:
+    """The decoding flags a command has, as one validated DecodeOptions."""
+    given = {f.name: getattr(args, _dest(f.metadata["flag"])) for f in fields(DecodeOptions)
+             if "flag" in f.metadata and hasattr(args, _dest(f.metadata["flag"]))}
+    return DecodeOptions(**given)
+
+
+def flag_of(option: str) -> str | None:
+    """The flag of a DecodeOptions field (beam_size -> --beam), or None."""
+    for f in fields(DecodeOptions):
+        if f.name == option:
+            return f.metadata.get("flag")
+    return None

@@ -1,0 +1,127 @@
+"""`caption seq2seq ...`: the character seq2seq path (train, translate, attention, generate)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..checkpoint import default_checkpoint
+from ..config import Seq2SeqConfig, Seq2SeqTrainConfig
+from ..errors import EXIT_INPUT, InputError
+from .flags import add_config_flags, add_decode_flags, command_group, config_from, decode_options
+
+
+def add_parsers(sub) -> None:
+    s2s_sub = command_group(sub, "seq2seq", help="character seq2seq with attention (e.g. dates to ISO format)",
+                            description="Character seq2seq with attention: train, translate, plot attention.")
+
+    tr = s2s_sub.add_parser("train", help="train a model and keep the best checkpoint",
+                            description="Train on a file in the book's format (source, '_', target per line), "
+                                        "split as the book does (numpy seed 1984, last 10%% for test), "
+                                        "or on newly generated data. Reports test accuracy every epoch and "
+                                        "keeps the best checkpoint.")
+    src = tr.add_mutually_exclusive_group()
+    src.add_argument("--data", type=Path, help="data file in the book's format (e.g. ../shared/data/date.txt)")
+    src.add_argument("--task", choices=["date", "addition"], default="date",
+                     help="without --data: generate this task's data (default: date)")
+    tr.add_argument("--n", type=int, default=50000, help="examples to generate without --data (default: 50000)")
+    tr.add_argument("--out", type=Path, required=True, help="where to write the best checkpoint")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_flags(tr, Seq2SeqConfig)
+    add_config_flags(tr, Seq2SeqTrainConfig)
+    tr.set_defaults(run=cmd_train)
+
+    model_help = f"checkpoint to use (default: the shipped date model, {default_checkpoint('date.pt')})"
+    tl = s2s_sub.add_parser("translate", help="convert sources with a trained model",
+                            description="Print one output line per source. '-' reads one source per line "
+                                        "from standard input. A source the model cannot read gets an empty "
+                                        "output line and an error on standard error; the exit status is then 1.")
+    tl.add_argument("sources", nargs="+", metavar="SOURCE", help="text to convert, or - for standard input")
+    tl.add_argument("--model", type=Path, help=model_help)
+    add_decode_flags(tl, beam_size=1)
+    tl.set_defaults(run=cmd_translate)
+
+    at = s2s_sub.add_parser("attention", help="write the attention matrix of one source as a PNG",
+                            description="Heat map of the attention weights: source characters along x, "
+                                        "output characters along y.")
+    at.add_argument("source", help="text to convert")
+    at.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    at.add_argument("--model", type=Path, help=model_help)
+    at.set_defaults(run=cmd_attention)
+
+    gen = s2s_sub.add_parser("generate", help="write new data in the book's format",
+                             description="Write newly generated examples, one padded line each, in the "
+                                         "format of the book's date.txt / addition.txt.")
+    gen.add_argument("--task", choices=["date", "addition"], default="date", help="which task (default: date)")
+    gen.add_argument("--n", type=int, default=50000, help="number of lines (default: 50000)")
+    gen.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    gen.add_argument("--out", type=Path, required=True, help="file to write")
+    gen.set_defaults(run=cmd_generate)
+
+
+def _load_translator(path: Path | None):
+    from .. import checkpoint
+    from ..text.translator import Translator
+    return Translator.from_checkpoint(checkpoint.load(path or default_checkpoint("date.pt"), kind="seq2seq"))
+
+
+def cmd_train(args) -> int:
+    import torch
+    from ..text.data import book_split, generate, read_pairs
+    from ..text.train import build_translator, train_translator
+    pairs = read_pairs(args.data) if args.data else generate(args.task, args.n, seed=1)
+    train_pairs, test_pairs = book_split(pairs)
+    model_cfg = config_from(Seq2SeqConfig, args)
+    train_cfg = config_from(Seq2SeqTrainConfig, args)
+    torch.manual_seed(train_cfg.seed)
+    model, vocab = build_translator(train_pairs, test_pairs, model_cfg)
+    print(f"{len(train_pairs)} train / {len(test_pairs)} test examples, {len(vocab)} symbols, "
+          f"{sum(p.numel() for p in model.parameters()):,} parameters")
+    history = train_translator(model, vocab, train_pairs, test_pairs, train_cfg, out=args.out,
+                               progress=not args.quiet)
+    best = max(history, key=lambda r: r.correct)
+    print(f"best: epoch {best.epoch}, {best.correct}/{best.total} exact; saved to {args.out}")
+    return 0
+
+
+def _read_sources(sources: list[str]) -> list[str]:
+    out = []
+    for s in sources:
+        out += [line.rstrip("\n") for line in sys.stdin] if s == "-" else [s]
+    return out
+
+
+def cmd_translate(args) -> int:
+    options = decode_options(args)
+    translator = _load_translator(args.model)
+    sources = _read_sources(args.sources)
+    good, status = [], 0
+    for i, s in enumerate(sources):
+        try:
+            translator.check(s)
+            good.append(i)
+        except InputError as e:
+            where = f"line {i + 1}: " if "-" in args.sources else ""
+            print(f"caption: error: {where}{e}", file=sys.stderr)
+            status = EXIT_INPUT
+    outputs = dict(zip(good, translator.translate([sources[i] for i in good], options=options)))
+    sys.stdout.write("".join(outputs.get(i, "") + "\n" for i in range(len(sources))))
+    return status
+
+
+def cmd_attention(args) -> int:
+    from ..viz.heatmap import attention_heatmap
+    translator = _load_translator(args.model)
+    source = translator.check(args.source)
+    [(text, att)] = translator.translate([source], with_attention=True)
+    out = attention_heatmap(att, list(source), list(text), args.out, title=f"{source} -> {text}")
+    print(f"{text}\nwrote {out}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from ..text.data import format_lines, generate
+    lines = format_lines(generate(args.task, args.n, args.seed))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {len(lines)} {args.task} examples to {args.out}")
+    return 0

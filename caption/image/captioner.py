@@ -1,0 +1,44 @@
+"""The captioner: an encoder (image -> annotation grid) and the attention decoder, with decoding
+through the shared `caption.search` (the same greedy and beam search as the text path)."""
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from .. import search
+from ..config import CaptionConfig
+from ..search import DecodeOptions
+from .decoder import Decoder, DecoderOutput
+from .encoder import Encoder
+
+
+class Captioner(nn.Module):
+    def __init__(self, config: CaptionConfig, vocab_size: int):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config, self.encoder.dim, vocab_size)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.encoder.grid
+
+    def forward(self, images: Tensor, tgt_in: Tensor, image_of: Tensor | None = None,
+                **hard) -> DecoderOutput:
+        """images (B, 3, P, P) in [0, 1]; tgt_in (N, T); image_of (N,) -> logits (N, T, V), alpha."""
+        return self.decoder(self.encoder(images), tgt_in, image_of, **hard)
+
+    @torch.no_grad()
+    def generate(self, images: Tensor, start: int, end: int, options: DecodeOptions = DecodeOptions(),
+                 generator: torch.Generator | None = None) -> list[search.Hypothesis]:
+        """Greedy (beam size 1) or batched beam search over all images at once; each hypothesis
+        carries alpha (T, L) for its words, and the location of each word in hard argmax/sample
+        mode. generator: the draws of hard_mode sample (it advances, batch after batch)."""
+        B = images.shape[0]
+        memory = self.decoder.memory(self.encoder(images))
+        state = self.decoder.init_state(memory)
+        step = partial(self.decoder.step, hard_mode=options.hard_mode, generator=generator)
+        return search.decode(step, state, memory, B, start, end, self.config.max_len, options)

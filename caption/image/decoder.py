@@ -1,0 +1,132 @@
+"""The attention LSTM decoder of Show, Attend and Tell (Xu et al. 2015, sec. 3.1.2 and 4).
+
+At step t, from the previous state h_{t-1}:
+    alpha_t = softmax(v^T tanh(W_q h_{t-1} + W_k a_i))      the shared additive attention (eq. 4-5);
+                                                           W_k a is computed once per image
+    z_t = beta_t * sum_i alpha_ti a_i                       soft context (eq. 13), or a_{s_t} with
+          beta_t = sigmoid(f_beta(h_{t-1}))                 s_t ~ Multinoulli(alpha_t) when hard (eq. 8-9);
+                                                           the gate of sec. 4.2.1
+    h_t, c_t = LSTM([E y_{t-1}; z_t], (h_{t-1}, c_{t-1}))   (eq. 1-3)
+    p(y_t) = softmax(L_o(tanh(E y_{t-1} + L_h h_t + L_z z_t)))   deep output (eq. 7); the tanh and
+                                                           the dropout before L_o follow the authors' code
+h_0, c_0 = tanh(f_init_h(mean_i a_i)), tanh(f_init_c(mean_i a_i)).
+`attention="none"` is the ablation: z_t is the mean annotation at every step, no attention.
+
+Model code never sorts: captions of different lengths run together, and padding is masked in the loss.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..attention import Attention
+from ..config import ATTENTION, CaptionConfig
+from ..search import tree_map
+from ..vocab import PAD_ID
+
+
+@dataclass
+class DecoderOutput:
+    logits: Tensor                   # (N, T, V)
+    alpha: Tensor | None             # (N, T, L); None without attention
+    log_prob: Tensor | None = None   # (N, T) hard: log alpha at the sampled location
+    entropy: Tensor | None = None    # (N, T) hard: entropy of alpha_t
+
+
+class Decoder(nn.Module):
+    def __init__(self, config: CaptionConfig, feature_dim: int, vocab_size: int):
+        super().__init__()
+        c = self.config = config
+        if c.attention not in ATTENTION:
+            raise ValueError(f"attention must be one of {ATTENTION}, got {c.attention!r}")
+        D, E, H, V = feature_dim, c.embed_dim, c.hidden_dim, vocab_size
+        self.embed = nn.Embedding(V, E, padding_idx=PAD_ID)
+        self.init_h, self.init_c = nn.Linear(D, H), nn.Linear(D, H)
+        self.attention = Attention(H, D, c.attn_dim, "additive") if c.attention != "none" else None
+        self.beta = nn.Linear(H, 1) if c.selector and self.attention is not None else None
+        self.lstm = nn.LSTMCell(E + D, H)
+        self.out_h = nn.Linear(H, E)                 # L_h
+        self.out_z = nn.Linear(D, E, bias=False)     # L_z
+        self.drop = nn.Dropout(c.dropout)
+        self.out = nn.Linear(E, V)                   # L_o
+        if c.attention == "hard":   # REINFORCE's moving-average baseline of the NLL, saved with the model
+            self.register_buffer("baseline", torch.zeros(()))
+            # and, for the reward to go, one per number of words left (at most max_len)
+            self.register_buffer("baseline_to_go", torch.zeros(c.max_len + 1))
+
+    def memory(self, feats: Tensor) -> dict:
+        """What every step reads: the annotations, their key projection (hoisted), their mean."""
+        keys = self.attention.project_keys(feats) if self.attention is not None else None  # (B, L, A)
+        return {"values": feats, "keys": keys, "mean": feats.mean(1)}
+
+    def init_state(self, memory: dict) -> tuple[Tensor, Tensor]:
+        mean = memory["mean"]                                               # (B, D)
+        return torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))  # (B, H) each
+
+    def _context(self, h: Tensor, memory: dict, hard: bool, expected, argmax: bool, generator):
+        """z_t from h_{t-1}: (context (N, D), attention output or None)."""
+        if self.attention is None:
+            return memory["mean"], None
+        att = self.attention(h, memory["values"], memory["keys"], mode="hard" if hard else "soft",
+                             expected=expected, argmax=argmax, generator=generator)
+        z = att.context
+        if self.beta is not None:
+            z = torch.sigmoid(self.beta(h)) * z                             # (N, D)
+        return z, att
+
+    def _logits(self, emb: Tensor, h: Tensor, z: Tensor) -> Tensor:
+        return self.out(self.drop(torch.tanh(emb + self.out_h(h) + self.out_z(z))))  # eq. 7
+
+    def forward(self, feats: Tensor, tgt_in: Tensor, image_of: Tensor | None = None, *,
+                hard: bool = False, expected: bool | Tensor = False,
+                generator: torch.Generator | None = None) -> DecoderOutput:
+        """Teacher forcing. feats (B, L, D); tgt_in (N, T) begins with <start>; image_of (N,) names
+        each caption's image (None: N == B), so an image's key projection is computed once for all
+        its captions. hard: sample s_t (expected = True, or a per-caption bool, keeps the soft context)."""
+        B, L, D = feats.shape
+        N, T = tgt_in.shape
+        memory = self.memory(feats)
+        if image_of is not None:
+            memory = tree_map(lambda x: x.index_select(0, image_of), memory)  # (N, ...)
+        h, c = self.init_state(memory)                                      # (N, H)
+        emb = self.embed(tgt_in)                                            # (N, T, E)
+        hs, zs, alphas, log_probs, entropies = [], [], [], [], []
+        for t in range(T):
+            z, att = self._context(h, memory, hard, expected, False, generator)
+            h, c = self.lstm(torch.cat([emb[:, t], z], -1), (h, c))         # (N, H)
+            hs.append(h)
+            zs.append(z)
+            if att is not None:
+                alphas.append(att.alpha)
+                if hard:
+                    log_probs.append(att.log_prob)
+                    entropies.append(att.entropy)
+        # The output layer does not feed back, so it runs once over all T steps.
+        logits = self._logits(emb, torch.stack(hs, 1), torch.stack(zs, 1))  # (N, T, V)
+        stack = lambda xs: torch.stack(xs, 1) if xs else None               # noqa: E731
+        return DecoderOutput(logits, stack(alphas), stack(log_probs), stack(entropies))
+
+    def step(self, tokens: Tensor, state: tuple[Tensor, Tensor], memory: dict, *,
+             hard_mode: str = "expected", generator: torch.Generator | None = None):
+        """One decoding step for caption.search: tokens (N,) -> log p (N, V), state, fields.
+        fields["alpha"] (N, L) are the attention weights. A hard model at test time takes the
+        expected context (the authors' choice), the argmax location, or a sampled one (hard_mode,
+        checked once by DecodeOptions); in the last two fields["location"] (N,) is the location
+        used, so each word keeps it."""
+        N = tokens.shape[0]
+        h, c = state
+        hard = self.config.attention == "hard" and hard_mode != "expected"
+        z, att = self._context(h, memory, hard, False, hard_mode == "argmax", generator)
+        emb = self.embed(tokens)                                            # (N, E)
+        h, c = self.lstm(torch.cat([emb, z], -1), (h, c))                   # (N, H)
+        logp = F.log_softmax(self._logits(emb, h, z), -1)                   # (N, V)
+        if att is None:   # no attention: report the uniform weights the mean amounts to
+            L = memory["values"].shape[1]
+            return logp, (h, c), {"alpha": torch.full((N, L), 1.0 / L, device=h.device)}
+        if hard:
+            return logp, (h, c), {"alpha": att.alpha, "location": att.index}
+        return logp, (h, c), {"alpha": att.alpha}

@@ -1,0 +1,187 @@
+"""Greedy and batched beam search, shared by the image and text decoders, and the one set of
+decoding options (`DecodeOptions`, frozen and validated once, as whisper's DecodingOptions).
+
+A decoder exposes one step:
+    step(tokens (N,), state, memory) -> (log_probs (N, V), state, fields)
+`state` and `memory` are tensors, or tuples/lists/dicts of them, with the batch first. `state`
+changes each step and is reordered as beams are chosen; `memory` (encoder output, projected keys,
+mask) is fixed and expanded to the beams once. `fields` is what the step wants kept per token, a
+dict naming Hypothesis fields: "alpha" (N, L), the attention weights, and for a hard model that
+chose a location, "location" (N,); every hypothesis comes back with one of each per token.
+"""
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field, fields as dc_fields
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from .errors import OptionError
+
+StepFn = Callable[[Tensor, Any, Any], "tuple[Tensor, Any, dict[str, Tensor] | None]"]
+HARD_MODES = ("expected", "argmax", "sample")
+
+
+def _meta(help: str, flag: str, choices: tuple | None = None) -> dict:
+    return {"help": help, "flag": flag, "choices": choices}
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How to decode; `--beam`, `--hard-mode` and `--seed` on the command line (metadata `flag`)."""
+    beam_size: int = field(default=3, metadata=_meta("beam size; 1 is greedy", "--beam"))
+    # a hard model's test-time context; the authors take the expected one
+    hard_mode: str = field(default="expected", metadata=_meta(
+        "a hard-attention model's test-time context: the expected one (as the authors), the argmax "
+        "location, or a sampled one", "--hard-mode", HARD_MODES))
+    seed: int | None = field(default=None, metadata=_meta("random seed of --hard-mode sample", "--seed"))
+    max_len: int | None = None         # tokens generated, <end> included; None: the model's own
+    length_penalty: float = 1.0        # beam winner by score / length**penalty; 0: raw sum of log-probs
+
+    def __post_init__(self):
+        if not _is_int(self.beam_size) or self.beam_size < 1:
+            raise OptionError("beam_size", f"must be at least 1, got {self.beam_size}")
+        if self.hard_mode not in HARD_MODES:
+            raise OptionError("hard_mode", f"must be one of {HARD_MODES}, got {self.hard_mode!r}")
+        if self.max_len is not None and (not _is_int(self.max_len) or self.max_len < 1):
+            raise OptionError("max_len", f"must be at least 1, got {self.max_len}")
+        if self.length_penalty < 0:
+            raise OptionError("length_penalty", f"must be at least 0, got {self.length_penalty}")
+
+
+def _is_int(x) -> bool:
+    try:
+        operator.index(x)   # int, numpy and 0-d torch integers; not floats
+        return True
+    except TypeError:
+        return False
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]                  # generated ids, <end> excluded
+    score: float                       # sum of log-probs, <end> included
+    alpha: Tensor | None = None        # (T, L): the attention weights of each generated token
+    location: Tensor | None = None     # (T,): hard argmax/sample, the location each token used
+
+
+_FIELDS = {f.name for f in dc_fields(Hypothesis)} - {"tokens", "score"}
+
+
+def tree_map(fn: Callable[[Tensor], Tensor], tree: Any) -> Any:
+    if tree is None:
+        return None
+    if isinstance(tree, Tensor):
+        return fn(tree)
+    if isinstance(tree, dict):
+        return {k: tree_map(fn, v) for k, v in tree.items()}
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(tree_map(fn, v) for v in tree)
+    raise TypeError(f"decoder state must hold tensors, got {type(tree).__name__}")
+
+
+def decode(step: StepFn, state: Any, memory: Any, batch_size: int, start: int, end: int,
+           max_len: int, options: DecodeOptions) -> list[Hypothesis]:
+    """Greedy for beam size 1, else batched beam search; one Hypothesis per source."""
+    n = options.max_len or max_len
+    if options.beam_size == 1:
+        return greedy(step, state, memory, batch_size, start, end, n)
+    return beam_search(step, state, memory, batch_size, start, end, n, options.beam_size,
+                       options.length_penalty)
+
+
+def _hypotheses(tokens: Tensor, scores: Tensor, per_token: dict[str, Tensor], end: int) -> list[Hypothesis]:
+    """tokens (B, T), scores (B,), per_token {name: (B, T, ...)} -> one Hypothesis per row, cut at <end>."""
+    unknown = set(per_token) - _FIELDS
+    if unknown:
+        raise ValueError(f"a step returned fields {sorted(unknown)}; a Hypothesis has {sorted(_FIELDS)}")
+    out = []
+    for b, row in enumerate(tokens.tolist()):
+        n = row.index(end) if end in row else len(row)
+        out.append(Hypothesis(row[:n], float(scores[b]), **{k: v[b, :n] for k, v in per_token.items()}))
+    return out
+
+
+@torch.no_grad()
+def greedy(step: StepFn, state: Any, memory: Any, batch_size: int, start: int, end: int,
+           max_len: int) -> list[Hypothesis]:
+    device = _device(state, memory)
+    tokens = torch.full((batch_size,), start, dtype=torch.long, device=device)
+    finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
+    scores = torch.zeros(batch_size, device=device)
+    out, kept = [], {}
+    for _ in range(max_len):
+        logp, state, fields = step(tokens, state, memory)                   # (B, V)
+        tokens = logp.argmax(-1)                                            # (B,)
+        tokens = tokens.masked_fill(finished, end)
+        scores += logp.gather(1, tokens[:, None]).squeeze(1).masked_fill(finished, 0.0)
+        out.append(tokens)
+        for k, v in (fields or {}).items():
+            kept.setdefault(k, []).append(v)
+        finished |= tokens == end
+        if finished.all():
+            break
+    per_token = {k: torch.stack(v, 1) for k, v in kept.items()}            # (B, T, ...)
+    return _hypotheses(torch.stack(out, 1), scores, per_token, end)
+
+
+@torch.no_grad()
+def beam_search(step: StepFn, state: Any, memory: Any, batch_size: int, start: int, end: int,
+                max_len: int, beam_size: int = 3, length_penalty: float = 1.0) -> list[Hypothesis]:
+    """All B sources x K beams advance together as one batch of N = B*K rows.
+
+    Finished beams stay in the beam, extended only by <end> at zero cost, so their score is frozen.
+    The winner maximises score / length**length_penalty (length counts <end>; 0 turns it off).
+    """
+    B, K = batch_size, beam_size
+    device = _device(state, memory)
+    expand = lambda x: x.repeat_interleave(K, dim=0)                        # noqa: E731
+    state, memory = tree_map(expand, state), tree_map(expand, memory)
+    tokens = torch.full((B * K,), start, dtype=torch.long, device=device)
+    scores = torch.full((B, K), float("-inf"), device=device)
+    scores[:, 0] = 0.0                     # the first step expands one beam, not K copies of it
+    finished = torch.zeros(B, K, dtype=torch.bool, device=device)
+    lengths = torch.zeros(B, K, device=device)
+    history = torch.zeros(B, K, 0, dtype=torch.long, device=device)
+    kept: dict[str, Tensor] = {}           # name -> (B, K, t, ...) per-token fields of each beam
+    base = (torch.arange(B, device=device) * K).unsqueeze(1)                # (B, 1)
+    for _ in range(max_len):
+        logp, state, fields = step(tokens, state, memory)                   # (N, V)
+        V = logp.shape[-1]
+        logp = logp.view(B, K, V)                                           # (B, K, V)
+        only_end = torch.full((V,), float("-inf"), device=device)
+        only_end[end] = 0.0
+        logp = torch.where(finished.unsqueeze(-1), only_end, logp)
+        scores, flat = (scores.unsqueeze(-1) + logp).view(B, K * V).topk(K, dim=-1)  # (B, K)
+        origin, new = flat // V, flat % V                                   # (B, K)
+        rows = (origin + base).view(-1)                                     # (N,)
+        state = tree_map(lambda x: x.index_select(0, rows), state)
+        history = torch.cat([_take(history, origin), new.unsqueeze(-1)], -1)  # (B, K, t+1)
+        for k, v in (fields or {}).items():
+            now = _take(v.view(B, K, 1, *v.shape[1:]), origin)              # (B, K, 1, ...)
+            kept[k] = torch.cat([_take(kept[k], origin), now], 2) if k in kept else now
+        was_finished = finished.gather(1, origin)
+        lengths = lengths.gather(1, origin) + (~was_finished).float()
+        finished = was_finished | (new == end)
+        tokens = new.view(-1)
+        if finished.all():
+            break
+    final = scores / lengths.clamp(min=1).pow(length_penalty) if length_penalty else scores
+    best = final.argmax(-1)                                                 # (B,)
+    pick = lambda x: x[torch.arange(B, device=device), best]                # noqa: E731
+    return _hypotheses(pick(history), pick(scores), {k: pick(v) for k, v in kept.items()}, end)
+
+
+def _take(x: Tensor, origin: Tensor) -> Tensor:
+    """Rows of x (B, K, ...) reordered along the beam axis by origin (B, K)."""
+    idx = origin.view(*origin.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:])
+    return x.gather(1, idx)
+
+
+def _device(*trees: Any) -> torch.device:
+    found = []
+    for tree in trees:
+        tree_map(lambda t: found.append(t.device) or t, tree)
+    return found[0] if found else torch.device("cpu")

@@ -1,0 +1,1 @@
+"""The character seq2seq path: data in the book's format, the model, a translator, training."""

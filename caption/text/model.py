@@ -1,0 +1,104 @@
+"""Character seq2seq with attention, sharing `caption.attention` and `caption.search`.
+
+Encoder: embedding + LSTM (bidirectional, layers, source reversal by option).
+Decoder: LSTM over the previous characters, then attention from each decoder state h_t to the
+encoder outputs, and an output layer over [c_t; h_t] (Luong et al. 2015, eq. 5, without input
+feeding, as in "Deep Learning from Scratch 2" ch. 8). Without input feeding the decoder states do
+not depend on the attention, so teacher-forced training runs the LSTM and the attention over
+all T steps at once.
+
+Shapes (the legend in caption/__init__.py): B sources, S source length, T target steps,
+E embedding, H decoder size (the encoder's output, He, may differ), V vocabulary.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from .. import search
+from ..attention import Attention
+from ..config import Seq2SeqConfig
+from ..search import DecodeOptions
+from ..vocab import PAD_ID
+
+class Seq2Seq(nn.Module):
+    def __init__(self, config: Seq2SeqConfig, vocab_size: int):
+        super().__init__()
+        c = self.config = config
+        He = c.hidden_dim * (2 if c.bidirectional else 1)   # encoder output size
+        H = c.decoder_dim or He
+        # Bahdanau et al. (2015, appendix A.2.2): s_0 = tanh(W h), when the sizes differ.
+        self.bridge = nn.Linear(He, 2 * H) if H != He else None
+        self.src_embed = nn.Embedding(vocab_size, c.embed_dim, padding_idx=PAD_ID)
+        self.encoder = nn.LSTM(c.embed_dim, c.hidden_dim, c.num_layers, batch_first=True,
+                               bidirectional=c.bidirectional,
+                               dropout=c.dropout if c.num_layers > 1 else 0.0)
+        self.tgt_embed = nn.Embedding(vocab_size, c.embed_dim, padding_idx=PAD_ID)
+        self.decoder = nn.LSTM(c.embed_dim, H, c.num_layers, batch_first=True,
+                               dropout=c.dropout if c.num_layers > 1 else 0.0)
+        self.attention = Attention(H, He, c.attn_dim, c.score, c.local, c.window)
+        self.drop = nn.Dropout(c.dropout)
+        self.out = nn.Linear(He + H, vocab_size)
+
+    def encode(self, src: Tensor, src_len: Tensor) -> tuple[tuple, tuple]:
+        """src (B, S) right-padded ids -> memory (values, proj_keys, mask) and the decoder's (h0, c0)."""
+        B, S = src.shape
+        pos = torch.arange(S, device=src.device)
+        mask = pos.unsqueeze(0) < src_len.unsqueeze(1)                         # (B, S) True = real
+        if self.config.reverse_source:   # reverse each row's characters, pads stay at the end
+            src = src.gather(1, torch.where(mask, src_len.unsqueeze(1) - 1 - pos, pos))
+        x = self.drop(self.src_embed(src))                                     # (B, S, E)
+        if bool(mask.all()):  # no padding: the fast (oneDNN) path
+            values, (h, c) = self.encoder(x)                                   # (B, S, H)
+        else:  # padding must not reach the states: pack (slower on the CPU)
+            packed = pack_padded_sequence(x, src_len.cpu(), batch_first=True, enforce_sorted=False)
+            values, (h, c) = self.encoder(packed)
+            values, _ = pad_packed_sequence(values, batch_first=True, total_length=S)
+        if self.config.bidirectional:   # (layers*2, B, h) -> (layers, B, 2h): both directions
+            h, c = (x.view(self.config.num_layers, 2, B, -1).permute(0, 2, 1, 3).reshape(
+                self.config.num_layers, B, -1) for x in (h, c))
+        if self.bridge is not None:
+            h, c = torch.tanh(self.bridge(h)).chunk(2, dim=-1)                 # (layers, B, H)
+        memory = (values, self.attention.project_keys(values), mask)
+        return memory, (h, c)
+
+    def _output(self, hidden: Tensor, memory: tuple, step: int | None = None):
+        values, keys, mask = memory
+        att = self.attention(hidden, values, keys, mask, step=step)
+        logits = self.out(self.drop(torch.cat([att.context, hidden], -1)))
+        return logits, att.alpha
+
+    def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor]:
+        """Teacher forcing: tgt_in (B, T) starts with <start>; returns logits (B, T, V), alpha (B, T, S)."""
+        B, T = tgt_in.shape
+        memory, state = self.encode(src, src_len)
+        hidden, _ = self.decoder(self.drop(self.tgt_embed(tgt_in)), state)      # (B, T, H)
+        return self._output(hidden, memory)
+
+    def loss(self, src: Tensor, src_len: Tensor, tgt: Tensor) -> Tensor:
+        logits, _ = self(src, src_len, tgt[:, :-1])
+        return F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=PAD_ID)
+
+    # --- decoding: one step at a time, batch-first state for caption.search -------------------
+    def init_state(self, state: tuple) -> tuple:
+        h, c = state
+        return (h.transpose(0, 1), c.transpose(0, 1),
+                torch.zeros(h.shape[1], dtype=torch.long, device=h.device))   # (B, layers, H), t
+
+    def step(self, tokens: Tensor, state: tuple, memory: tuple):
+        h, c, t = state
+        x = self.tgt_embed(tokens).unsqueeze(1)                                 # (B, 1, E)
+        out, (h, c) = self.decoder(x, (h.transpose(0, 1).contiguous(), c.transpose(0, 1).contiguous()))
+        logits, alpha = self._output(out.squeeze(1), memory, step=t.unsqueeze(1))  # (B, V)
+        return F.log_softmax(logits, -1), (h.transpose(0, 1), c.transpose(0, 1), t + 1), {"alpha": alpha}
+
+    @torch.no_grad()
+    def generate(self, src: Tensor, src_len: Tensor, start: int, end: int,
+                 options: DecodeOptions = DecodeOptions(beam_size=1)) -> list[search.Hypothesis]:
+        B, S = src.shape
+        memory, state = self.encode(src, src_len)
+        state = self.init_state(state)
+        return search.decode(self.step, state, memory, B, start, end, self.config.max_target_len, options)

@@ -1,0 +1,101 @@
+"""Training and exact-match evaluation of the character seq2seq model."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from .. import checkpoint
+from ..config import Seq2SeqConfig, Seq2SeqTrainConfig
+from ..device import default_device
+from ..search import DecodeOptions
+from ..training.optim import adam_with_linear_decay, optimizer_step
+from ..vocab import Vocab
+from .data import CharTensors, batches, char_vocab, length_groups, to_tensors
+from .model import Seq2Seq
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    train_seconds: float      # wall time of the epoch's training steps alone
+    eval_seconds: float
+    loss: float
+    correct: int
+    total: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.total
+
+
+@torch.no_grad()
+def exact_matches(model: Seq2Seq, data: CharTensors, vocab: Vocab, batch_size: int = 1000,
+                  beam_size: int = 1) -> tuple[int, list[str]]:
+    """Greedy (or beam) decoding of every source, in batches; returns (exact matches, outputs)."""
+    model.eval()
+    device = next(model.parameters()).device
+    options = DecodeOptions(beam_size=beam_size)
+    outputs: list[str] = [""] * len(data)
+    for idx in length_groups(data.src_len, batch_size):
+        S = int(data.src_len[idx[0]])
+        hyps = model.generate(data.src[idx, :S].to(device), data.src_len[idx].to(device),
+                              vocab.start, vocab.end, options)
+        for i, h in zip(idx.tolist(), hyps):
+            outputs[i] = "".join(vocab.decode(h.tokens))
+    correct = sum(o == t for o, t in zip(outputs, data.targets))
+    return correct, outputs
+
+
+def train_translator(model: Seq2Seq, vocab: Vocab, train_pairs: list, test_pairs: list,
+                     cfg: Seq2SeqTrainConfig, out: str | Path | None = None, progress: bool = True,
+                     log: Callable[[str], None] = print) -> list[EpochResult]:
+    """Teacher-forced training with Adam, a linear learning-rate decay and gradient clipping;
+    test accuracy after every epoch; the best model so far saved (atomically) to `out`."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    device = next(model.parameters()).device
+    train_t, test_t = to_tensors(train_pairs, vocab), to_tensors(test_pairs, vocab)
+    n_batches = -(-len(train_t) // cfg.batch_size)
+    opt, sched = adam_with_linear_decay(model.parameters(), cfg.lr, cfg.lr_final, cfg.epochs * n_batches,
+                                        cfg.weight_decay)
+    history: list[EpochResult] = []
+    best = -1
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        t0, loss_sum = time.perf_counter(), torch.zeros((), device=device)
+        bar = tqdm(batches(train_t, cfg.batch_size, gen, cfg.bucket), total=n_batches,
+                   desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
+        for src, src_len, tgt in bar:
+            loss = model.loss(src.to(device), src_len.to(device), tgt.to(device))
+            optimizer_step(loss, opt, sched, model.parameters(), cfg.clip)
+            loss_sum += loss.detach()
+        train_seconds = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        correct, _ = exact_matches(model, test_t, vocab, cfg.eval_batch_size)
+        result = EpochResult(epoch, train_seconds, time.perf_counter() - t1,
+                             float(loss_sum) / n_batches, correct, len(test_t))
+        history.append(result)
+        log(f"epoch {epoch}: loss {result.loss:.4f}  test {correct}/{len(test_t)} "
+            f"({100 * result.accuracy:.2f}%)  train {train_seconds:.1f}s  eval {result.eval_seconds:.2f}s")
+        if out is not None and correct > best:
+            best = correct
+            checkpoint.save(out, "seq2seq", model, vocab.itos,
+                            meta={"epoch": epoch, "correct": correct, "total": len(test_t), "train": asdict(cfg)})
+    return history
+
+
+def build_translator(train_pairs: list, test_pairs: list, config: Seq2SeqConfig,
+                     device: torch.device | None = None) -> tuple[Seq2Seq, Vocab]:
+    """A fresh model sized for the data: the vocabulary and maximum lengths come from it."""
+    pairs = train_pairs + test_pairs
+    vocab = char_vocab(pairs)
+    config.max_source_len = max(len(s) for s, _ in pairs)
+    config.max_target_len = max(len(t) for _, t in pairs) + 1
+    model = Seq2Seq(config, len(vocab)).to(device or default_device())
+    return model, vocab

@@ -1,0 +1,66 @@
+"""A trained seq2seq model with its vocabulary: strings in, strings (and attention) out."""
+from __future__ import annotations
+
+import torch
+
+from ..config import Seq2SeqConfig, from_dict
+from ..errors import InputError
+from ..search import DecodeOptions
+from ..vocab import SPECIALS, Vocab
+from .data import encode_sources, length_groups
+from .model import Seq2Seq
+
+
+class Translator:
+    """A trained model with its vocabulary: strings in, strings (and attention) out."""
+
+    def __init__(self, model: Seq2Seq, vocab: Vocab):
+        self.model, self.vocab = model.eval(), vocab
+
+    @classmethod
+    def from_checkpoint(cls, payload: dict) -> "Translator":
+        model = Seq2Seq(from_dict(Seq2SeqConfig, payload["config"]), len(payload["vocab"]))
+        model.load_state_dict(payload["state_dict"])
+        return cls(model, Vocab(payload["vocab"]))
+
+    def check(self, source: str) -> str:
+        """The source as the model reads it (trailing spaces dropped), or InputError."""
+        s = source.rstrip(" ")
+        if not s:
+            raise InputError("empty source")
+        unknown = sorted({ch for ch in s if ch not in self.vocab or self.vocab.stoi[ch] < len(SPECIALS)})
+        if unknown:
+            raise InputError(f"{source!r}: character(s) {''.join(unknown)!r} never seen in training")
+        limit = self.model.config.max_source_len
+        if len(s) > limit:
+            raise InputError(f"{source!r}: {len(s)} characters, longer than the model's maximum of {limit}")
+        return s
+
+    def text(self, ids: list[int]) -> str:
+        """One character per generated token (so attention rows match): <unk> shows as '?'."""
+        return "".join(t if len(t) == 1 else "?" for t in self.vocab.decode(ids))
+
+    def translate(self, sources: list[str], beam_size: int = 1, batch_size: int = 2000,
+                  with_attention: bool = False, options: DecodeOptions | None = None):
+        """One output string per source (with its (T, S) attention if asked), in input order.
+        Sources are decoded in groups of equal length (no padding, the encoder's fast path).
+        options: every decoding setting at once (beam_size is then ignored)."""
+        options = options or DecodeOptions(beam_size=beam_size)
+        checked = [self.check(s) for s in sources]
+        if not checked:
+            return []
+        device = next(self.model.parameters()).device
+        results: list = [None] * len(checked)
+        for idx in length_groups(torch.tensor([len(s) for s in checked]), batch_size):
+            chunk = [checked[i] for i in idx.tolist()]
+            src, src_len = encode_sources(chunk, self.vocab)
+            hyps = self.model.generate(src.to(device), src_len.to(device), self.vocab.start,
+                                       self.vocab.end, options)
+            for i, s, h in zip(idx.tolist(), chunk, hyps):
+                text = self.text(h.tokens)
+                if not with_attention:
+                    results[i] = text
+                    continue
+                att = h.alpha[:, :len(s)].cpu()   # columns = the characters as read
+                results[i] = (text, att.flip(-1) if self.model.config.reverse_source else att)
+        return results

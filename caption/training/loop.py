@@ -1,0 +1,109 @@
+"""Training of the image captioner: teacher forcing with the paper's objective, Adam with a linear
+decay and clipping, true (decoded, not teacher-forced) validation scores after every epoch, the
+best model kept, and a resumable state saved after every epoch. Both writes are atomic."""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from .. import checkpoint
+from ..api import CaptionModel
+from ..config import REWARDS, CaptionConfig, CaptionTrainConfig
+from ..data.images import ImageSet, batches, caption_targets
+from ..device import default_device
+from ..image.captioner import Captioner
+from ..metrics.evaluate import evaluate_captions, selection_score, summary
+from ..search import DecodeOptions
+from ..vocab import Vocab
+from .objectives import objective
+from .optim import adam_with_linear_decay, optimizer_step
+
+
+def last_path(out: str | Path) -> Path:
+    """Where the resumable state lives, beside the best checkpoint."""
+    out = Path(out)
+    return out.with_name(out.stem + ".last" + out.suffix)
+
+
+def build_captioner(train_set: ImageSet, config: CaptionConfig, min_count: int = 1,
+                    device: torch.device | str | None = None) -> tuple[Captioner, Vocab]:
+    """A fresh captioner and the vocabulary of the training captions."""
+    vocab = Vocab.build((w for caps in train_set.captions for w in caps), min_count)
+    model = Captioner(config, len(vocab))
+    return model.to(device or default_device()), vocab
+
+
+def train_captioner(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSet,
+                    cfg: CaptionTrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
+                    log: Callable[[str], None] = print,
+                    select: Callable[[dict], float] = selection_score) -> list[dict]:
+    """Train, decode and score the validation set after every epoch, keep the model that
+    `select` rates best at `out` and the state to resume at `last_path(out)`."""
+    if cfg.reward not in REWARDS:
+        raise ValueError(f"reward must be one of {REWARDS}, got {cfg.reward!r}")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(cfg.seed)
+    targets = caption_targets(train_set, vocab, model.config.max_len)
+    steps_per_epoch = -(-len(train_set) // cfg.batch_size)
+    opt, sched = adam_with_linear_decay(model.parameters(), cfg.lr, cfg.lr_final, cfg.epochs * steps_per_epoch)
+    history: list[dict] = []
+    first_epoch, best = 1, float("-inf")
+    if resume and last_path(out).is_file():
+        state = checkpoint.load(last_path(out), kind="captioner")
+        model.load_state_dict(state["state_dict"])
+        opt.load_state_dict(state["meta"]["optimizer"])
+        sched.load_state_dict(state["meta"]["scheduler"])
+        gen.set_state(state["meta"]["generator"])
+        first_epoch, best = state["meta"]["epoch"] + 1, state["meta"]["best"]
+        history = list(state["meta"]["history"])
+        log(f"resumed from {last_path(out)} after epoch {first_epoch - 1}")
+    if first_epoch == 1 and cfg.pretrain_epochs and model.config.encoder == "cnn" and any(train_set.objects):
+        from .pretrain_scenes import pretrain_encoder
+        pretrain_encoder(model.encoder, train_set, cfg.pretrain_epochs, lr=cfg.lr, seed=cfg.seed,
+                         progress=progress, log=log)
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.bf16
+                else contextlib.nullcontext())
+    for epoch in range(first_epoch, cfg.epochs + 1):
+        model.train()
+        # a curriculum for hard attention: locations are sampled only once the expected context has
+        # taught the attention and the decoder to read a location
+        phase = replace(cfg, expected_prob=1.0) if epoch <= cfg.expected_warmup else cfg
+        t0, loss_sum, nll_sum, words = time.perf_counter(), 0.0, 0.0, 0
+        bar = tqdm(batches(train_set, targets, cfg.batch_size, gen, cfg.captions_per_image),
+                   total=steps_per_epoch,
+                   desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
+        for images, tokens, image_of in bar:
+            images, tokens, image_of = images.to(device), tokens.to(device), image_of.to(device)
+            mask = tokens[:, 1:] != vocab.pad                                  # (N, T)
+            with autocast:
+                loss, nll = objective(model, images, tokens, image_of, mask, phase, gen)
+            optimizer_step(loss, opt, sched, model.parameters(), cfg.clip)
+            loss_sum += float(loss.detach()) * len(tokens)
+            nll_sum += float(nll.detach()) * len(tokens)
+            words += int(mask.sum())
+            bar.set_postfix(loss=f"{float(loss.detach()):.2f}")
+        train_seconds = time.perf_counter() - t0
+        scores = evaluate_captions(CaptionModel(model, vocab), val_set, DecodeOptions(beam_size=cfg.eval_beam))
+        model.train()
+        record = {"epoch": epoch, "train_seconds": train_seconds, "loss_per_word": nll_sum / max(words, 1),
+                  **scores}
+        history.append(record)
+        log(f"epoch {epoch}: nll/word {record['loss_per_word']:.3f}  val {summary(scores)}  "
+            f"train {train_seconds:.0f}s")
+        score = select(scores)
+        if score > best:
+            best = score
+            checkpoint.save(out, "captioner", model, vocab.itos,
+                            meta={"epoch": epoch, "val": scores, "train": asdict(cfg)})
+        checkpoint.save(last_path(out), "captioner", model, vocab.itos, meta={
+            "epoch": epoch, "best": best, "history": history, "train": asdict(cfg),
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state()})
+    return history

@@ -1,0 +1,1 @@
+"""Figures as PNG files, drawn with Pillow: attention over images and text attention heat maps."""

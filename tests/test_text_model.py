@@ -1,0 +1,84 @@
+"""The seq2seq model, its translator and its training."""
+import pytest
+import torch
+
+from caption import checkpoint, search
+from caption.config import Seq2SeqConfig, Seq2SeqTrainConfig
+from caption.errors import InputError
+from caption.search import DecodeOptions
+from caption.text.data import generate_dates, to_tensors
+from caption.text.train import build_translator, exact_matches, train_translator
+from caption.text.translator import Translator
+
+
+def tiny(pairs, **kw):
+    torch.manual_seed(0)
+    cfg = Seq2SeqConfig(embed_dim=8, hidden_dim=16, **kw)
+    model, vocab = build_translator(pairs, [], cfg, torch.device("cpu"))
+    return model, vocab
+
+
+def test_padding_does_not_change_the_result():
+    """A source decodes the same alone and beside longer sources (masking, packing, reversal)."""
+    pairs = generate_dates(64, seed=0)
+    for kw in ({}, {"bidirectional": True}, {"reverse_source": False, "score": "additive"}):
+        model, vocab = tiny(pairs, **kw)
+        model.eval()
+        data = to_tensors(pairs[:6], vocab)
+        memory, state = model.encode(data.src, data.src_len)
+        for i in range(6):
+            L = int(data.src_len[i])
+            m1, s1 = model.encode(data.src[i:i + 1, :L], data.src_len[i:i + 1])
+            torch.testing.assert_close(m1[0][0], memory[0][i, :L], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(s1[0][:, 0], state[0][:, i], atol=1e-5, rtol=1e-5)
+
+
+def test_beam_k1_equals_greedy_on_a_seq2seq_model():
+    pairs = generate_dates(40, seed=1)
+    model, vocab = tiny(pairs, score="additive")
+    data = to_tensors(pairs, vocab)
+    g = model.generate(data.src, data.src_len, vocab.start, vocab.end, DecodeOptions(beam_size=1))
+    memory, state = model.encode(data.src, data.src_len)
+    b = search.beam_search(model.step, model.init_state(state), memory, len(pairs), vocab.start,
+                             vocab.end, model.config.max_target_len, beam_size=1)
+    assert [h.tokens for h in g] == [h.tokens for h in b]
+    for x, y in zip(g, b):
+        torch.testing.assert_close(x.alpha, y.alpha)
+
+
+@pytest.mark.parametrize("kw", [{}, {"score": "additive", "bidirectional": True}, {"local": "local-p"}])
+def test_tiny_model_overfits_a_few_examples(kw):
+    pairs = generate_dates(8, seed=2)
+    model, vocab = tiny(pairs, **kw)
+    cfg = Seq2SeqTrainConfig(epochs=150, batch_size=8, lr=0.02, lr_final=1e-3, seed=0)
+    history = train_translator(model, vocab, pairs, pairs, cfg, progress=False, log=lambda s: None)
+    assert history[0].correct < 8
+    assert history[-1].correct == 8 and history[-1].loss < 0.05
+
+
+def test_translator_checks_input_and_round_trips_a_checkpoint(tmp_path):
+    pairs = generate_dates(16, seed=5)
+    model, vocab = tiny(pairs)
+    path = tmp_path / "m.pt"
+    checkpoint.save(path, "seq2seq", model, vocab.itos)
+    payload = torch.load(path, weights_only=True)       # no pickled modules
+    t = Translator.from_checkpoint(checkpoint.load(path, kind="seq2seq"))
+    sources = [s for s, _ in pairs]
+    assert t.translate(sources) == Translator(model, vocab).translate(sources)
+    assert payload["format_version"] == checkpoint.FORMAT_VERSION and payload["vocab"] == vocab.itos
+    with pytest.raises(InputError, match="never seen"):
+        t.check("septembre 27, 1994 ¤")
+    with pytest.raises(InputError, match="longer than the model's maximum"):
+        t.check("9" * (model.config.max_source_len + 1))
+    text, att = t.translate([sources[0]], with_attention=True)[0]
+    assert att.shape == (len(text), len(sources[0]))
+    torch.testing.assert_close(att.sum(-1), torch.ones(len(text)))
+
+
+def test_exact_matches_counts_what_the_translator_outputs():
+    pairs = generate_dates(12, seed=6)
+    model, vocab = tiny(pairs)
+    data = to_tensors(pairs, vocab)
+    correct, outputs = exact_matches(model, data, vocab, batch_size=5)
+    assert outputs == Translator(model, vocab).translate([s for s, _ in pairs])
+    assert correct == sum(o == t for o, t in zip(outputs, data.targets))
