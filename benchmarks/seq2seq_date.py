@@ -23,8 +23,8 @@ def one_at_a_time(model, data, vocab, n: int) -> float:
     """Seconds to decode n test examples with batch size 1, as the book's evaluation does."""
     t = time.perf_counter()
     for i in range(n):
-        L = int(data.src_len[i])
-        model.generate(data.src[i:i + 1, :L], data.src_len[i:i + 1], vocab.start, vocab.end)
+        S = int(data.src_len[i])
+        model.generate(data.src[i:i + 1, :S], data.src_len[i:i + 1], vocab.start, vocab.end)
     return time.perf_counter() - t
 
 

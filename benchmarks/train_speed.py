@@ -17,10 +17,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.report import publish, table  # noqa: E402
 from caption.config import CaptionConfig, CaptionTrainConfig  # noqa: E402
-from caption.data.images import batches, caption_targets  # noqa: E402
+from caption.data.images import caption_targets  # noqa: E402
+from caption.data.loader import batches  # noqa: E402
 from caption.data.scenes import scene_set  # noqa: E402
 from caption.training.loop import build_captioner  # noqa: E402
 from caption.training.objectives import objective  # noqa: E402
+from caption.training.optim import adam_with_linear_decay, optimizer_step  # noqa: E402
+from caption.vocab import PAD_ID  # noqa: E402
 
 
 def main() -> int:
@@ -41,17 +44,15 @@ def main() -> int:
         torch.manual_seed(0)
         model, vocab = build_captioner(data, CaptionConfig(attention=attention, alpha_c=0.0, dropout=0.0), device="cpu")
         targets = caption_targets(data, vocab, model.config.max_len)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        opt, sched = adam_with_linear_decay(model.parameters(), cfg.lr, cfg.lr_final, cfg.epochs * steps_per_epoch)
         gen = torch.Generator().manual_seed(0)
         model.train()
         elapsed = 0.0
-        for k, (images, tokens, image_of) in enumerate(batches(data, targets, cfg.batch_size, gen,
+        for k, (images, tokens, image_of) in enumerate(batches(data.images, targets, cfg.batch_size, gen,
                                                                cfg.captions_per_image)):
             t = time.perf_counter()
-            loss, _ = objective(model, images, tokens, image_of, tokens[:, 1:] != 0, step_cfg, gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss, _ = objective(model, images, tokens, image_of, tokens[:, 1:] != PAD_ID, step_cfg, gen)
+            optimizer_step(loss, opt, sched, model.parameters(), cfg.clip)
             if k >= 2:                                   # two warm-up steps
                 elapsed += time.perf_counter() - t
         per_step = elapsed / (k - 1)

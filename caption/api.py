@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from . import checkpoint
-from .config import CaptionConfig, from_dict
-from .data.images import ImageLike, as_uint8
+from .config import CaptionConfig
+from .data.images import ImageLike, as_uint8, center_crop
+from .data.loader import batches_of
 from .device import default_device
+from .errors import CheckpointError
 from .image.captioner import Captioner
 from .search import DecodeOptions
 from .vocab import Vocab
@@ -43,13 +46,25 @@ class CaptionModel:
         self.model, self.vocab, self.meta = model.eval(), vocab, meta or {}
 
     @classmethod
-    def from_checkpoint(cls, payload: dict, device: str | torch.device | None = None) -> "CaptionModel":
-        """From the payload of `checkpoint.load` (already migrated to the current format)."""
-        config = from_dict(CaptionConfig, payload["config"])
-        config.encoder_weights = None    # the weights are in the state_dict; the file is not needed
-        model = Captioner(config, len(payload["vocab"]))
-        model.load_state_dict(payload["state_dict"])
-        return cls(model.to(device or default_device()), Vocab(payload["vocab"]), payload.get("meta"))
+    def from_checkpoint(cls, payload: dict, device: str | torch.device | None = None,
+                        name: str = "checkpoint") -> "CaptionModel":
+        """From the payload of `checkpoint.load` (already migrated to the current format). A frozen
+        backbone that the checkpoint does not carry is read from the weights file it names."""
+        config, vocab = checkpoint.parts(payload, CaptionConfig, name)
+        external = payload.get("external") or {}
+        config.encoder_weights = external.get("trunk")   # else the weights are in the state_dict
+        if external and not Path(external["trunk"]).is_file():
+            raise CheckpointError(f"{name}: its frozen {config.encoder} backbone is read from "
+                                  f"{external['trunk']}, which is missing")
+        model = Captioner(config, len(vocab))
+        if external and model.encoder.weights_sha256 != external["sha256"]:
+            raise CheckpointError(f"{name}: {external['trunk']} is not the backbone it was trained with "
+                                  f"(sha256 differs)")
+        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+        if unexpected or any(not (external and k.startswith(checkpoint.TRUNK)) for k in missing):
+            raise CheckpointError(f"{name}: the state_dict does not match its config "
+                                  f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        return cls(model.to(device or default_device()), vocab, payload.get("meta"))
 
     @property
     def config(self) -> CaptionConfig:
@@ -58,30 +73,40 @@ class CaptionModel:
     def caption(self, images: ImageLike | list[ImageLike], beam_size: int | None = None,
                 hard_mode: str | None = None, seed: int | None = None, batch_size: int = 100, *,
                 options: DecodeOptions | None = None) -> CaptionResult | list[CaptionResult]:
-        """Caption one image (path, PIL image or (3, H, W) tensor) or a list of them. Decoding
+        """Caption one image (path, PIL image or (3, height, width) tensor) or a list of them. Decoding
         settings: `options` (default DecodeOptions(): beam 3, the expected context), with
         beam_size, hard_mode and seed overriding its fields when given."""
         given = {"beam_size": beam_size, "hard_mode": hard_mode, "seed": seed}
         options = replace(options or DecodeOptions(), **{k: v for k, v in given.items() if v is not None})
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
-        batch = torch.stack([as_uint8(im, self.config.image_size) for im in items]) if items else None
+        size, crop = self.config.image_size, center_crop(self.config)
+        batch = torch.stack([as_uint8(im, size, crop) for im in items]) if items else None
         results = self.caption_tensors(batch, options, batch_size) if items else []
         return results[0] if single else results
 
-    @torch.no_grad()
     def caption_tensors(self, images: Tensor, options: DecodeOptions = DecodeOptions(),
                         batch_size: int = 100, progress: bool = False) -> list[CaptionResult]:
         """images uint8 (B, 3, P, P) at the model's size, decoded batch by batch."""
+        order = torch.arange(len(images))
+        return self.caption_batches(batches_of(images, order, batch_size), options, progress=progress,
+                                    total=-(-len(images) // batch_size))
+
+    @torch.no_grad()
+    def caption_batches(self, batches, options: DecodeOptions = DecodeOptions(), features: bool = False,
+                        progress: bool = False, total: int | None = None) -> list[CaptionResult]:
+        """Caption every batch of (inputs, index): uint8 images (B, 3, P, P) at the model's size,
+        or with `features` a frozen backbone's cached features (B, L, D); results in batch order."""
         from tqdm import tqdm
         self.model.eval()
         device = next(self.model.parameters()).device
         gen = torch.Generator(device).manual_seed(options.seed) if options.seed is not None else None
         gh, gw = self.model.grid
         out = []
-        for k in tqdm(range(0, len(images), batch_size), desc="captioning", disable=not progress, leave=False):
-            x = images[k:k + batch_size].to(device).float() / 255
-            for h in self.model.generate(x, self.vocab.start, self.vocab.end, options, gen):
+        for inputs, _ in tqdm(batches, desc="captioning", disable=not progress, leave=False, total=total):
+            x = inputs.to(device).float()
+            x = x if features else x / 255
+            for h in self.model.generate(x, self.vocab.start, self.vocab.end, options, gen, features):
                 words = [self.vocab.itos[t] for t in h.tokens]
                 att = h.alpha.float().cpu().view(len(words), gh, gw)                   # (T, gh, gw)
                 locations = None if h.location is None else [divmod(int(i), gw) for i in h.location]
@@ -91,5 +116,5 @@ class CaptionModel:
 
 def load(path: str | os.PathLike | None = None, device: str | torch.device | None = None) -> CaptionModel:
     """A trained captioner; without a path, the shipped soft-attention scenes model."""
-    payload = checkpoint.load(path or checkpoint.default_checkpoint(DEFAULT_MODEL), kind="captioner")
-    return CaptionModel.from_checkpoint(payload, device)
+    path = path or checkpoint.default_checkpoint(DEFAULT_MODEL)
+    return CaptionModel.from_checkpoint(checkpoint.load(path, kind="captioner"), device, str(path))

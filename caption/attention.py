@@ -15,8 +15,9 @@ Modes:
           `argmax` picks the most likely location (deterministic test time).
 
 Local attention (Luong eq. 9-10): local-m uses p_t = t, local-p p_t = S * sigmoid(v_p^T tanh(W_p h_t)).
-Weights are the softmax restricted to [p_t - D, p_t + D], times a Gaussian exp(-(s - p_t)^2 / (2 sigma^2))
-with sigma = D / 2; as in the paper they are not renormalised after the Gaussian.
+With the half-width w = `window` (Luong's D), the weights are the softmax restricted to [p_t - w, p_t + w],
+times a Gaussian exp(-(s - p_t)^2 / (2 sigma^2)) with sigma = w / 2; as in the paper they are not
+renormalised after the Gaussian.
 
 Shapes (the legend in caption/__init__.py): B batch, T queries (decoder steps, optional),
 S source positions (the L locations of an image), Q query size, D key and value size, A attention size.
@@ -116,7 +117,7 @@ class Attention(nn.Module):
     def _local_weights(self, e: Tensor, query: Tensor, mask: Tensor | None,
                        step: int | Tensor | None) -> Tensor:
         B, T, S = e.shape
-        D = self.window
+        w = self.window
         if self.local == "local-m":
             if T == 1 and step is not None:
                 p = torch.as_tensor(step, dtype=e.dtype, device=e.device).expand(B, 1)
@@ -130,12 +131,12 @@ class Attention(nn.Module):
             p = p + mask.to(torch.int8).argmax(1, keepdim=True).to(e.dtype)
         s = torch.arange(S, dtype=e.dtype, device=e.device)                        # (S,)
         dist = s.view(1, 1, S) - p.unsqueeze(-1)                                   # (B, T, S)
-        inside = dist.abs() <= D
+        inside = dist.abs() <= w
         e = e.masked_fill(~inside, float("-inf"))
         align = torch.softmax(e, dim=-1)
         # A row whose window holds no real position is all -inf: give it zero weight, not NaN.
         align = torch.nan_to_num(align, nan=0.0)
-        sigma = D / 2
+        sigma = w / 2
         return align * torch.exp(-dist.pow(2) / (2 * sigma ** 2))                  # (B, T, S)
 
     def _hard(self, out: AttentionOutput, alpha: Tensor, values: Tensor,

@@ -9,9 +9,14 @@ Format history:
     2  a hard-attention captioner always carries `decoder.baseline_to_go` (the reward-to-go
        baseline, one entry per number of words left); version-1 files written before it existed
        get zeros, the value it starts from in training
+    3  the grid is explicit (`config.grid`; backbones were pooled to at least 8 x 8 before, so
+       older backbone files get the grid their position embedding has); a frozen backbone read from
+       a weights file is not copied into the checkpoint: `external` names that file and its sha256
 """
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -24,16 +29,25 @@ from .config import CaptionConfig
 from .errors import CheckpointError
 from .fileio import atomic_write
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+
+
+TRUNK = "encoder.trunk."
 
 
 def save(path: str | os.PathLike, kind: str, model: nn.Module, vocab: list[str],
          meta: dict | None = None) -> None:
-    """model: a module with a dataclass `.config` (Captioner or Seq2Seq); vocab: the token list."""
+    """model: a module with a dataclass `.config` (Captioner or Seq2Seq); vocab: the token list.
+    A frozen backbone read from a weights file stays in that file: `external` records its path and
+    sha256, so the best and the last checkpoint do not each carry another copy."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    external = {}
+    encoder = getattr(model, "encoder", None)
+    if getattr(encoder, "frozen", False) and getattr(encoder, "weights_sha256", None):
+        state = {k: v for k, v in state.items() if not k.startswith(TRUNK)}
+        external = {"trunk": str(Path(model.config.encoder_weights).resolve()), "sha256": encoder.weights_sha256}
     payload = {"format_version": FORMAT_VERSION, "kind": kind, "config": asdict(model.config),
-               "vocab": list(vocab),
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-               "meta": meta or {}}
+               "vocab": list(vocab), "state_dict": state, "external": external, "meta": meta or {}}
     with atomic_write(path) as tmp:
         torch.save(payload, tmp)
 
@@ -46,7 +60,20 @@ def _v1_to_v2(payload: dict) -> dict:
     return payload
 
 
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2}   # version v -> v + 1
+def _v2_to_v3(payload: dict) -> dict:
+    config = payload.get("config", {})
+    if payload.get("kind") == "captioner" and config.get("encoder", "cnn") != "cnn" and "grid" not in config:
+        position = payload["state_dict"].get("encoder.position")
+        if position is not None:
+            config["grid"] = math.isqrt(position.shape[0])
+        else:   # the old rule: the trunk's map (stride 16 for vgg, 32 for resnets), at least 8 x 8
+            stride = 16 if config["encoder"].startswith("vgg") else 32
+            config["grid"] = max(-(-config.get("image_size", CaptionConfig.image_size) // stride), 8)
+    payload.setdefault("external", {})
+    return payload
+
+
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3}   # version v -> v + 1
 
 
 def load(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
@@ -61,6 +88,8 @@ def load(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
     if not isinstance(payload, dict) or "format_version" not in payload:
         raise CheckpointError(f"{path}: not a caption checkpoint (no format_version)")
     version = payload["format_version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CheckpointError(f"{path}: format version {version!r} is not one caption wrote")
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{path}: format version {version} is newer than "
                               f"this caption ({FORMAT_VERSION}); upgrade caption")
@@ -73,6 +102,16 @@ def load(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
     return payload
 
 
+def parts(payload: dict, config_cls, name: str):
+    """(config, Vocab) of a loaded payload; CheckpointError naming the file when either is bad."""
+    from .config import from_dict
+    from .vocab import Vocab
+    try:
+        return from_dict(config_cls, payload["config"]), Vocab(payload["vocab"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{name}: a broken {payload.get('kind')} checkpoint ({type(e).__name__}: {e})") from None
+
+
 def default_checkpoint(name: str) -> Path:
     """A shipped model: $CAPTION_CHECKPOINTS/name if set, else checkpoints/name in the source tree."""
     root = os.environ.get("CAPTION_CHECKPOINTS")
@@ -80,9 +119,18 @@ def default_checkpoint(name: str) -> Path:
     return base / name
 
 
-def load_weights_into(module: nn.Module, path: str | os.PathLike, what: str) -> None:
+def sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_weights_into(module: nn.Module, path: str | os.PathLike, what: str) -> str:
     """Foreign weights (a plain state_dict file, e.g. torchvision's ImageNet weights, or one under
-    "state_dict") into `module`; CheckpointError naming the file when missing or not `what`."""
+    "state_dict") into `module`; returns the file's sha256. CheckpointError naming the file when it
+    is missing or not `what`."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such encoder weights file")
@@ -92,3 +140,4 @@ def load_weights_into(module: nn.Module, path: str | os.PathLike, what: str) -> 
     except Exception as e:   # wrong architecture, truncated file, not a state_dict
         raise CheckpointError(f"{path}: not {what} weights ({type(e).__name__}: "
                               f"{str(e).splitlines()[0][:120]})") from None
+    return sha256(path)

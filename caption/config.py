@@ -34,10 +34,12 @@ class Seq2SeqConfig:
     bidirectional: bool = option(True, "bidirectional encoder")
     # Sutskever et al. 2014: short paths from the first source tokens
     reverse_source: bool = option(True, "feed the source reversed (Sutskever et al. 2014)")
-    score: str = option("general", "attention score: additive (Bahdanau), dot or general (Luong)")
+    score: str = option("general", "attention score: additive (Bahdanau), dot or general (Luong)",
+                        ("additive", "dot", "general"))
     attn_dim: int | None = option(None, "attention size of the additive score")   # None: the decoder size
-    local: str | None = option(None, "Luong local attention: local-m or local-p (default global)")
-    window: int = option(4, "half-width D of the local window")
+    local: str | None = option(None, "Luong local attention: local-m or local-p (default global)",
+                               ("local-m", "local-p"))
+    window: int = option(4, "half-width of the local window (Luong's D)")
     dropout: float = option(0.0, "dropout on embeddings and the output layer")
     max_source_len: int = 29        # set from the training data; longer inputs are refused
     max_target_len: int = 12        # generated tokens, <end> included
@@ -61,13 +63,19 @@ class Seq2SeqTrainConfig:
 @dataclass
 class CaptionConfig:
     """Show, Attend and Tell (Xu et al. 2015): a CNN grid of annotations, an LSTM that attends."""
-    encoder: str = option("cnn", "image encoder: the built-in CNN or a torchvision backbone", ENCODERS)
+    encoder: str = option("cnn", "image encoder: the built-in CNN (a 14x14 grid at 112 px, D 128) or a "
+                                 "torchvision backbone: vgg16/vgg19 conv5 (stride 16: 14x14 at 224 px, D 512, "
+                                 "the paper's), resnet18/34 (stride 32: 7x7 at 224 px, D 512), resnet50/101 "
+                                 "(stride 32, D 2048); a backbone's map is average-pooled to --grid", ENCODERS)
     # None: random init (the weights then travel in the checkpoint's state_dict)
     encoder_weights: str | None = option(None, "local state_dict file for a torchvision backbone (no download)")
     # the built-in CNN always trains
     fine_tune: bool = option(False, "train the torchvision backbone too")
     image_size: int = option(112, "images are resized to this square size")
     feature_dim: int = option(128, "channels D of the built-in CNN's annotations")   # torchvision: fixed
+    # the paper's 14 x 14 annotations (VGG conv5 at 224 px); None: 14 for backbones, the CNN's own grid
+    grid: int | None = option(None, "side of the annotation grid a backbone's map is pooled to "
+                                    "(default: 14 for backbones, the built-in CNN's own)")
     # where, for relations: convolutions alone hardly say where an annotation is
     position: bool = option(True, "add a learned embedding per grid location")
     attention: str = option("soft", "soft (deterministic), hard (sampled, trained with REINFORCE) or none "
@@ -94,7 +102,12 @@ class CaptionTrainConfig:
     seed: int = option(0, "random seed (initialisation and batch order)")
     train_size: int = option(20000, "built-in scenes generated for training")
     val_size: int = option(500, "built-in scenes generated for validation")   # decoded after every epoch
-    min_count: int = option(1, "words seen fewer times become <unk>")
+    # None: 1 for the built-in scenes, 5 for real data (Karpathy's)
+    min_count: int | None = option(None, "words seen fewer times in the training captions become <unk> "
+                                         "(default: 1 on scenes, 5 on real data)")
+    max_words: int | None = option(None, "training captions are cut to their first MAX_WORDS words "
+                                         "(default: max_len - 1)")
+    workers: int = option(0, "DataLoader processes that decode and resize images (0: in the main process)")
     pretrain_epochs: int = option(2, "epochs of object-label pre-training of the built-in CNN (scenes only)")
     eval_beam: int = option(1, "beam size of the validation decode after each epoch")
     bf16: bool = option(False, "bfloat16 autocast (CPU and CUDA)")

@@ -41,14 +41,16 @@ class DecodeOptions:
     length_penalty: float = 1.0        # beam winner by score / length**penalty; 0: raw sum of log-probs
 
     def __post_init__(self):
-        if not _is_int(self.beam_size) or self.beam_size < 1:
+        if not _is_int(self.beam_size) or isinstance(self.beam_size, bool) or self.beam_size < 1:
             raise OptionError("beam_size", f"must be at least 1, got {self.beam_size}")
         if self.hard_mode not in HARD_MODES:
             raise OptionError("hard_mode", f"must be one of {HARD_MODES}, got {self.hard_mode!r}")
         if self.max_len is not None and (not _is_int(self.max_len) or self.max_len < 1):
             raise OptionError("max_len", f"must be at least 1, got {self.max_len}")
-        if self.length_penalty < 0:
-            raise OptionError("length_penalty", f"must be at least 0, got {self.length_penalty}")
+        if not isinstance(self.length_penalty, (int, float)) or not self.length_penalty >= 0:
+            raise OptionError("length_penalty", f"must be a number >= 0, got {self.length_penalty}")
+        if self.seed is not None and not _is_int(self.seed):
+            raise OptionError("seed", f"must be a whole number, got {self.seed!r}")
 
 
 def _is_int(x) -> bool:

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
-PAD_ID = 0   # every vocabulary begins with SPECIALS, so padding is id 0 in every model and batch
+PAD_ID = SPECIALS.index(PAD)   # every vocabulary begins with SPECIALS: padding is id 0 in every model and batch
 
 
 class Vocab:

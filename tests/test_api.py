@@ -47,6 +47,8 @@ def test_decoding_options_travel_whole_or_as_keywords(model_path, hard_path):
                                                                                     seed=9))] == \
         [r.locations for r in seeded]
     assert all(r.locations is not None for r in seeded)
+    other = hard.caption(images, options=DecodeOptions(beam_size=1, hard_mode="sample", seed=9))
+    assert [r.locations for r in other] != [r.locations for r in seeded]     # so the override above mattered
     assert all(r.locations is None for r in hard.caption(images, options=sample, hard_mode="expected"))
     with pytest.raises(OptionError, match="beam_size must be at least 1, got 0"):
         model.caption(images, beam_size=0)

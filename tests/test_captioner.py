@@ -87,10 +87,19 @@ def test_encoder_grid_and_position():
     enc = Encoder(CaptionConfig(feature_dim=D, image_size=112))
     assert enc.grid == (14, 14)
     assert enc(torch.rand(2, 3, 112, 112)).shape == (2, 196, D)
-    # a deep backbone on a small image is pooled up to 8 x 8
+    # a backbone's map is pooled to the paper's 14 x 14 unless --grid says otherwise
     res = Encoder(CaptionConfig(encoder="resnet18", image_size=112))
-    assert res.grid == (8, 8) and res.dim == 512
-    assert res(torch.rand(1, 3, 112, 112)).shape == (1, 64, 512)
+    assert res.grid == (14, 14) and res.dim == 512
+    assert res(torch.rand(1, 3, 112, 112)).shape == (1, 196, 512)
+    small = Encoder(CaptionConfig(encoder="resnet18", image_size=112, grid=4))
+    x = torch.rand(2, 3, 112, 112)
+    feats = small.features(x)
+    assert feats.shape == (2, 16, 512)
+    # features, then the position embedding: what the feature cache stores, then what the decoder reads
+    with torch.no_grad():
+        small.position.normal_()
+    assert torch.allclose(small(x), feats + small.position, atol=1e-6)
+    assert torch.equal(small.annotate(feats), feats + small.position)
 
 
 def test_torchvision_weights_load_from_a_local_file_and_freeze(tmp_path):

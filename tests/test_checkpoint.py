@@ -87,6 +87,21 @@ def test_bad_files_are_one_line_errors(tmp_path):
     torch.save(payload, tmp_path / "future.pt")
     with pytest.raises(CheckpointError, match="is newer than this caption"):
         checkpoint.load(tmp_path / "future.pt")
+    for bad in (0, 1.5, "2", True):
+        payload["format_version"] = bad
+        torch.save(payload, tmp_path / "odd.pt")
+        with pytest.raises(CheckpointError, match=r"odd\.pt: format version .* is not one caption wrote"):
+            checkpoint.load(tmp_path / "odd.pt")
+    payload["format_version"] = checkpoint.FORMAT_VERSION
+    payload["config"]["colour"] = "red"                                  # a field this caption does not know
+    torch.save(payload, tmp_path / "extra.pt")
+    with pytest.raises(CheckpointError, match=r"extra\.pt: a broken captioner checkpoint \(ValueError"):
+        load(tmp_path / "extra.pt")
+    del payload["config"]["colour"]
+    payload["vocab"] = payload["vocab"][4:]                              # no specials
+    torch.save(payload, tmp_path / "vocab.pt")
+    with pytest.raises(CheckpointError, match=r"vocab\.pt: a broken captioner checkpoint"):
+        load(tmp_path / "vocab.pt")
 
 
 def test_atomic_write_leaves_nothing_on_failure_and_replaces_on_success(tmp_path):

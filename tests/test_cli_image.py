@@ -97,6 +97,20 @@ def test_predict_draws_reproducible_samples_from_a_hard_model(hard_path, images,
     assert main(args) == 0
     assert [json.loads(x) for x in capsys.readouterr().out.splitlines()] == first
     assert main(["predict", images[0], "--model", str(hard_path), "--samples", "2"]) == 1
+    assert capsys.readouterr().err == "caption: error: --samples N (N >= 1) needs --hard-mode sample when N > 1\n"
+    # each sample has its own seed (seed + k): across many images and draws, they do not all agree
+    many = ["predict", *images, "--model", str(hard_path), "--hard-mode", "sample", "--samples", "6", "--seed", "0",
+            "--beam", "1", "--json"]
+    assert main(many) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len({(r["image"], r["caption"], r["score"]) for r in rows}) > len(images)
+
+
+def test_a_bad_training_option_names_its_own_flag_before_any_work(tmp_path, capsys):
+    assert main(["train", "--eval-beam", "0", "--train-size", "4", "--val-size", "2", "--epochs", "1",
+                 "--pretrain-epochs", "0", "--out", str(tmp_path / "m.pt"), "--quiet"]) == 1
+    assert capsys.readouterr().err == "caption: error: --eval-beam must be at least 1, got 0\n"
+    assert not (tmp_path / "m.pt").exists()
 
 
 def test_train_command_runs_hard_attention_and_keeps_the_baseline(tmp_path, capsys):
@@ -114,9 +128,9 @@ def test_expected_warmup_and_the_reward_to_go(tmp_path, monkeypatch, capsys):
     seen = []
     real = loop.objective
 
-    def spy(model, images, tokens, image_of, mask, cfg, generator):
+    def spy(model, images, tokens, image_of, mask, cfg, *rest):
         seen.append(cfg.expected_prob)
-        return real(model, images, tokens, image_of, mask, cfg, generator)
+        return real(model, images, tokens, image_of, mask, cfg, *rest)
 
     monkeypatch.setattr(loop, "objective", spy)
     out = tmp_path / "h.pt"

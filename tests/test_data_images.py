@@ -3,7 +3,9 @@ import pytest
 import torch
 from PIL import Image
 
-from caption.data.images import as_uint8, batches, caption_targets, read_folder, read_image
+from caption.data.images import as_uint8, caption_targets, read_image
+from caption.data.loader import batches
+from caption.data.readers import read_folder
 from caption.data.scenes import scene_set, write_scenes
 from caption.errors import InputError
 from caption.vocab import PAD_ID, Vocab
@@ -14,7 +16,7 @@ def test_batches_bring_all_captions_of_their_images():
     vocab = Vocab.build(w for caps in data.captions for w in caps)
     targets = caption_targets(data, vocab, 30)
     seen = 0
-    for images, tokens, image_of in batches(data, targets, 2, torch.Generator().manual_seed(0)):
+    for images, tokens, image_of in batches(data.images, targets, 2, torch.Generator().manual_seed(0)):
         assert images.dtype == torch.float32 and images.max() <= 1 and images.shape[1:] == (3, 112, 112)
         assert tokens.shape[0] == image_of.shape[0] == 5 * images.shape[0]
         assert (tokens[:, 0] == vocab.start).all() and ((tokens == vocab.end).sum(1) == 1).all()
@@ -27,13 +29,15 @@ def test_read_folder_skips_and_reports_a_bad_image(tmp_path):
     write_scenes(tmp_path, 3, seed=5)
     (tmp_path / "images" / "000001.png").write_bytes(b"broken")
     messages = []
-    data = read_folder(tmp_path, 112, warn=messages.append)
-    assert len(data) == 2 and messages == [f"skipped {tmp_path / 'images' / '000001.png'}: "
-                                           f"UnidentifiedImageError: cannot identify image file "
-                                           f"'{tmp_path / 'images' / '000001.png'}'"]
-    assert data.captions[0] and data.objects[0][0]["bbox"]
+    data = read_folder(tmp_path, log=messages.append)
+    assert len(data) == 2 and messages == [f"{tmp_path}: 2 images, 10 captions; skipped 1 unreadable image "
+                                           f"(UnidentifiedImageError)"]
+    assert data.captions[0] and data.objects[0][0]["bbox"] and data.images is None
     ref = scene_set(3, seed=5)
-    assert torch.equal(data.images[0], ref.images[0]) and data.captions[1] == ref.captions[2]
+    assert data.names[0] == str(tmp_path / "images" / "000000.png") and data.captions[1] == ref.captions[2]
+    assert torch.equal(as_uint8(data.names[0], 112), ref.images[0]) and data.sizes[0] == (112, 112)
+    # the captions file itself may be named instead of its folder
+    assert read_folder(tmp_path / "captions.json", log=messages.append).names == data.names
 
 
 def test_read_image_and_as_uint8_take_paths_pil_images_and_tensors(tmp_path):
@@ -47,5 +51,5 @@ def test_read_image_and_as_uint8_take_paths_pil_images_and_tensors(tmp_path):
     assert read_image(pil) is pil
     with pytest.raises(InputError, match=r"missing\.png: no such image file"):
         read_image(tmp_path / "missing.png")
-    with pytest.raises(InputError, match=r"a \(3, H, W\) tensor, got Tensor\(1, 4, 4\)"):
+    with pytest.raises(InputError, match=r"a \(3, height, width\) tensor, got Tensor\(1, 4, 4\)"):
         as_uint8(torch.zeros(1, 4, 4), 8)

@@ -13,8 +13,8 @@ PAD, START, END, A, B = range(5)
 def make_step(rows):
     """A fixed next-token table (a tiny Markov model), so the answer of any search is known.
     rows: {previous token: {next token: probability}}; unlisted pairs get ~0.
-    Its fields: a one-hot 'attention' over 3 locations at the step count and that location, to test
-    the per-token bookkeeping."""
+    Its fields depend on the path a row took: 'attention' one-hot at the previous token mod 3, and
+    that location, so a field that does not follow its beam shows."""
     probs = torch.full((5, 5), 1e-9)
     for prev, nxt in rows.items():
         for tok, p in nxt.items():
@@ -23,7 +23,7 @@ def make_step(rows):
     table = torch.log(probs / probs.sum(1, keepdim=True))
 
     def step(tokens, state, memory):
-        where = state.clamp(max=2)
+        where = tokens % 3
         alpha = torch.nn.functional.one_hot(where, 3).float() * memory[:, :1]
         return table[tokens], state + 1, {"alpha": alpha, "location": where}
     return step
@@ -46,7 +46,7 @@ def test_greedy_follows_the_most_likely_token():
     assert h.tokens == [A] * 6                      # never ends: A stays the argmax after A
     assert abs(h.score - (math.log(0.5) + 5 * math.log(0.35))) < 1e-5
     assert h.alpha.shape == (6, 3)
-    assert h.location.tolist() == [0, 1, 2, 2, 2, 2]       # one location per token, in order
+    assert h.location.tolist() == [START % 3] + [A % 3] * 5    # one per token: its previous token mod 3
 
 
 def test_beam_finds_the_better_sequence_greedy_misses():
@@ -54,7 +54,7 @@ def test_beam_finds_the_better_sequence_greedy_misses():
     assert h.tokens == [B]                          # B <end>: log 0.4 beats anything through A
     assert abs(h.score - math.log(0.4)) < 1e-5
     assert h.alpha.shape == (1, 3)
-    assert torch.equal(h.alpha[0], torch.tensor([1.0, 0.0, 0.0])) and h.location.tolist() == [0]
+    assert torch.equal(h.alpha[0], torch.tensor([0.0, 1.0, 0.0])) and h.location.tolist() == [START % 3]
 
 
 def test_length_normalisation_changes_the_choice():
@@ -89,6 +89,13 @@ def test_beam_k1_equals_greedy_and_batched_equals_single():
         assert single.tokens == batched[i].tokens
         assert abs(single.score - batched[i].score) < 1e-4
         torch.testing.assert_close(single.alpha, batched[i].alpha)
+    # each word's alpha is the one its own path produced: replay the chosen tokens step by step
+    for i in range(Bn):
+        h_i, tokens = state[i:i + 1], torch.tensor([1])
+        for t, tok in enumerate(batched[i].tokens):
+            _, h_i, fields = step(tokens, h_i, memory[i:i + 1])
+            torch.testing.assert_close(fields["alpha"][0], batched[i].alpha[t])
+            tokens = torch.tensor([tok])
     # beam search never returns a worse sequence score than greedy (unnormalised search)
     wide = search.beam_search(step, state, memory, Bn, 1, 2, max_len=8, beam_size=4, length_penalty=0)
     assert all(w.score >= g.score - 1e-5 for w, g in zip(wide, greedy))
@@ -107,14 +114,18 @@ def test_decode_dispatches_on_the_options_and_max_len_overrides_the_model():
     [beam] = run(search.decode, options=DecodeOptions(beam_size=2))
     assert beam.tokens == [B]
     [short] = run(search.decode, options=DecodeOptions(beam_size=1, max_len=2))
-    assert short.tokens == [A, A] and short.location.tolist() == [0, 1]
+    assert short.tokens == [A, A] and short.location.tolist() == [START % 3, A % 3]
     [raw] = run(search.decode, SHORT, options=DecodeOptions(beam_size=3, length_penalty=0))
     assert raw.tokens == []
 
 
 @pytest.mark.parametrize("bad, name", [(dict(beam_size=0), "beam_size"), (dict(beam_size=2.5), "beam_size"),
+                                       (dict(beam_size=True), "beam_size"),
                                        (dict(hard_mode="soft"), "hard_mode"), (dict(max_len=0), "max_len"),
-                                       (dict(length_penalty=-1.0), "length_penalty")])
+                                       (dict(length_penalty=-1.0), "length_penalty"),
+                                       (dict(length_penalty=float("nan")), "length_penalty"),
+                                       (dict(length_penalty=None), "length_penalty"),
+                                       (dict(seed=1.5), "seed"), (dict(seed="3"), "seed")])
 def test_decode_options_are_validated_once_with_one_line(bad, name):
     with pytest.raises(OptionError) as e:
         DecodeOptions(**bad)
@@ -129,6 +140,14 @@ def test_decode_options_are_frozen_and_take_any_integer():
     with pytest.raises(dataclasses.FrozenInstanceError):
         opts.beam_size = 5
     assert dataclasses.replace(opts, seed=3).seed == 3 and opts.seed is None
+
+
+def test_every_field_follows_its_beam_through_reordering():
+    """SHORT makes beams overtake each other; location = previous token mod 3 must match the tokens."""
+    for rows in (TRAP, SHORT):
+        for k in (2, 3):
+            [h] = run(search.beam_search, rows, beam_size=k, length_penalty=0)
+            assert h.location.tolist() == [t % 3 for t in [START] + h.tokens[:-1]][:len(h.tokens)]
 
 
 def test_a_step_field_that_a_hypothesis_lacks_is_refused():

@@ -4,7 +4,8 @@ import torch
 from caption import checkpoint
 from caption.api import CaptionModel
 from caption.config import CaptionConfig, CaptionTrainConfig
-from caption.data.images import batches, caption_targets
+from caption.data.images import caption_targets
+from caption.data.loader import batches
 from caption.data.scenes import scene_set
 from caption.image.encoder import Encoder
 from caption.image.losses import soft_attention_loss
@@ -25,7 +26,7 @@ def test_a_tiny_model_overfits_a_few_scenes():
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     gen = torch.Generator().manual_seed(0)
     for _ in range(120):
-        for images, tokens, image_of in batches(data, targets, 4, gen):
+        for images, tokens, image_of in batches(data.images, targets, 4, gen):
             out = model(images, tokens[:, :-1], image_of)
             loss = soft_attention_loss(out.logits, tokens[:, 1:], tokens[:, 1:] != PAD_ID, out.alpha)[0].mean()
             opt.zero_grad()

@@ -8,7 +8,7 @@ import sys
 
 from .. import __version__
 from ..errors import EXIT_INPUT, CaptionError, OptionError
-from . import data, image, text
+from . import data, evaluate, image, text, train
 from .flags import flag_of
 
 
@@ -18,15 +18,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"caption {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     text.add_parsers(sub)
+    train.add_parsers(sub)
     image.add_parsers(sub)
+    evaluate.add_parsers(sub)
     data.add_parsers(sub)
     return parser
 
 
-def error_line(e: CaptionError) -> str:
-    """The message as the CLI shows it: a bad option names its flag (--beam, not beam_size)."""
-    if isinstance(e, OptionError) and flag_of(e.name):
-        return f"{flag_of(e.name)} {e.problem}"
+def error_line(e: CaptionError, args: argparse.Namespace | None = None) -> str:
+    """The message as the CLI shows it: a bad option names the flag the command has for it
+    (--beam for beam_size, --eval-beam for eval_beam), else the option as the library named it."""
+    if isinstance(e, OptionError):
+        flag = flag_of(e.name)
+        if args is not None and hasattr(args, e.name) and not (flag and hasattr(args, flag[2:].replace("-", "_"))):
+            flag = "--" + e.name.replace("_", "-")            # a config field: its flag is its name
+        if flag and (args is None or hasattr(args, flag[2:].replace("-", "_"))):
+            return f"{flag} {e.problem}"
     return str(e)
 
 
@@ -35,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except CaptionError as e:
-        print(f"caption: error: {error_line(e)}", file=sys.stderr)
+        print(f"caption: error: {error_line(e, args)}", file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt:
         print("caption: interrupted", file=sys.stderr)

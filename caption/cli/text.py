@@ -61,7 +61,8 @@ def add_parsers(sub) -> None:
 def _load_translator(path: Path | None):
     from .. import checkpoint
     from ..text.translator import Translator
-    return Translator.from_checkpoint(checkpoint.load(path or default_checkpoint("date.pt"), kind="seq2seq"))
+    path = path or default_checkpoint("date.pt")
+    return Translator.from_checkpoint(checkpoint.load(path, kind="seq2seq"), str(path))
 
 
 def cmd_train(args) -> int:

@@ -21,8 +21,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 
 from ..fileio import atomic_write
-from ..vocab import tokenize
 from .images import ImageSet, image_tensor
+from .text import caption_tokens
 
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "hexagon", "cross")
 COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 210, 40),
@@ -239,11 +239,13 @@ def scene_set(n: int, split: str = "train", image_size: int = 112, seed: int | N
     """n built-in scenes of a split (or of an explicit seed), rendered in memory."""
     from tqdm import tqdm
     seed = SPLIT_SEEDS[split] if seed is None else seed
-    images, captions, objects, names = [], [], [], []
+    images, texts, objects, names = [], [], [], []
     for i in tqdm(range(n), desc=f"scenes ({split})", disable=not progress, leave=False):
         s = make_scene(seed, i, image_size)
         images.append(image_tensor(s.image, image_size))
-        captions.append([tokenize(c) for c in s.captions])
+        texts.append(s.captions)
         objects.append([asdict(o) for o in s.objects])
         names.append(f"scene-{seed}-{i}")
-    return ImageSet(torch.stack(images), captions, objects, names, [(image_size, image_size)] * n)
+    captions = [[caption_tokens(c) for c in caps] for caps in texts]
+    return ImageSet(captions, objects, names, [(image_size, image_size)] * n, images=torch.stack(images),
+                    texts=texts)

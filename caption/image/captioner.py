@@ -26,19 +26,26 @@ class Captioner(nn.Module):
     def grid(self) -> tuple[int, int]:
         return self.encoder.grid
 
-    def forward(self, images: Tensor, tgt_in: Tensor, image_of: Tensor | None = None,
-                **hard) -> DecoderOutput:
-        """images (B, 3, P, P) in [0, 1]; tgt_in (N, T); image_of (N,) -> logits (N, T, V), alpha."""
-        return self.decoder(self.encoder(images), tgt_in, image_of, **hard)
+    def annotations(self, inputs: Tensor, features: bool = False) -> Tensor:
+        """images (B, 3, P, P) in [0, 1], or with `features` the cached encoder features (B, L, D)
+        of a frozen backbone -> the annotations (B, L, D)."""
+        return self.encoder.annotate(inputs.float()) if features else self.encoder(inputs)
+
+    def forward(self, inputs: Tensor, tgt_in: Tensor, image_of: Tensor | None = None, *,
+                features: bool = False, **hard) -> DecoderOutput:
+        """inputs: images (B, 3, P, P) in [0, 1] (or cached features); tgt_in (N, T); image_of (N,)
+        -> logits (N, T, V), alpha (N, T, L)."""
+        N, T = tgt_in.shape
+        return self.decoder(self.annotations(inputs, features), tgt_in, image_of, **hard)
 
     @torch.no_grad()
-    def generate(self, images: Tensor, start: int, end: int, options: DecodeOptions = DecodeOptions(),
-                 generator: torch.Generator | None = None) -> list[search.Hypothesis]:
+    def generate(self, inputs: Tensor, start: int, end: int, options: DecodeOptions = DecodeOptions(),
+                 generator: torch.Generator | None = None, features: bool = False) -> list[search.Hypothesis]:
         """Greedy (beam size 1) or batched beam search over all images at once; each hypothesis
         carries alpha (T, L) for its words, and the location of each word in hard argmax/sample
         mode. generator: the draws of hard_mode sample (it advances, batch after batch)."""
-        B = images.shape[0]
-        memory = self.decoder.memory(self.encoder(images))
+        B = inputs.shape[0]
+        memory = self.decoder.memory(self.annotations(inputs, features))
         state = self.decoder.init_state(memory)
         step = partial(self.decoder.step, hard_mode=options.hard_mode, generator=generator)
         return search.decode(step, state, memory, B, start, end, self.config.max_len, options)

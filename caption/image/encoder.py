@@ -15,7 +15,7 @@ from torch import Tensor
 from ..checkpoint import load_weights_into
 from ..config import ENCODERS, CaptionConfig
 
-MIN_GRID = 8
+BACKBONE_GRID = 14    # the paper's 14 x 14 annotations (VGG conv5 at 224 px)
 # ImageNet statistics; the built-in CNN uses them too, so every encoder takes the same input.
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -34,22 +34,23 @@ class SceneCNN(nn.Sequential):
                          _block(64, D, 2), _block(D, D, 1))
 
 
-def _torchvision_trunk(name: str, weights: str | None) -> tuple[nn.Module, int]:
+def _torchvision_trunk(name: str, weights: str | None) -> tuple[nn.Module, int, str | None]:
+    """The convolutional trunk, its channels D, and the sha256 of the weights file it was read from."""
     import torchvision
     model = getattr(torchvision.models, name)(weights=None)
-    if weights:
-        load_weights_into(model, weights, name)
+    digest = load_weights_into(model, weights, name) if weights else None
     if name.startswith("resnet"):   # everything up to layer4: stride 32, 512 or 2048 channels
         trunk = nn.Sequential(*list(model.children())[:-2])
         dim = model.fc.in_features
     else:                           # vgg: conv5 without the last pooling (the paper's conv5_4)
         trunk = nn.Sequential(*list(model.features.children())[:-1])
         dim = 512
-    return trunk, dim
+    return trunk, dim, digest
 
 
 class Encoder(nn.Module):
-    """Normalise, run the trunk, pool to at least 8 x 8, add a position embedding, flatten."""
+    """Normalise, run the trunk, pool to the grid, flatten (`features`: what a frozen backbone
+    gives, and what the feature cache stores), then add a position embedding (`annotate`)."""
 
     def __init__(self, config: CaptionConfig):
         super().__init__()
@@ -58,17 +59,20 @@ class Encoder(nn.Module):
             raise ValueError(f"encoder must be one of {ENCODERS}, got {c.encoder!r}")
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
+        self.weights_sha256 = None    # of the backbone's weights file, when it was read from one
         if c.encoder == "cnn":
             self.trunk, self.dim = SceneCNN(c.feature_dim), c.feature_dim
             self.frozen = False
         else:
-            self.trunk, self.dim = _torchvision_trunk(c.encoder, c.encoder_weights)
+            self.trunk, self.dim, self.weights_sha256 = _torchvision_trunk(c.encoder, c.encoder_weights)
             self.frozen = not c.fine_tune
             self.trunk.requires_grad_(not self.frozen)
-        with torch.no_grad():
+        with torch.no_grad():   # the trunk's map size; eval mode, as batch norm cannot see one 1 x 1 map
+            self.trunk.eval()
             gh, gw = self.trunk(torch.zeros(1, 3, c.image_size, c.image_size)).shape[-2:]
-        # Deep backbones on small images give a coarse grid; average-pool up to 8 x 8 at least.
-        self.grid = (max(gh, MIN_GRID), max(gw, MIN_GRID))
+            self.trunk.train()
+        side = c.grid or (None if c.encoder == "cnn" else BACKBONE_GRID)
+        self.grid = (side, side) if side else (gh, gw)
         self.pool = nn.AdaptiveAvgPool2d(self.grid) if self.grid != (gh, gw) else nn.Identity()
         L = self.grid[0] * self.grid[1]
         # Convolutions are nearly translation-equivariant: without this the annotations hardly
@@ -81,11 +85,17 @@ class Encoder(nn.Module):
             self.trunk.eval()
         return self
 
-    def forward(self, images: Tensor) -> Tensor:
+    def features(self, images: Tensor) -> Tensor:
+        """images (B, 3, P, P) in [0, 1] -> the trunk's pooled map (B, L, D), before the position."""
         B, C, P, _ = images.shape
         x = (images - self.mean) / self.std
         x = self.pool(self.trunk(x))                                        # (B, D, gh, gw)
-        feats = x.flatten(2).transpose(1, 2)                                # (B, L, D)
-        if self.position is not None:
-            feats = feats + self.position
-        return feats
+        return x.flatten(2).transpose(1, 2)                                 # (B, L, D)
+
+    def annotate(self, feats: Tensor) -> Tensor:
+        """The annotations a_i: features (B, L, D) with each location's embedding added."""
+        return feats + self.position if self.position is not None else feats
+
+    def forward(self, images: Tensor) -> Tensor:
+        B, C, P, _ = images.shape
+        return self.annotate(self.features(images))                         # (B, L, D)

@@ -1,29 +1,45 @@
 """Decode a set of images and score the captions: BLEU-1..4, object F1 (overall and by object
-count), attention correctness beside its chance level, attention entropy and decode time."""
+count), attention correctness beside its chance level, attention entropy and decode time; with
+`coco`, the coco-caption scores (BLEU, METEOR, ROUGE-L, CIDEr-D) too. Results files in the format
+of coco-caption and every captioning paper: [{"image_id": int, "caption": str}]."""
 from __future__ import annotations
 
+import json
+import os
 import time
+from collections.abc import Callable
 
 import torch
 
-from ..api import CaptionModel
-from ..data.images import ImageSet
+from ..api import CaptionModel, CaptionResult
+from ..data.images import ImageSet, center_crop
+from ..data.loader import batches_of, source
+from ..fileio import atomic_write
 from ..search import DecodeOptions
 from .bleu import bleu
 from .scenes import attention_correctness, object_f1
 
 
-def evaluate_captions(model: CaptionModel, data: ImageSet, options: DecodeOptions = DecodeOptions(),
-                      batch_size: int = 100, progress: bool = False) -> dict:
-    """Caption every image of `data` (uint8 tensors at the model's size) and score the captions."""
-    t0 = time.perf_counter()
-    results = model.caption_tensors(data.images, options, batch_size, progress)
-    seconds = time.perf_counter() - t0
+def caption_set(model: CaptionModel, data: ImageSet, options: DecodeOptions = DecodeOptions(),
+                batch_size: int = 100, progress: bool = False, workers: int = 0,
+                features: torch.Tensor | None = None) -> list[CaptionResult]:
+    """Caption every image of `data`, in order: from memory, from the files (streamed by `workers`
+    processes), or from a frozen backbone's cached features (B, L, D)."""
+    items = source(data, model.config.image_size, center_crop(model.config), features)
+    batches = batches_of(items, torch.arange(len(data)), batch_size, workers)
+    return model.caption_batches(batches, options, features is not None, progress, -(-len(data) // batch_size))
+
+
+def score_captions(results: list[CaptionResult], data: ImageSet, coco: bool = False,
+                   warn: Callable[[str], None] = print) -> dict:
     words = [r.words for r in results]
     b = bleu(words, data.captions)
     scores = {f"bleu{n}": b[n - 1] for n in range(1, 5)}
     scores["images"] = len(data)
-    scores["decode_ms_per_image"] = 1000 * seconds / max(1, len(data))
+    if coco:
+        from .coco import coco_scores
+        refs = {i: texts for i, texts in enumerate(data.texts)}
+        scores.update(coco_scores(refs, {i: r.text for i, r in enumerate(results)}, warn))
     if any(data.objects):
         scores.update({f"object_{k}": v for k, v in object_f1(words, data.objects).items()})
         for name, keep in (("1-2", (1, 2)), ("3-4", (3, 4))):
@@ -34,9 +50,33 @@ def evaluate_captions(model: CaptionModel, data: ImageSet, options: DecodeOption
         scores.update({f"attention_{k}": v for k, v in att.items()})
     maps = [r.attention.flatten(1) for r in results if r.words]
     if maps:
-        alpha = torch.cat(maps)                                              # (words, L)
+        alpha = torch.cat(maps)                                              # (T, L) of all captions
         scores["attention_entropy"] = float(-torch.special.xlogy(alpha, alpha).sum(1).mean())
     return scores
+
+
+def evaluate_captions(model: CaptionModel, data: ImageSet, options: DecodeOptions = DecodeOptions(),
+                      batch_size: int = 100, progress: bool = False, workers: int = 0,
+                      features: torch.Tensor | None = None, coco: bool = False,
+                      warn: Callable[[str], None] = print) -> dict:
+    """Caption every image of `data` and score the captions; scores["results"] is not set, see
+    `results_json` for the captions themselves."""
+    t0 = time.perf_counter()
+    results = caption_set(model, data, options, batch_size, progress, workers, features)
+    seconds = time.perf_counter() - t0
+    scores = score_captions(results, data, coco, warn)
+    scores["decode_ms_per_image"] = 1000 * seconds / max(1, len(data))
+    return scores
+
+
+def results_json(results: list[CaptionResult], image_ids: list[int]) -> list[dict]:
+    """[{"image_id": int, "caption": str}], as coco-caption's COCO.loadRes reads."""
+    return [{"image_id": int(i), "caption": r.text} for i, r in zip(image_ids, results)]
+
+
+def write_results(path: str | os.PathLike, rows: list[dict]) -> None:
+    with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(rows, f)
 
 
 def summary(scores: dict) -> str:

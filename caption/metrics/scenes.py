@@ -92,7 +92,7 @@ def attention_correctness(captions: list[list[str]], attention: list[Tensor], sc
                           sizes: list[tuple[int, int]]) -> dict[str, float]:
     """At the colour and shape words of every mention that matched, the alpha mass inside the named
     objects' boxes, and how often the argmax location lies in them; chance is their area share.
-    attention[k] is (words, gh, gw); sizes[k] the (width, height) the boxes refer to."""
+    attention[k] is (T, gh, gw); sizes[k] the (width, height) the boxes refer to."""
     mass = chance = inside = 0.0
     n = 0
     for words, att, objects, (width, height) in zip(captions, attention, scenes, sizes):

@@ -1,10 +1,13 @@
 """A trained seq2seq model with its vocabulary: strings in, strings (and attention) out."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
-from ..config import Seq2SeqConfig, from_dict
-from ..errors import InputError
+from .. import checkpoint
+from ..config import Seq2SeqConfig
+from ..errors import CheckpointError, InputError
 from ..search import DecodeOptions
 from ..vocab import SPECIALS, Vocab
 from .data import encode_sources, length_groups
@@ -18,10 +21,15 @@ class Translator:
         self.model, self.vocab = model.eval(), vocab
 
     @classmethod
-    def from_checkpoint(cls, payload: dict) -> "Translator":
-        model = Seq2Seq(from_dict(Seq2SeqConfig, payload["config"]), len(payload["vocab"]))
-        model.load_state_dict(payload["state_dict"])
-        return cls(model, Vocab(payload["vocab"]))
+    def from_checkpoint(cls, payload: dict, name: str = "checkpoint") -> "Translator":
+        config, vocab = checkpoint.parts(payload, Seq2SeqConfig, name)
+        model = Seq2Seq(config, len(vocab))
+        try:
+            model.load_state_dict(payload["state_dict"])
+        except (RuntimeError, KeyError) as e:
+            raise CheckpointError(f"{name}: the state_dict does not match its config "
+                                  f"({str(e).splitlines()[0][:120]})") from None
+        return cls(model, vocab)
 
     def check(self, source: str) -> str:
         """The source as the model reads it (trailing spaces dropped), or InputError."""
@@ -40,12 +48,14 @@ class Translator:
         """One character per generated token (so attention rows match): <unk> shows as '?'."""
         return "".join(t if len(t) == 1 else "?" for t in self.vocab.decode(ids))
 
-    def translate(self, sources: list[str], beam_size: int = 1, batch_size: int = 2000,
+    def translate(self, sources: list[str], beam_size: int | None = None, batch_size: int = 2000,
                   with_attention: bool = False, options: DecodeOptions | None = None):
         """One output string per source (with its (T, S) attention if asked), in input order.
         Sources are decoded in groups of equal length (no padding, the encoder's fast path).
-        options: every decoding setting at once (beam_size is then ignored)."""
-        options = options or DecodeOptions(beam_size=beam_size)
+        options: every decoding setting at once (default: greedy); beam_size overrides its field."""
+        options = options or DecodeOptions(beam_size=1)
+        if beam_size is not None:
+            options = replace(options, beam_size=beam_size)
         checked = [self.check(s) for s in sources]
         if not checked:
             return []

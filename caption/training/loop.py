@@ -15,8 +15,10 @@ from tqdm import tqdm
 from .. import checkpoint
 from ..api import CaptionModel
 from ..config import REWARDS, CaptionConfig, CaptionTrainConfig
-from ..data.images import ImageSet, batches, caption_targets
+from ..data.images import ImageSet, caption_targets, center_crop
+from ..data.loader import batches, source
 from ..device import default_device
+from ..errors import OptionError
 from ..image.captioner import Captioner
 from ..metrics.evaluate import evaluate_captions, selection_score, summary
 from ..search import DecodeOptions
@@ -31,9 +33,12 @@ def last_path(out: str | Path) -> Path:
     return out.with_name(out.stem + ".last" + out.suffix)
 
 
-def build_captioner(train_set: ImageSet, config: CaptionConfig, min_count: int = 1,
+def build_captioner(train_set: ImageSet, config: CaptionConfig, min_count: int | None = 1,
                     device: torch.device | str | None = None) -> tuple[Captioner, Vocab]:
-    """A fresh captioner and the vocabulary of the training captions."""
+    """A fresh captioner and the vocabulary of the training captions (None: min_count 1 on
+    the built-in scenes, 5 on real data, as Karpathy's)."""
+    if min_count is None:
+        min_count = 1 if train_set.images is not None else 5
     vocab = Vocab.build((w for caps in train_set.captions for w in caps), min_count)
     model = Captioner(config, len(vocab))
     return model.to(device or default_device()), vocab
@@ -42,16 +47,30 @@ def build_captioner(train_set: ImageSet, config: CaptionConfig, min_count: int =
 def train_captioner(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSet,
                     cfg: CaptionTrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
                     log: Callable[[str], None] = print,
-                    select: Callable[[dict], float] = selection_score) -> list[dict]:
+                    select: Callable[[dict], float] = selection_score,
+                    features: dict[str, torch.Tensor] | None = None) -> list[dict]:
     """Train, decode and score the validation set after every epoch, keep the model that
-    `select` rates best at `out` and the state to resume at `last_path(out)`."""
+    `select` rates best at `out` and the state to resume at `last_path(out)`. Images stream from
+    memory or from their files (`cfg.workers` processes); with `features` ({"train", "val"}: a
+    frozen backbone's cached features, (B, L, D) each) the backbone never runs."""
     if cfg.reward not in REWARDS:
         raise ValueError(f"reward must be one of {REWARDS}, got {cfg.reward!r}")
+    try:
+        val_options = DecodeOptions(beam_size=cfg.eval_beam)
+    except OptionError as e:
+        raise OptionError("eval_beam", e.problem) from None
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(cfg.seed)
-    targets = caption_targets(train_set, vocab, model.config.max_len)
+    targets = caption_targets(train_set, vocab, model.config.max_len, cfg.max_words)
+    if targets.cut:
+        limit = min(cfg.max_words or model.config.max_len - 1, model.config.max_len - 1)
+        log(f"{targets.cut} of {len(targets.tokens)} training captions were longer than {limit} words "
+            f"and were cut to their first {limit}")
+    cached = features is not None
+    size, crop = model.config.image_size, center_crop(model.config)
+    train_items = source(train_set, size, crop, features["train"] if cached else None)
     steps_per_epoch = -(-len(train_set) // cfg.batch_size)
     opt, sched = adam_with_linear_decay(model.parameters(), cfg.lr, cfg.lr_final, cfg.epochs * steps_per_epoch)
     history: list[dict] = []
@@ -65,7 +84,8 @@ def train_captioner(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set
         first_epoch, best = state["meta"]["epoch"] + 1, state["meta"]["best"]
         history = list(state["meta"]["history"])
         log(f"resumed from {last_path(out)} after epoch {first_epoch - 1}")
-    if first_epoch == 1 and cfg.pretrain_epochs and model.config.encoder == "cnn" and any(train_set.objects):
+    if (first_epoch == 1 and cfg.pretrain_epochs and model.config.encoder == "cnn" and any(train_set.objects)
+            and train_set.images is not None):
         from .pretrain_scenes import pretrain_encoder
         pretrain_encoder(model.encoder, train_set, cfg.pretrain_epochs, lr=cfg.lr, seed=cfg.seed,
                          progress=progress, log=log)
@@ -77,21 +97,23 @@ def train_captioner(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set
         # taught the attention and the decoder to read a location
         phase = replace(cfg, expected_prob=1.0) if epoch <= cfg.expected_warmup else cfg
         t0, loss_sum, nll_sum, words = time.perf_counter(), 0.0, 0.0, 0
-        bar = tqdm(batches(train_set, targets, cfg.batch_size, gen, cfg.captions_per_image),
-                   total=steps_per_epoch,
+        bar = tqdm(batches(train_items, targets, cfg.batch_size, gen, cfg.captions_per_image, cfg.workers),
+                   total=steps_per_epoch, unit="batch",
                    desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
-        for images, tokens, image_of in bar:
-            images, tokens, image_of = images.to(device), tokens.to(device), image_of.to(device)
+        for inputs, tokens, image_of in bar:
+            inputs, tokens, image_of = inputs.to(device), tokens.to(device), image_of.to(device)
             mask = tokens[:, 1:] != vocab.pad                                  # (N, T)
             with autocast:
-                loss, nll = objective(model, images, tokens, image_of, mask, phase, gen)
+                loss, nll = objective(model, inputs, tokens, image_of, mask, phase, gen, cached)
             optimizer_step(loss, opt, sched, model.parameters(), cfg.clip)
             loss_sum += float(loss.detach()) * len(tokens)
             nll_sum += float(nll.detach()) * len(tokens)
             words += int(mask.sum())
-            bar.set_postfix(loss=f"{float(loss.detach()):.2f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.2f}",
+                            img_s=f"{bar.n * cfg.batch_size / max(1e-9, time.perf_counter() - t0):.0f}")
         train_seconds = time.perf_counter() - t0
-        scores = evaluate_captions(CaptionModel(model, vocab), val_set, DecodeOptions(beam_size=cfg.eval_beam))
+        scores = evaluate_captions(CaptionModel(model, vocab), val_set, val_options,
+                                   workers=cfg.workers, features=features["val"] if cached else None)
         model.train()
         record = {"epoch": epoch, "train_seconds": train_seconds, "loss_per_word": nll_sum / max(words, 1),
                   **scores}

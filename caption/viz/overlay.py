@@ -19,7 +19,7 @@ TITLE = 22       # title strip above each panel
 
 
 def to_pil(image) -> Image.Image:
-    """A path, PIL image or (3, H, W) tensor (uint8, or float in [0, 1]) as an RGB PIL image."""
+    """A path, PIL image or (3, height, width) tensor (uint8, or float in [0, 1]) as an RGB PIL image."""
     image = read_image(image)
     if isinstance(image, Tensor):
         x = image.detach().cpu()
@@ -54,7 +54,7 @@ def attention_panel(image: Image.Image, alpha: Tensor, size: int = PANEL,
 
 def overlay_panels(image, words: list[str], attention: Tensor,
                    marks: list[tuple[int, int]] | None = None) -> list[tuple[str, Image.Image]]:
-    """(title, panel) for the image and for each word; attention (words, gh, gw)."""
+    """(title, panel) for the image and for each word; attention (T, gh, gw)."""
     if attention.shape[0] != len(words):
         raise ValueError(f"{len(words)} words but {attention.shape[0]} attention maps")
     pil = to_pil(image)

@@ -1,0 +1,109 @@
+"""`caption train` and `caption features`: training a captioner, and caching a frozen backbone's
+features so that training runs the decoder alone."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import CaptionConfig, CaptionTrainConfig
+from ..errors import InputError
+from .datasets import add_dataset_flags, log_line, read_dataset
+from .flags import add_config_flags, config_from
+
+
+def add_parsers(sub) -> None:
+    tr = sub.add_parser("train", help="train an image captioner",
+                        description="Train on built-in scenes (generated in memory, train and validation "
+                                    "from different seeds), on a data set as it ships (COCO, Karpathy's splits, "
+                                    "Flickr8k) or on a folder in COCO captions format; or, with --features, on "
+                                    "a frozen backbone's cached features. After every epoch the validation "
+                                    "images are decoded and scored; the best model is kept at --out and the "
+                                    "state to resume at OUT.last.pt.")
+    add_dataset_flags(tr, split=None)
+    tr.add_argument("--val-data", type=Path, help="validation captions for --dataset folder")
+    tr.add_argument("--features", type=Path, help="train on the cache `caption features` wrote in this folder "
+                                                  "(its train and val splits) instead of images")
+    tr.add_argument("--out", type=Path, required=True, help="where to write the best checkpoint")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT.last.pt if it exists")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_flags(tr, CaptionConfig)
+    add_config_flags(tr, CaptionTrainConfig)
+    tr.set_defaults(run=cmd_train)
+
+    fe = sub.add_parser("features", help="cache a frozen backbone's features for training",
+                        description="Encode every image of the train and val splits (or --split) with a "
+                                    "torchvision backbone and its local weights, and write the features "
+                                    "(fp16, memory-mapped, with an index) to --out. An interrupted run "
+                                    "resumes where it stopped. `caption train --features DIR` then trains "
+                                    "the decoder without running the CNN.")
+    add_dataset_flags(fe, split=None)
+    fe.add_argument("--split", action="append", choices=("train", "val", "test"),
+                    help="a split to encode; repeat for several (default: train and val)")
+    fe.add_argument("--out", type=Path, required=True, help="folder of the cache")
+    fe.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
+    fe.add_argument("--workers", type=int, default=2, help="processes decoding images (default: 2)")
+    fe.add_argument("--quiet", action="store_true", help="no progress bar")
+    for name in ("encoder", "encoder_weights", "image_size", "grid"):
+        _copy_flag(fe, tr, name)
+    fe.set_defaults(run=cmd_features)
+
+
+def _copy_flag(to, src, dest: str) -> None:
+    action = next(a for a in src._actions if a.dest == dest)
+    to.add_argument(*action.option_strings, dest=dest, type=action.type, choices=action.choices,
+                    default=None, metavar=action.metavar, help=action.help)
+
+
+def cmd_train(args) -> int:
+    import torch
+    from ..training.loop import build_captioner, train_captioner
+    model_cfg, train_cfg = config_from(CaptionConfig, args), config_from(CaptionTrainConfig, args)
+    features = None
+    if args.features:
+        from ..data.features import read_features
+        manifest, train_set, train_f = read_features(args.features, "train")
+        _, val_set, val_f = read_features(args.features, "val")
+        for k in ("encoder", "encoder_weights", "image_size"):
+            setattr(model_cfg, k, manifest[k])
+        model_cfg.grid, model_cfg.fine_tune = manifest["grid"][0], False
+        features = {"train": train_f, "val": val_f}
+        log_line(f"features from {args.features}: {manifest['encoder']} grid {manifest['grid']}, "
+                 f"{len(train_set)} train / {len(val_set)} val images")
+    elif args.dataset == "folder":
+        if not args.data or not args.val_data:
+            raise InputError("--dataset folder needs --data and --val-data")
+        train_set = read_dataset(args, "train", model_cfg.image_size, 0)
+        val_set = read_dataset(args, "val", model_cfg.image_size, 0, folder=args.val_data)
+    else:
+        train_set = read_dataset(args, "train", model_cfg.image_size, train_cfg.train_size, progress=not args.quiet)
+        val_set = read_dataset(args, "val", model_cfg.image_size, train_cfg.val_size)
+    torch.manual_seed(train_cfg.seed)
+    model, vocab = build_captioner(train_set, model_cfg, train_cfg.min_count)
+    print(f"{len(train_set)} train / {len(val_set)} val images, {len(vocab)} words, "
+          f"{sum(p.numel() for p in model.parameters()):,} parameters, grid {model.grid}")
+    history = train_captioner(model, vocab, train_set, val_set, train_cfg, args.out, args.resume, not args.quiet,
+                              features=features)
+    if history:
+        print(f"saved the best model to {args.out}")
+    return 0
+
+
+def cmd_features(args) -> int:
+    import torch
+    from ..data.features import write_features
+    from ..device import default_device
+    from ..image.encoder import Encoder
+    if args.encoder in (None, "cnn") or not args.encoder_weights:
+        raise InputError("caption features needs a torchvision backbone and its weights: --encoder vgg19 "
+                         "--encoder-weights FILE (the built-in CNN trains with the decoder)")
+    if args.batch_size < 1 or args.workers < 0:
+        raise InputError(f"need --batch-size >= 1 and --workers >= 0, got {args.batch_size} and {args.workers}")
+    config = CaptionConfig(encoder=args.encoder, encoder_weights=str(Path(args.encoder_weights).resolve()),
+                           image_size=args.image_size or 224, grid=args.grid)
+    encoder = Encoder(config).to(default_device())
+    for split in args.split or ["train", "val"]:
+        data = read_dataset(args, split, config.image_size, 0)
+        with torch.inference_mode():
+            path = write_features(encoder, config, data, args.out, split, args.batch_size, args.workers,
+                                  progress=not args.quiet, log=log_line)
+        print(f"{split}: {len(data)} images -> {path} (grid {encoder.grid[0]}x{encoder.grid[1]}, D {encoder.dim})")
+    return 0

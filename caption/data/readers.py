@@ -1,0 +1,153 @@
+"""Readers for the layouts users have on disk, each giving an ImageSet of one split (no pixels: the
+loader reads the files) and one summary line (images, captions, what was skipped and why):
+
+    coco      ROOT/annotations/captions_{train,val}{2014,2017}.json, images in ROOT/{train,val}{year}/
+    karpathy  dataset_{coco,flickr8k,flickr30k}.json and an image root: COCO at ROOT/filepath/filename,
+              Flickr at ROOT/filename; "restval" joins train
+    flickr8k  ROOT/Flickr8k.token.txt ("name.jpg#n<TAB>caption"), Flickr_8k.{train,dev,test}Images.txt,
+              images in ROOT/Flicker8k_Dataset/ (the official spelling)
+    folder    a COCO-format captions file (or a folder holding captions.json), images beside it
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import DataError
+from .images import ImageSet
+from .text import caption_tokens
+
+SPLITS = ("train", "val", "test")
+DATASETS = ("scenes", "folder", "coco", "karpathy", "flickr8k")
+
+
+def _json(path: Path) -> dict:
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not JSON ({type(e).__name__}: {str(e)[:100]})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return data
+
+
+def _build(name: str, entries: Iterable[tuple[int, Path, list[str], list[dict], tuple | None]],
+           log: Callable[[str], None], skipped: Counter, check: bool = True) -> ImageSet:
+    """entries: (image id, file, raw captions, objects, (width, height) or None). A file that is
+    missing or not an image, or an image without captions, is skipped and counted."""
+    ids, names, texts, captions, objects, sizes = [], [], [], [], [], []
+    for image_id, file, raw, objs, size in entries:
+        kept = [c for c in raw if isinstance(c, str) and caption_tokens(c)]
+        skipped["empty caption"] += len(raw) - len(kept)
+        if not kept:
+            skipped["image without captions"] += 1
+            continue
+        if check or size is None:
+            try:
+                with Image.open(file) as im:     # the header only: cheap, and it proves an image
+                    size = size or im.size
+            except FileNotFoundError:
+                skipped["missing image file"] += 1
+                continue
+            except (OSError, UnidentifiedImageError) as e:
+                skipped[f"unreadable image ({type(e).__name__})"] += 1
+                continue
+        ids.append(image_id)
+        names.append(str(file))
+        texts.append(kept)
+        captions.append([caption_tokens(c) for c in kept])
+        objects.append(objs)
+        sizes.append(tuple(size))
+    why = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()) if n)
+    log(f"{name}: {len(names)} images, {sum(map(len, texts))} captions" + (f"; skipped {why}" if why else ""))
+    if not names:
+        raise DataError(f"{name}: no usable images")
+    return ImageSet(captions, objects, names, sizes, texts=texts, image_ids=ids)
+
+
+def read_coco_json(path: Path, images: Path, name: str, log: Callable[[str], None]) -> ImageSet:
+    """A COCO-format captions file: "images" [{"id", "file_name", ...}], "annotations"
+    [{"image_id", "caption"}]; files under `images`."""
+    data = _json(path)
+    try:
+        refs: dict[int, list[str]] = {}
+        for a in data["annotations"]:
+            refs.setdefault(a["image_id"], []).append(a["caption"])
+        entries = [(e["id"], images / e["file_name"], refs.get(e["id"], []), e.get("objects", []),
+                    (e["width"], e["height"]) if "width" in e and "height" in e else None)
+                   for e in data["images"]]
+    except (KeyError, TypeError) as e:
+        raise DataError(f"{path}: not a COCO captions file ({type(e).__name__}: {e})") from None
+    return _build(name, entries, log, Counter())
+
+
+def read_folder(path: str | Path, log: Callable[[str], None] = print, images: str | Path | None = None) -> ImageSet:
+    """A folder with captions.json (as `caption data scenes` writes), or a COCO-format captions
+    file itself; images relative to the file's folder unless `images` is given."""
+    path = Path(path)
+    file = path / "captions.json" if path.is_dir() else path
+    if path.is_dir() and not file.is_file():
+        raise DataError(f"{file}: no such file (expected a COCO-format captions file)")
+    return read_coco_json(file, Path(images) if images else file.parent, str(path), log)
+
+
+def read_coco(root: str | Path, split: str, year: int = 2014, log: Callable[[str], None] = print) -> ImageSet:
+    root = Path(root)
+    if split == "test":
+        raise DataError(f"{root}: COCO {year} publishes no test captions; use --dataset karpathy for "
+                        "the Karpathy test split")
+    part = {"train": "train", "val": "val"}[split]
+    return read_coco_json(root / "annotations" / f"captions_{part}{year}.json", root / f"{part}{year}",
+                          f"coco {part}{year}", log)
+
+
+def read_karpathy(path: str | Path, images: str | Path, split: str, log: Callable[[str], None] = print) -> ImageSet:
+    path, root = Path(path), Path(images)
+    data = _json(path)
+    wanted = {"train": ("train", "restval")}.get(split, (split,))
+    try:
+        entries = [(e.get("cocoid", e.get("imgid")), root / e.get("filepath", "") / e["filename"],
+                    [s["raw"] for s in e["sentences"]], [], None)
+                   for e in data["images"] if e["split"] in wanted]
+    except (KeyError, TypeError) as e:
+        raise DataError(f"{path}: not a Karpathy split file ({type(e).__name__}: {e})") from None
+    return _build(f"karpathy {data.get('dataset', path.stem)} {split}", entries, log, Counter())
+
+
+def read_flickr8k(root: str | Path, split: str, log: Callable[[str], None] = print) -> ImageSet:
+    root = Path(root)
+    lists = {"train": "Flickr_8k.trainImages.txt", "val": "Flickr_8k.devImages.txt", "test": "Flickr_8k.testImages.txt"}
+    names_file, tokens = root / lists[split], root / "Flickr8k.token.txt"
+    for f in (names_file, tokens):
+        if not f.is_file():
+            raise DataError(f"{f}: no such file (expected the Flickr8k text files in {root})")
+    wanted = [line.strip() for line in names_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    refs: dict[str, list[str]] = {}
+    skipped = Counter()
+    for n, line in enumerate(tokens.read_text(encoding="utf-8").splitlines(), 1):
+        key, tab, caption = line.partition("\t")
+        name, hash_, number = key.partition("#")
+        if not line.strip():
+            continue
+        if not (tab and hash_ and number.isdigit() and name.endswith(".jpg")):
+            log(f"{tokens}:{n}: skipped, not 'name.jpg#n<TAB>caption': {line[:60]!r}")
+            skipped["malformed line"] += 1
+            continue
+        refs.setdefault(name, []).append(caption)
+    images = root / "Flicker8k_Dataset"
+
+    def image_id(name: str, k: int) -> int:
+        head = name.split("_")[0]
+        return int(head) if head.isdigit() else k
+
+    entries = [(image_id(name, k), images / name, refs.get(name, []), [], None) for k, name in enumerate(wanted)]
+    ids = [e[0] for e in entries]
+    if len(set(ids)) != len(ids):      # photo ids repeat: number the images instead
+        entries = [(k, *e[1:]) for k, e in enumerate(entries)]
+    return _build(f"flickr8k {split}", entries, log, skipped)

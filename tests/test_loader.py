@@ -1,0 +1,68 @@
+"""The streaming loader: worker processes give the same batches in the same order, and memory does
+not grow with the number of images."""
+import json
+import subprocess
+import sys
+
+import torch
+
+from caption.data.images import CaptionTargets, load_image
+from caption.data.loader import ImageFiles, batches, batches_of
+from layouts import jpeg
+
+
+def _images(folder, n, size=(96, 72)):
+    return [str(jpeg(folder / f"{i:05d}.jpg", i, size)) for i in range(n)]
+
+
+def test_workers_give_the_same_batches_in_the_same_order(tmp_path):
+    names = _images(tmp_path, 10)
+    files = ImageFiles(names, 32, crop=True)
+    order = torch.randperm(10, generator=torch.Generator().manual_seed(3))
+    one = list(batches_of(files, order, 4, workers=0))
+    two = list(batches_of(files, order, 4, workers=2))
+    assert [idx.tolist() for _, idx in one] == [idx.tolist() for _, idx in two] == \
+        [order[:4].tolist(), order[4:8].tolist(), order[8:].tolist()]
+    for (a, _), (b, _) in zip(one, two):
+        assert torch.equal(a, b) and a.dtype == torch.uint8 and a.shape[1:] == (3, 32, 32)
+    assert torch.equal(one[0][0][0], load_image(names[int(order[0])], 32, crop=True))
+
+
+def test_training_batches_from_files_equal_those_from_memory(tmp_path):
+    names = _images(tmp_path, 6)
+    memory = torch.stack([load_image(n, 32) for n in names])
+    targets = CaptionTargets(tokens=torch.tensor([[1, 5 + i, 2] for i in range(12)]),
+                             image_of=torch.arange(6).repeat_interleave(2), first=torch.arange(0, 13, 2))
+    a = list(batches(memory, targets, 4, torch.Generator().manual_seed(0), captions_per_image=1))
+    b = list(batches(ImageFiles(names, 32, crop=False), targets, 4, torch.Generator().manual_seed(0),
+                     captions_per_image=1, workers=2))
+    for (xa, ta, ia), (xb, tb, ib) in zip(a, b):
+        assert torch.equal(xa, xb) and torch.equal(ta, tb) and torch.equal(ia, ib)
+        assert xa.dtype == torch.float32 and xa.max() <= 1
+
+
+PROBE = """
+import json, resource, sys, torch
+from caption.data.readers import read_folder
+from caption.data.loader import source, batches_of
+data = read_folder(sys.argv[1], lambda s: None)
+total = 0.0
+for x, idx in batches_of(source(data, 112, True), torch.arange(len(data)), 50):
+    total += float(x.float().mean())
+print(json.dumps({"images": len(data), "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def test_peak_memory_does_not_grow_with_the_number_of_images(tmp_path):
+    names = _images(tmp_path / "images", 2000, size=(160, 120))
+    peaks = {}
+    for n in (200, 2000):
+        entries = [{"id": i, "file_name": f"images/{i:05d}.jpg"} for i in range(n)]
+        anns = [{"id": i, "image_id": i, "caption": "a red ball on the grass"} for i in range(n)]
+        (tmp_path / f"c{n}.json").write_text(json.dumps({"images": entries, "annotations": anns}))
+        out = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path / f"c{n}.json")], capture_output=True,
+                             text=True, check=True).stdout
+        row = json.loads(out)
+        assert row["images"] == n
+        peaks[n] = row["peak_kb"] / 1024
+    assert len(names) == 2000 and peaks[2000] - peaks[200] < 30, peaks      # MB

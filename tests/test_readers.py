@@ -1,0 +1,147 @@
+"""Real data sets read as they ship (COCO 2014, Karpathy's splits, Flickr8k): summary lines, splits,
+skipped entries, caption text, EXIF; each trains two steps and evaluates through the CLI."""
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from caption.cli import main
+from caption.data.images import load_image
+from caption.data.readers import read_coco, read_flickr8k, read_folder, read_karpathy
+from caption.data.text import caption_tokens
+from caption.errors import DataError
+from layouts import jpeg, write_coco, write_flickr8k, write_karpathy
+
+TINY = ["--feature-dim", "8", "--embed-dim", "8", "--hidden-dim", "16", "--attn-dim", "8", "--image-size", "32",
+        "--epochs", "1", "--pretrain-epochs", "0", "--min-count", "1", "--quiet"]
+
+
+def test_caption_text_is_lower_case_ptb_tokens_without_punctuation():
+    assert caption_tokens("A man riding a wave on top of a surfboard.  \n") == \
+        "a man riding a wave on top of a surfboard".split()
+    assert caption_tokens('Two dogs (one brown) play - in the "snow"!') == "two dogs one brown play in the snow".split()
+    assert caption_tokens("A child's toy, isn't it?") == ["a", "child", "'s", "toy", "is", "n't", "it"]
+    assert caption_tokens(" ... !") == []
+
+
+def test_coco_2014_reads_both_splits_with_every_caption(tmp_path):
+    write_coco(tmp_path)
+    lines = []
+    train = read_coco(tmp_path, "train", 2014, lines.append)
+    assert lines == ["coco train2014: 6 images, 31 captions"]
+    assert train.image_ids == list(range(100, 106)) and len(train.texts[1]) == 6
+    assert train.names[0] == str(tmp_path / "train2014" / "COCO_train2014_000000000100.jpg")
+    assert all(c == caption_tokens(t) for caps, texts in zip(train.captions, train.texts) for c, t in zip(caps, texts))
+    val = read_coco(tmp_path, "val", 2014, lines.append)
+    assert len(val) == 3 and val.image_ids == [500, 501, 502] and val.images is None
+    with pytest.raises(DataError, match="publishes no test captions; use --dataset karpathy"):
+        read_coco(tmp_path, "test", 2014, lines.append)
+    with pytest.raises(DataError, match=r"captions_train2017\.json: no such file"):
+        read_coco(tmp_path, "train", 2017, lines.append)
+
+
+def test_karpathy_restval_joins_train_and_images_resolve_per_dataset(tmp_path):
+    lines = []
+    write_karpathy(tmp_path / "dataset_coco.json", tmp_path / "coco")
+    train = read_karpathy(tmp_path / "dataset_coco.json", tmp_path / "coco", "train", lines.append)
+    assert len(train) == 4 and train.image_ids == [7, 8, 9, 10]              # cocoid; restval joined train
+    assert train.names[2] == str(tmp_path / "coco" / "val2014" / "COCO_val2014_000000000009.jpg")
+    test = read_karpathy(tmp_path / "dataset_coco.json", tmp_path / "coco", "test", lines.append)
+    assert len(test) == 3 and lines[-1] == "karpathy coco test: 3 images, 15 captions"
+    write_karpathy(tmp_path / "dataset_flickr8k.json", tmp_path / "flickr", dataset="flickr8k")
+    val = read_karpathy(tmp_path / "dataset_flickr8k.json", tmp_path / "flickr", "val", lines.append)
+    assert val.names == [str(tmp_path / "flickr" / "3004_abc4.jpg"), str(tmp_path / "flickr" / "3005_abc5.jpg")]
+    assert val.image_ids == [4, 5]                                           # imgid where there is no cocoid
+
+
+def test_flickr8k_reports_the_stray_line_and_a_missing_image(tmp_path):
+    write_flickr8k(tmp_path)
+    (tmp_path / "Flicker8k_Dataset" / "1000268203_693b08cb0e.jpg").unlink()
+    lines = []
+    train = read_flickr8k(tmp_path, "train", lines.append)
+    assert len(train) == 3 and train.image_ids == [1000268201, 1000268202, 1000268204]
+    assert [line.split(": ", 1)[1] for line in lines[:5]] == \
+        ["skipped, not 'name.jpg#n<TAB>caption': " + repr(f"2258277193_586949ec62.jpg.1#{n}\ta stray caption")
+         for n in range(5)]
+    assert lines[-1] == "flickr8k train: 3 images, 15 captions; skipped 5 malformed line, 1 missing image file"
+    assert len(read_flickr8k(tmp_path, "val", lines.append)) == 2                # the dev list
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    upright = jpeg(tmp_path / "up.jpg", 3, size=(40, 20))
+    with Image.open(upright) as im:
+        im.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "rot.jpg", "JPEG", quality=95,
+                                                      exif=_orientation(6))   # "rotate 90 CW to display"
+    a, b = load_image(upright, 16), load_image(tmp_path / "rot.jpg", 16)
+    assert (a.float() - b.float()).abs().mean() < 12          # the same picture once turned upright
+    with Image.open(tmp_path / "rot.jpg") as im:
+        assert im.size == (20, 40)                             # stored on its side
+
+
+def _orientation(value):
+    exif = Image.Exif()
+    exif[0x0112] = value
+    return exif
+
+
+def test_a_captions_json_path_is_a_folder_data_set(tmp_path):
+    write_coco(tmp_path)
+    data = read_folder(tmp_path / "annotations" / "captions_val2014.json", lambda s: None, images=tmp_path / "val2014")
+    assert len(data) == 3 and data.image_ids == [500, 501, 502]
+
+
+def _train_and_evaluate(tmp_path, capsys, dataset_args, train_batch, split):
+    out = tmp_path / "m.pt"
+    assert main(["train", *dataset_args, "--batch-size", str(train_batch), "--out", str(out), *TINY]) == 0
+    err = capsys.readouterr().err
+    assert main(["evaluate", "--model", str(out), *dataset_args, "--split", split, "--beam", "2",
+                 "--no-coco-scores", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    return err, row
+
+
+def test_coco_trains_two_steps_and_evaluates_through_the_cli(tmp_path, capsys, monkeypatch):
+    write_coco(tmp_path / "coco")
+    steps = _count_steps(monkeypatch)
+    err, row = _train_and_evaluate(tmp_path, capsys, ["--dataset", "coco", "--data", str(tmp_path / "coco")], 3, "val")
+    assert steps == [1, 1] and "caption: coco train2014: 6 images, 31 captions" in err
+    assert row["images"] == 3 and 0 <= row["bleu4"] <= 100
+
+
+def test_karpathy_trains_two_steps_and_evaluates_the_test_split(tmp_path, capsys, monkeypatch):
+    write_karpathy(tmp_path / "dataset_coco.json", tmp_path / "img")
+    steps = _count_steps(monkeypatch)
+    _, row = _train_and_evaluate(tmp_path, capsys, ["--dataset", "karpathy", "--data", str(tmp_path / "dataset_coco.json"),
+                                                    "--images", str(tmp_path / "img")], 2, "test")
+    assert steps == [1, 1] and row["images"] == 3
+
+
+def test_flickr8k_trains_two_steps_and_evaluates_the_test_split(tmp_path, capsys, monkeypatch):
+    write_flickr8k(tmp_path / "f8k")
+    steps = _count_steps(monkeypatch)
+    err, row = _train_and_evaluate(tmp_path, capsys, ["--dataset", "flickr8k", "--data", str(tmp_path / "f8k")], 2, "test")
+    assert steps == [1, 1] and row["images"] == 2 and "skipped 5 malformed line" in err
+
+
+def _count_steps(monkeypatch):
+    from caption.training import loop
+    steps, real = [], loop.objective
+    monkeypatch.setattr(loop, "objective", lambda *a: steps.append(1) or real(*a))
+    return steps
+
+
+def test_min_count_defaults_to_5_on_real_data_and_the_vocabulary_is_the_training_splits(tmp_path):
+    from caption.config import CaptionConfig
+    from caption.training.loop import build_captioner
+    write_coco(tmp_path)
+    train = read_coco(tmp_path, "train", 2014, lambda s: None)
+    _, vocab = build_captioner(train, CaptionConfig(feature_dim=8, hidden_dim=8, embed_dim=8, attn_dim=8),
+                               min_count=None, device="cpu")
+    counts = {}
+    for caps in train.captions:
+        for c in caps:
+            for w in c:
+                counts[w] = counts.get(w, 0) + 1
+    assert set(vocab.itos[4:]) == {w for w, n in counts.items() if n >= 5}
+    assert torch.is_tensor(load_image(train.names[0], 32))
