@@ -113,10 +113,14 @@ def parts(payload: dict, config_cls, name: str):
 
 
 def default_checkpoint(name: str) -> Path:
-    """A shipped model: $CAPTION_CHECKPOINTS/name if set, else checkpoints/name in the source tree."""
+    """A shipped model: $CAPTION_CHECKPOINTS/name if set, else checkpoints/name in the source tree,
+    else the copy an installed package carries (caption/shipped/, see setup.cfg)."""
     root = os.environ.get("CAPTION_CHECKPOINTS")
-    base = Path(root) if root else Path(__file__).resolve().parent.parent / "checkpoints"
-    return base / name
+    if root:
+        return Path(root) / name
+    here = Path(__file__).resolve().parent
+    tree = here.parent / "checkpoints" / name
+    return tree if tree.is_file() else here / "shipped" / name
 
 
 def sha256(path: str | os.PathLike) -> str:

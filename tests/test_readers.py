@@ -61,10 +61,9 @@ def test_flickr8k_reports_the_stray_line_and_a_missing_image(tmp_path):
     lines = []
     train = read_flickr8k(tmp_path, "train", lines.append)
     assert len(train) == 3 and train.image_ids == [1000268201, 1000268202, 1000268204]
-    assert [line.split(": ", 1)[1] for line in lines[:5]] == \
-        ["skipped, not 'name.jpg#n<TAB>caption': " + repr(f"2258277193_586949ec62.jpg.1#{n}\ta stray caption")
-         for n in range(5)]
-    assert lines[-1] == "flickr8k train: 3 images, 15 captions; skipped 5 malformed line, 1 missing image file"
+    assert lines[0] == (f"{tmp_path / 'Flickr8k.token.txt'}: skipped 5 lines that are not 'name.jpg#n<TAB>caption' "
+                        "(lines 41, 42, 43, 44, 45; first: '2258277193_586949ec62.jpg.1#0\\ta stray caption')")
+    assert lines[-1] == "flickr8k train: 3 images, 15 captions; skipped malformed lines 5, missing image files 1"
     assert len(read_flickr8k(tmp_path, "val", lines.append)) == 2                # the dev list
 
 
@@ -121,7 +120,7 @@ def test_flickr8k_trains_two_steps_and_evaluates_the_test_split(tmp_path, capsys
     write_flickr8k(tmp_path / "f8k")
     steps = _count_steps(monkeypatch)
     err, row = _train_and_evaluate(tmp_path, capsys, ["--dataset", "flickr8k", "--data", str(tmp_path / "f8k")], 2, "test")
-    assert steps == [1, 1] and row["images"] == 2 and "skipped 5 malformed line" in err
+    assert steps == [1, 1] and row["images"] == 2 and "skipped malformed lines 5" in err
 
 
 def _count_steps(monkeypatch):

@@ -84,7 +84,7 @@ def _paper_key(args, data) -> str | None:
 
 def cmd_evaluate(args) -> int:
     from ..api import load
-    from ..metrics.coco import PAPER_TABLE1
+    from ..metrics.coco import PAPER_TABLE1, SPICE_NOTE
     from ..metrics.evaluate import caption_set, results_json, score_captions, write_results
     options = decode_options(args)
     if args.workers < 0:
@@ -113,6 +113,8 @@ def cmd_evaluate(args) -> int:
         print(f"{rows[0][2]['images']} images, beam {args.beam}" +
               ("" if args.coco or not real else "; BLEU by nltk (--no-coco-scores)"))
         paper = PAPER_TABLE1.get(_paper_key(args, None)) if real else None
+        if args.coco:
+            log_line(SPICE_NOTE)
         if paper:
             for att, (b1, b2, b3, b4, meteor) in paper.items():
                 rows.append(("Xu et al. 2015, Table 1", att, {"coco_bleu1": b1, "coco_bleu2": b2, "coco_bleu3": b3,
@@ -140,7 +142,7 @@ def _references(path: Path, split: str) -> dict[int, list[str]]:
 
 
 def cmd_score(args) -> int:
-    from ..metrics.coco import coco_scores
+    from ..metrics.coco import SPICE_NOTE, coco_scores
     try:
         results = json.loads(args.results.read_text(encoding="utf-8"))
         candidates = {int(r["image_id"]): str(r["caption"]) for r in results}
@@ -155,6 +157,7 @@ def cmd_score(args) -> int:
         raise DataError(f"{args.results}: {len(unknown)} image ids have no references in {args.annotations} "
                         f"(first: {unknown[0]})")
     scores = coco_scores({i: refs[i] for i in candidates}, candidates, log_line)
+    log_line(SPICE_NOTE)
     if args.json:
         print(json.dumps({"images": len(candidates), **scores}))
     else:

@@ -40,23 +40,26 @@ def _json(path: Path) -> dict:
 def _build(name: str, entries: Iterable[tuple[int, Path, list[str], list[dict], tuple | None]],
            log: Callable[[str], None], skipped: Counter, check: bool = True) -> ImageSet:
     """entries: (image id, file, raw captions, objects, (width, height) or None). A file that is
-    missing or not an image, or an image without captions, is skipped and counted."""
+    missing or not an image, or an image without captions, is skipped and counted by reason."""
+    from tqdm import tqdm
+    entries = list(entries)
     ids, names, texts, captions, objects, sizes = [], [], [], [], [], []
-    for image_id, file, raw, objs, size in entries:
+    for image_id, file, raw, objs, size in tqdm(entries, desc=f"reading {name}", unit="img", leave=False,
+                                                  disable=len(entries) < 5000):
         kept = [c for c in raw if isinstance(c, str) and caption_tokens(c)]
-        skipped["empty caption"] += len(raw) - len(kept)
+        skipped["empty captions"] += len(raw) - len(kept)
         if not kept:
-            skipped["image without captions"] += 1
+            skipped["images without captions"] += 1
             continue
         if check or size is None:
             try:
                 with Image.open(file) as im:     # the header only: cheap, and it proves an image
                     size = size or im.size
             except FileNotFoundError:
-                skipped["missing image file"] += 1
+                skipped["missing image files"] += 1
                 continue
             except (OSError, UnidentifiedImageError) as e:
-                skipped[f"unreadable image ({type(e).__name__})"] += 1
+                skipped[f"unreadable images ({type(e).__name__})"] += 1
                 continue
         ids.append(image_id)
         names.append(str(file))
@@ -64,7 +67,7 @@ def _build(name: str, entries: Iterable[tuple[int, Path, list[str], list[dict], 
         captions.append([caption_tokens(c) for c in kept])
         objects.append(objs)
         sizes.append(tuple(size))
-    why = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()) if n)
+    why = ", ".join(f"{reason} {n}" for reason, n in sorted(skipped.items()) if n)
     log(f"{name}: {len(names)} images, {sum(map(len, texts))} captions" + (f"; skipped {why}" if why else ""))
     if not names:
         raise DataError(f"{name}: no usable images")
@@ -129,17 +132,21 @@ def read_flickr8k(root: str | Path, split: str, log: Callable[[str], None] = pri
             raise DataError(f"{f}: no such file (expected the Flickr8k text files in {root})")
     wanted = [line.strip() for line in names_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     refs: dict[str, list[str]] = {}
-    skipped = Counter()
+    skipped, bad = Counter(), []
     for n, line in enumerate(tokens.read_text(encoding="utf-8").splitlines(), 1):
         key, tab, caption = line.partition("\t")
         name, hash_, number = key.partition("#")
         if not line.strip():
             continue
         if not (tab and hash_ and number.isdigit() and name.endswith(".jpg")):
-            log(f"{tokens}:{n}: skipped, not 'name.jpg#n<TAB>caption': {line[:60]!r}")
-            skipped["malformed line"] += 1
+            bad.append(n)
             continue
         refs.setdefault(name, []).append(caption)
+    if bad:   # known: 2258277193_586949ec62.jpg.1 (five lines)
+        skipped["malformed lines"] = len(bad)
+        first = tokens.read_text(encoding="utf-8").splitlines()[bad[0] - 1]
+        log(f"{tokens}: skipped {len(bad)} lines that are not 'name.jpg#n<TAB>caption' (lines "
+            f"{', '.join(map(str, bad[:5]))}{', ...' if len(bad) > 5 else ''}; first: {first[:60]!r})")
     images = root / "Flicker8k_Dataset"
 
     def image_id(name: str, k: int) -> int:

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The commands that made the shipped scenes models (checkpoints/) and the no-attention ablation of
+# BENCHMARKS.md. Each takes about 26 minutes alone on a 2-core CPU; run them one after the other.
+set -euo pipefail
+out=${1:-runs}
+caption train --dataset scenes --attention soft --alpha-c 0 --dropout 0 --out "$out/scenes-soft.pt"
+caption train --dataset scenes --attention hard --alpha-c 0 --dropout 0 --reward to-go --expected-warmup 1 \
+    --out "$out/scenes-hard.pt"
+caption train --dataset scenes --attention none --alpha-c 0 --dropout 0 --out "$out/scenes-none.pt"
+python benchmarks/scenes_models.py --model "$out/scenes-soft.pt" --model "$out/scenes-hard.pt" \
+    --model "$out/scenes-none.pt"
