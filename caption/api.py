@@ -52,10 +52,10 @@ class CaptionModel:
         backbone that the checkpoint does not carry is read from the weights file it names."""
         config, vocab = checkpoint.parts(payload, CaptionConfig, name)
         external = payload.get("external") or {}
-        config.encoder_weights = external.get("trunk")   # else the weights are in the state_dict
-        if external and not Path(external["trunk"]).is_file():
+        config.encoder_weights = _backbone_file(external, name) if external else None   # else in the state_dict
+        if external and config.encoder_weights is None:
             raise CheckpointError(f"{name}: its frozen {config.encoder} backbone is read from "
-                                  f"{external['trunk']}, which is missing")
+                                  f"{external['trunk']}, which is missing (or set CAPTION_ENCODER_WEIGHTS)")
         model = Captioner(config, len(vocab))
         if external and model.encoder.weights_sha256 != external["sha256"]:
             raise CheckpointError(f"{name}: {external['trunk']} is not the backbone it was trained with "
@@ -112,6 +112,14 @@ class CaptionModel:
                 locations = None if h.location is None else [divmod(int(i), gw) for i in h.location]
                 out.append(CaptionResult(" ".join(words), words, att, h.score, locations))
         return out
+
+
+def _backbone_file(external: dict, name: str) -> str | None:
+    """Where a frozen backbone's weights are: $CAPTION_ENCODER_WEIGHTS, the recorded path, or a file
+    of that name beside the checkpoint (moved together to another machine)."""
+    candidates = [os.environ.get("CAPTION_ENCODER_WEIGHTS"), external["trunk"],
+                  str(Path(name).parent / Path(external["trunk"]).name)]
+    return next((c for c in candidates if c and Path(c).is_file()), None)
 
 
 def load(path: str | os.PathLike | None = None, device: str | torch.device | None = None) -> CaptionModel:

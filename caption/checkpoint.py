@@ -66,9 +66,10 @@ def _v2_to_v3(payload: dict) -> dict:
         position = payload["state_dict"].get("encoder.position")
         if position is not None:
             config["grid"] = math.isqrt(position.shape[0])
-        else:   # the old rule: the trunk's map (stride 16 for vgg, 32 for resnets), at least 8 x 8
-            stride = 16 if config["encoder"].startswith("vgg") else 32
-            config["grid"] = max(-(-config.get("image_size", CaptionConfig.image_size) // stride), 8)
+        else:   # the old rule: the trunk's map, at least 8 x 8; vgg's four pools floor, resnet's convs ceil
+            size = config.get("image_size", CaptionConfig.image_size)
+            side = size // 16 if config["encoder"].startswith("vgg") else -(-size // 32)
+            config["grid"] = max(side, 8)
     payload.setdefault("external", {})
     return payload
 

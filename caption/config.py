@@ -71,7 +71,7 @@ class CaptionConfig:
     encoder_weights: str | None = option(None, "local state_dict file for a torchvision backbone (no download)")
     # the built-in CNN always trains
     fine_tune: bool = option(False, "train the torchvision backbone too")
-    image_size: int = option(112, "images are resized to this square size")
+    image_size: int = option(112, "images are resized to this square size (train: 224 for backbones unless given)")
     feature_dim: int = option(128, "channels D of the built-in CNN's annotations")   # torchvision: fixed
     # the paper's 14 x 14 annotations (VGG conv5 at 224 px); None: 14 for backbones, the CNN's own grid
     grid: int | None = option(None, "side of the annotation grid a backbone's map is pooled to "
@@ -101,7 +101,8 @@ class CaptionTrainConfig:
     clip: float = option(5.0, "gradient-norm clipping")
     seed: int = option(0, "random seed (initialisation and batch order)")
     train_size: int = option(20000, "built-in scenes generated for training")
-    val_size: int = option(500, "built-in scenes generated for validation")   # decoded after every epoch
+    # decoded after every epoch
+    val_size: int = option(500, "validation images: built-in scenes generated, or the first N of a real val split")
     # None: 1 for the built-in scenes, 5 for real data (Karpathy's)
     min_count: int | None = option(None, "words seen fewer times in the training captions become <unk> "
                                          "(default: 1 on scenes, 5 on real data)")

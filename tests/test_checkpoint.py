@@ -118,3 +118,14 @@ def test_atomic_write_leaves_nothing_on_failure_and_replaces_on_success(tmp_path
     mask = os.umask(0)
     os.umask(mask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+@pytest.mark.parametrize("encoder, size, position, grid", [("vgg19", 250, None, 15), ("vgg16", 112, None, 8),
+                                                            ("resnet50", 250, None, 8), ("resnet50", 300, None, 10),
+                                                            ("resnet18", 112, 100, 10)])
+def test_a_version_2_backbone_checkpoint_gets_the_grid_it_was_trained_with(tmp_path, encoder, size, position, grid):
+    state = {} if position is None else {"encoder.position": torch.zeros(position, 512)}
+    torch.save({"format_version": 2, "kind": "captioner", "vocab": [], "meta": {}, "state_dict": state,
+                "config": {"encoder": encoder, "image_size": size}}, tmp_path / "v2.pt")
+    migrated = checkpoint.load(tmp_path / "v2.pt")
+    assert migrated["config"]["grid"] == grid and migrated["external"] == {}

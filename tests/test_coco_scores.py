@@ -113,3 +113,44 @@ def test_a_bad_results_file_is_one_line(tmp_path, capsys):
     assert main(["score", "--results", str(tmp_path / "r.json"), "--annotations",
                  str(tmp_path / "coco" / "annotations" / "captions_val2014.json")]) == 1
     assert "1 image ids have no references" in capsys.readouterr().err
+
+
+def test_score_refuses_bad_references_empty_and_repeated_results(tmp_path, capsys):
+    write_coco(tmp_path / "coco", n_train=1, n_val=2)
+    ann = str(tmp_path / "coco" / "annotations" / "captions_val2014.json")
+    (tmp_path / "r.json").write_text('[{"image_id": 500, "caption": "a dog"}]')
+    (tmp_path / "bad.json").write_text("{not json")
+    assert main(["score", "--results", str(tmp_path / "r.json"), "--annotations", str(tmp_path / "bad.json")]) == 1
+    assert "bad.json: neither COCO-format captions nor a Karpathy split file" in capsys.readouterr().err
+    (tmp_path / "empty.json").write_text("[]")
+    assert main(["score", "--results", str(tmp_path / "empty.json"), "--annotations", ann]) == 1
+    assert capsys.readouterr().err.endswith("empty.json: no results\n")
+    (tmp_path / "twice.json").write_text('[{"image_id": 500, "caption": "a"}, {"image_id": 500, "caption": "b"}]')
+    assert main(["score", "--results", str(tmp_path / "twice.json"), "--annotations", ann]) == 1
+    assert "1 image ids appear more than once" in capsys.readouterr().err
+
+
+def test_flickr8k_results_score_against_its_token_file(tmp_path, model_path, capsys):
+    from layouts import write_flickr8k
+    write_flickr8k(tmp_path / "f8k")
+    assert main(["evaluate", "--model", str(model_path), "--dataset", "flickr8k", "--data", str(tmp_path / "f8k"),
+                 "--split", "test", "--beam", "1", "--no-coco-scores", "--results", str(tmp_path / "r.json"),
+                 "--json"]) == 0
+    capsys.readouterr()
+    assert [r["image_id"] for r in json.loads((tmp_path / "r.json").read_text())] == [3000000000, 3000000001]
+    assert main(["score", "--results", str(tmp_path / "r.json"), "--annotations",
+                 str(tmp_path / "f8k" / "Flickr8k.token.txt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 2
+
+
+def test_predict_writes_results_with_ids_from_file_names(tmp_path, model_path, capsys):
+    from layouts import jpeg
+    files = [jpeg(tmp_path / "COCO_val2014_000000391895.jpg", 1), jpeg(tmp_path / "1000268201_693b08cb0e.jpg", 2)]
+    out = tmp_path / "res.json"
+    assert main(["predict", *map(str, files), "--model", str(model_path), "--coco-results", str(out)]) == 0
+    captions = capsys.readouterr().out.splitlines()
+    assert json.loads(out.read_text()) == [{"image_id": 391895, "caption": captions[0]},
+                                           {"image_id": 1000268201, "caption": captions[1]}]
+    dup = jpeg(tmp_path / "copy_000000391895.jpg", 3)
+    assert main(["predict", str(files[0]), str(dup), "--model", str(model_path), "--coco-results", str(out)]) == 1
+    assert "image id 391895 is taken by more than one file" in capsys.readouterr().err

@@ -100,3 +100,48 @@ def test_an_interrupted_cache_resumes_and_ends_equal(tmp_path):
     write_features(enc, config, data, tmp_path / "b", "train", batch_size=2, progress=False, log=logs.append)
     assert logs == ["train: resuming after 2 of 5 images"]
     assert np.array_equal(np.load(part), whole)
+
+
+def test_a_finished_cache_is_left_alone_and_training_on_it_resumes(tmp_path, capsys):
+    data_args = _fixture(tmp_path)
+    cache, weights = tmp_path / "cache", str(tmp_path / "r18.pth")
+    args = ["features", *data_args, "--encoder", "resnet18", "--encoder-weights", weights, "--image-size", "32",
+            "--grid", "1", "--out", str(cache), "--quiet"]
+    assert main(args) == 0
+    before = (cache / "train.npy").read_bytes()
+    capsys.readouterr()
+    assert main(args) == 0                                            # a re-run after the end: nothing to do
+    assert "caption: train: all 5 images are cached already" in capsys.readouterr().err
+    assert (cache / "train.npy").read_bytes() == before
+    train = ["train", "--features", str(cache), "--feature-dim", "8", "--embed-dim", "8", "--hidden-dim", "8",
+             "--attn-dim", "8", "--min-count", "1", "--out", str(tmp_path / "m.pt"), "--quiet"]
+    assert main([*train, "--epochs", "1"]) == 0
+    assert main([*train, "--epochs", "2", "--resume"]) == 0           # OUT.last.pt has no trunk to load
+    assert checkpoint.load(tmp_path / "m.last.pt")["meta"]["epoch"] == 2
+    assert main([*train, "--image-size", "64", "--epochs", "1"]) == 1
+    assert capsys.readouterr().err.endswith("--image-size 64 differs from the feature cache's 32\n")
+
+
+def test_features_need_files_on_disk_and_one_captions_file_per_folder_split(tmp_path, capsys):
+    assert main(["features", "--encoder", "resnet18", "--encoder-weights", "w.pth", "--out", str(tmp_path)]) == 1
+    assert "caption features reads images from disk" in capsys.readouterr().err
+    assert main(["features", "--dataset", "folder", "--data", "x.json", "--encoder", "resnet18",
+                 "--encoder-weights", "w.pth", "--out", str(tmp_path)]) == 1
+    assert "--data for train, --val-data for val" in capsys.readouterr().err
+
+
+def test_a_checkpoint_finds_its_backbone_beside_it_after_a_move(tmp_path, monkeypatch):
+    import shutil
+    data_args = _fixture(tmp_path)
+    main(["features", *data_args, "--encoder", "resnet18", "--encoder-weights", str(tmp_path / "r18.pth"),
+          "--image-size", "32", "--grid", "1", "--out", str(tmp_path / "cache"), "--quiet"])
+    main(["train", "--features", str(tmp_path / "cache"), "--feature-dim", "8", "--embed-dim", "8", "--hidden-dim", "8",
+          "--attn-dim", "8", "--epochs", "1", "--min-count", "1", "--out", str(tmp_path / "m.pt"), "--quiet"])
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    shutil.move(tmp_path / "m.pt", moved / "m.pt")
+    shutil.move(tmp_path / "r18.pth", moved / "r18.pth")
+    assert load(moved / "m.pt", device="cpu").model.encoder.weights_sha256 is not None
+    (moved / "r18.pth").rename(tmp_path / "w.pth")
+    monkeypatch.setenv("CAPTION_ENCODER_WEIGHTS", str(tmp_path / "w.pth"))
+    assert load(moved / "m.pt", device="cpu").config.encoder_weights == str(tmp_path / "w.pth")

@@ -144,3 +144,38 @@ def test_min_count_defaults_to_5_on_real_data_and_the_vocabulary_is_the_training
                 counts[w] = counts.get(w, 0) + 1
     assert set(vocab.itos[4:]) == {w for w, n in counts.items() if n >= 5}
     assert torch.is_tensor(load_image(train.names[0], 32))
+
+
+@pytest.mark.parametrize("flag, value", [("--workers", "-1"), ("--max-words", "-1"), ("--max-words", "0")])
+def test_bad_loader_and_text_options_are_one_line_before_any_work(tmp_path, capsys, flag, value):
+    write_coco(tmp_path / "coco", n_train=2, n_val=1)
+    assert main(["train", "--dataset", "coco", "--data", str(tmp_path / "coco"), flag, value,
+                 "--out", str(tmp_path / "m.pt"), *TINY]) == 1
+    assert capsys.readouterr().err.endswith(f"caption: error: {flag} must be at least {0 if flag == '--workers' else 1}, "
+                                            f"got {value}\n")
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_max_words_cuts_training_captions_and_says_how_many(tmp_path, capsys):
+    write_coco(tmp_path / "coco", n_train=2, n_val=1)
+    assert main(["train", "--dataset", "coco", "--data", str(tmp_path / "coco"), "--max-words", "3",
+                 "--batch-size", "2", "--out", str(tmp_path / "m.pt"), *TINY]) == 0
+    train = read_coco(tmp_path / "coco", "train", 2014, lambda s: None)
+    longer = sum(len(c) > 3 for caps in train.captions for c in caps)
+    assert longer and f"{longer} of 11 training captions were longer than 3 words and were cut to their first 3" \
+        in capsys.readouterr().out
+
+
+def test_a_backbone_trains_at_224_px_and_a_real_val_split_is_cut_to_val_size(tmp_path, capsys):
+    write_coco(tmp_path / "coco", n_train=2, n_val=3)
+    torch.manual_seed(0)
+    import torchvision
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "r18.pth")
+    small = [a for a in TINY if a not in ("--image-size", "32")]
+    assert main(["train", "--dataset", "coco", "--data", str(tmp_path / "coco"), "--encoder", "resnet18",
+                 "--encoder-weights", str(tmp_path / "r18.pth"), "--grid", "2", "--val-size", "2",
+                 "--out", str(tmp_path / "m.pt"), *small]) == 0
+    from caption import checkpoint
+    payload = checkpoint.load(tmp_path / "m.pt")
+    assert payload["config"]["image_size"] == 224 and payload["meta"]["val"]["images"] == 2
+    assert "validating on the first 2 images of the val split (--val-size)" in capsys.readouterr().err

@@ -52,7 +52,7 @@ def add_parsers(sub) -> None:
                                     "BLEU-1..4, METEOR (needs Java), ROUGE-L, CIDEr-D.")
     sc.add_argument("--results", type=Path, required=True, help="the results JSON")
     sc.add_argument("--annotations", type=Path, required=True,
-                    help="COCO-format captions file, or Karpathy's dataset_*.json")
+                    help="COCO-format captions file, Karpathy's dataset_*.json, or Flickr8k.token.txt")
     sc.add_argument("--split", choices=("train", "val", "test"), default="test",
                     help="the split of a Karpathy file (default: test)")
     sc.add_argument("--json", action="store_true", help="one JSON object instead of the table")
@@ -71,7 +71,7 @@ def _table(rows: list[tuple[str, str, dict]], columns: list[tuple]) -> list[str]
     return lines
 
 
-def _paper_key(args, data) -> str | None:
+def _paper_key(args) -> str | None:
     if args.dataset == "flickr8k":
         return "flickr8k"
     if args.dataset == "coco":
@@ -112,7 +112,9 @@ def cmd_evaluate(args) -> int:
         real = args.dataset in REAL
         print(f"{rows[0][2]['images']} images, beam {args.beam}" +
               ("" if args.coco or not real else "; BLEU by nltk (--no-coco-scores)"))
-        paper = PAPER_TABLE1.get(_paper_key(args, None)) if real else None
+        # the paper's rows beside a held-out split: test, or COCO's val (it publishes no test captions)
+        held_out = args.split == "test" or (args.dataset == "coco" and args.split == "val")
+        paper = PAPER_TABLE1.get(_paper_key(args)) if real and held_out else None
         if args.coco:
             log_line(SPICE_NOTE)
         if paper:
@@ -124,10 +126,22 @@ def cmd_evaluate(args) -> int:
 
 
 def _references(path: Path, split: str) -> dict[int, list[str]]:
-    data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    if data is None:
+    """{image id: raw captions} from COCO-format captions, a Karpathy split file, or Flickr8k.token.txt
+    (ids: the photo number at the start of each file name, as `--dataset flickr8k` gives them)."""
+    if not path.is_file():
         raise DataError(f"{path}: no such file")
+    if path.suffix == ".txt":
+        refs: dict[int, list[str]] = {}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            key, _, caption = line.partition("\t")
+            head = key.split("_")[0]
+            if caption and head.isdigit() and key.partition("#")[0].endswith(".jpg"):
+                refs.setdefault(int(head), []).append(caption)
+        if not refs:
+            raise DataError(f"{path}: no 'name.jpg#n<TAB>caption' lines")
+        return refs
     try:
+        data = json.loads(path.read_text(encoding="utf-8"))
         if "annotations" in data:
             refs: dict[int, list[str]] = {}
             for a in data["annotations"]:
@@ -136,7 +150,7 @@ def _references(path: Path, split: str) -> dict[int, list[str]]:
         wanted = ("train", "restval") if split == "train" else (split,)
         return {int(e.get("cocoid", e.get("imgid"))): [s["raw"] for s in e["sentences"]]
                 for e in data["images"] if e["split"] in wanted}
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: neither COCO-format captions nor a Karpathy split file "
                         f"({type(e).__name__}: {e})") from None
 
@@ -146,11 +160,18 @@ def cmd_score(args) -> int:
     try:
         results = json.loads(args.results.read_text(encoding="utf-8"))
         candidates = {int(r["image_id"]): str(r["caption"]) for r in results}
+        if not isinstance(results, list):
+            raise TypeError("not a list")
     except FileNotFoundError:
         raise DataError(f"{args.results}: no such file") from None
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
         raise DataError(f"{args.results}: not a results file [{{\"image_id\", \"caption\"}}] "
                         f"({type(e).__name__}: {e})") from None
+    if not candidates:
+        raise DataError(f"{args.results}: no results")
+    if len(candidates) < len(results):
+        raise DataError(f"{args.results}: {len(results) - len(candidates)} image ids appear more than once "
+                        "(coco-caption takes one caption per image)")
     refs = _references(args.annotations, args.split)
     unknown = sorted(set(candidates) - set(refs))
     if unknown:

@@ -29,7 +29,7 @@ def add_parsers(sub) -> None:
     pr.add_argument("--json", action="store_true", help="JSON lines: image, caption, words, score")
     pr.add_argument("--coco-results", type=Path, metavar="FILE",
                     help="also write a coco-caption results file [{image_id, caption}], the id taken from "
-                         "the last number in each file name (COCO_val2014_000000391895.jpg -> 391895)")
+                         "the longest number in each file name (COCO_val2014_000000391895.jpg -> 391895)")
     pr.add_argument("--samples", type=int, default=1,
                     help="with --hard-mode sample: captions drawn per image, one line each (default: 1)")
     decode_flags(pr, cmd_predict)
@@ -69,15 +69,16 @@ def _model(path: Path | None):
 
 
 def cmd_predict(args) -> int:
-    from ..data.images import read_image
+    from ..data.images import as_uint8, center_crop
     options = decode_options(args)
     if args.samples < 1 or (args.samples > 1 and args.hard_mode != "sample"):
         raise InputError("--samples N (N >= 1) needs --hard-mode sample when N > 1")
     model = _model(args.model)
+    size, crop = model.config.image_size, center_crop(model.config)
     good, status = [], 0
     for path in args.images:
-        try:
-            good.append(read_image(path))
+        try:   # resized at once, as the loader does: no full-size picture is kept
+            good.append(as_uint8(path, size, crop))
         except InputError as e:
             print(f"caption: error: {e}", file=sys.stderr)
             good.append(None)
@@ -102,14 +103,20 @@ def cmd_predict(args) -> int:
                 print(r.text if r else "")
     if args.coco_results:
         from ..metrics.evaluate import write_results
+        ids = [r["image_id"] for r in rows]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            raise InputError(f"--coco-results: image id {twice[0]} is taken by more than one file; "
+                             "name each file with its own id")
         write_results(args.coco_results, rows)
     return status
 
 
 def image_id(path: str, default: int) -> int:
-    """The last number in a file name (COCO_val2014_000000391895.jpg -> 391895), else `default`."""
+    """The longest number in a file name, the last of equals: COCO_val2014_000000391895.jpg ->
+    391895, Flickr's 1000268201_693b08cb0e.jpg -> 1000268201; else `default`."""
     digits = re.findall(r"\d+", Path(path).stem)
-    return int(digits[-1]) if digits else default
+    return int(max(reversed(digits), key=len)) if digits else default
 
 
 def cmd_visualize(args) -> int:
@@ -117,8 +124,8 @@ def cmd_visualize(args) -> int:
     from ..viz.overlay import overlay
     options = decode_options(args)
     model = _model(args.model)
-    image = read_image(args.image)
-    result = model.caption(image, options=options)
+    image = read_image(args.image)                       # the picture the figure shows
+    result = model.caption(args.image, options=options)  # read as every other command reads it
     out = overlay(image, result, args.out)
     print(f"{result.text}\nwrote {out}")
     return 0
@@ -147,9 +154,9 @@ def cmd_compare(args) -> int:
     options = decode_options(args)
     soft_path, hard_path = args.models or (None, default_checkpoint("scenes-hard.pt"))
     soft, hard = _model(soft_path), _model(hard_path)
-    images = [read_image(p) for p in args.images]
-    rs = soft.caption(images, beam_size=options.beam_size)
-    rh = hard.caption(images, options=options)
+    images = [read_image(p) for p in args.images]       # the pictures the figure shows
+    rs = soft.caption(list(args.images), beam_size=options.beam_size)
+    rh = hard.caption(list(args.images), options=options)
     for path, a, b in zip(args.images, rs, rh):
         print(f"{path}\n    soft: {a.text}\n    hard: {b.text}")
     print(f"wrote {figure(images, rs, rh, args.out, names=[Path(p).name for p in args.images])}")

@@ -38,6 +38,7 @@ def add_parsers(sub) -> None:
     add_dataset_flags(fe, split=None)
     fe.add_argument("--split", action="append", choices=("train", "val", "test"),
                     help="a split to encode; repeat for several (default: train and val)")
+    fe.add_argument("--val-data", type=Path, help="validation captions for --dataset folder")
     fe.add_argument("--out", type=Path, required=True, help="folder of the cache")
     fe.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
     fe.add_argument("--workers", type=int, default=2, help="processes decoding images (default: 2)")
@@ -63,21 +64,25 @@ def cmd_train(args) -> int:
         manifest, train_set, train_f = read_features(args.features, "train")
         _, val_set, val_f = read_features(args.features, "val")
         for k in ("encoder", "encoder_weights", "image_size"):
+            given = getattr(args, k, None)
+            if given is not None and given != manifest[k] and k != "encoder_weights":
+                raise InputError(f"--{k.replace('_', '-')} {given} differs from the feature cache's {manifest[k]}")
             setattr(model_cfg, k, manifest[k])
+        if args.encoder_weights:
+            model_cfg.encoder_weights = str(Path(args.encoder_weights).resolve())
         model_cfg.grid, model_cfg.fine_tune = manifest["grid"][0], False
         features = {"train": train_f, "val": val_f}
         log_line(f"features from {args.features}: {manifest['encoder']} grid {manifest['grid']}, "
                  f"{len(train_set)} train / {len(val_set)} val images")
-    elif args.dataset == "folder":
-        if not args.data or not args.val_data:
-            raise InputError("--dataset folder needs --data and --val-data")
-        train_set = read_dataset(args, "train", model_cfg.image_size, 0)
-        val_set = read_dataset(args, "val", model_cfg.image_size, 0, folder=args.val_data)
     else:
-        train_set = read_dataset(args, "train", model_cfg.image_size, train_cfg.train_size, progress=not args.quiet)
-        val_set = read_dataset(args, "val", model_cfg.image_size, train_cfg.val_size)
+        if model_cfg.encoder != "cnn" and args.image_size is None:
+            model_cfg.image_size = 224           # the paper's input for backbones (VGG conv5: 14 x 14)
+        train_set, val_set = _splits(args, model_cfg.image_size, train_cfg)
     torch.manual_seed(train_cfg.seed)
     model, vocab = build_captioner(train_set, model_cfg, train_cfg.min_count)
+    if args.features and model.encoder.weights_sha256 != manifest["sha256"]:
+        raise InputError(f"{model_cfg.encoder_weights}: not the weights the feature cache {args.features} was "
+                         f"made with (sha256 differs)")
     print(f"{len(train_set)} train / {len(val_set)} val images, {len(vocab)} words, "
           f"{sum(p.numel() for p in model.parameters()):,} parameters, grid {model.grid}")
     history = train_captioner(model, vocab, train_set, val_set, train_cfg, args.out, args.resume, not args.quiet,
@@ -85,6 +90,21 @@ def cmd_train(args) -> int:
     if history:
         print(f"saved the best model to {args.out}")
     return 0
+
+
+def _splits(args, image_size: int, cfg: CaptionTrainConfig):
+    """The train and val ImageSets of --dataset; a real val split is cut to --val-size images."""
+    if args.dataset == "folder":
+        if not args.data or not args.val_data:
+            raise InputError("--dataset folder needs --data and --val-data")
+        return (read_dataset(args, "train", image_size, 0),
+                read_dataset(args, "val", image_size, 0, folder=args.val_data))
+    train_set = read_dataset(args, "train", image_size, cfg.train_size, progress=not args.quiet)
+    val_set = read_dataset(args, "val", image_size, cfg.val_size)
+    if args.dataset != "scenes" and len(val_set) > cfg.val_size:
+        val_set = val_set.head(cfg.val_size)
+        log_line(f"validating on the first {cfg.val_size} images of the val split (--val-size)")
+    return train_set, val_set
 
 
 def cmd_features(args) -> int:
@@ -97,11 +117,17 @@ def cmd_features(args) -> int:
                          "--encoder-weights FILE (the built-in CNN trains with the decoder)")
     if args.batch_size < 1 or args.workers < 0:
         raise InputError(f"need --batch-size >= 1 and --workers >= 0, got {args.batch_size} and {args.workers}")
+    if args.dataset == "scenes":
+        raise InputError("caption features reads images from disk: give --dataset coco, karpathy, flickr8k or folder "
+                         "(the built-in scenes train the built-in CNN)")
+    splits = args.split or ["train", "val"]
+    if args.dataset == "folder" and ("test" in splits or ("val" in splits and not args.val_data)):
+        raise InputError("--dataset folder has one captions file per split: --data for train, --val-data for val")
     config = CaptionConfig(encoder=args.encoder, encoder_weights=str(Path(args.encoder_weights).resolve()),
                            image_size=args.image_size or 224, grid=args.grid)
     encoder = Encoder(config).to(default_device())
-    for split in args.split or ["train", "val"]:
-        data = read_dataset(args, split, config.image_size, 0)
+    for split in splits:
+        data = read_dataset(args, split, config.image_size, 0, folder=args.val_data if split == "val" else None)
         with torch.inference_mode():
             path = write_features(encoder, config, data, args.out, split, args.batch_size, args.workers,
                                   progress=not args.quiet, log=log_line)

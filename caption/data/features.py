@@ -58,6 +58,10 @@ def write_features(encoder, config, data: ImageSet, out: str | Path, split: str,
             done = int(old.get("done", 0))
     array = np.lib.format.open_memmap(array_path, mode="r+" if done else "w+", dtype=np.float16,
                                       shape=(B, gh * gw, D))
+    if done == B:
+        log(f"{split}: all {B} images are cached already")
+        del array
+        return array_path
     if done:
         log(f"{split}: resuming after {done} of {B} images")
     device = next(encoder.parameters()).device
@@ -73,8 +77,6 @@ def write_features(encoder, config, data: ImageSet, out: str | Path, split: str,
             array.flush()
             _write_json(index_path, {**index, "done": int(idx[-1]) + 1})
     bar.close()
-    if B == done:
-        _write_json(index_path, {**index, "done": B})
     array.flush()
     del array
     return array_path

@@ -38,6 +38,11 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.names)
 
+    def head(self, n: int) -> "ImageSet":
+        """The first n images."""
+        return ImageSet(self.captions[:n], self.objects[:n], self.names[:n], self.sizes[:n],
+                        None if self.images is None else self.images[:n], self.texts[:n], self.image_ids[:n])
+
 
 def center_crop(config) -> bool:
     """The paper's preprocessing for backbones: shorter side to the size, then the centre square.

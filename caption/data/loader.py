@@ -44,7 +44,7 @@ def _collate(items: list[Tensor]) -> Tensor:
 def batches_of(items: Tensor | Dataset, order: Tensor, batch_size: int, workers: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
     """(items[idx], idx) for consecutive slices idx of `order`. A tensor (or a memory map) is
     indexed directly; a Dataset is read by a DataLoader with `workers` processes, in this order."""
-    groups = list(torch.split(order, batch_size))
+    groups = [g for g in torch.split(order, batch_size) if len(g)]
     if isinstance(items, Tensor):
         for idx in groups:
             yield items[idx], idx

@@ -71,7 +71,8 @@ def evaluate_captions(model: CaptionModel, data: ImageSet, options: DecodeOption
 
 def results_json(results: list[CaptionResult], image_ids: list[int]) -> list[dict]:
     """[{"image_id": int, "caption": str}], as coco-caption's COCO.loadRes reads."""
-    return [{"image_id": int(i), "caption": r.text} for i, r in zip(image_ids, results)]
+    return [{"image_id": int(i) if str(i).lstrip("-").isdigit() else i, "caption": r.text}
+            for i, r in zip(image_ids, results)]
 
 
 def write_results(path: str | os.PathLike, rows: list[dict]) -> None:

@@ -18,7 +18,7 @@ from ..config import REWARDS, CaptionConfig, CaptionTrainConfig
 from ..data.images import ImageSet, caption_targets, center_crop
 from ..data.loader import batches, source
 from ..device import default_device
-from ..errors import OptionError
+from ..errors import CheckpointError, OptionError
 from ..image.captioner import Captioner
 from ..metrics.evaluate import evaluate_captions, selection_score, summary
 from ..search import DecodeOptions
@@ -59,6 +59,10 @@ def train_captioner(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set
         val_options = DecodeOptions(beam_size=cfg.eval_beam)
     except OptionError as e:
         raise OptionError("eval_beam", e.problem) from None
+    if cfg.workers < 0:
+        raise OptionError("workers", f"must be at least 0, got {cfg.workers}")
+    if cfg.max_words is not None and cfg.max_words < 1:
+        raise OptionError("max_words", f"must be at least 1, got {cfg.max_words}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = next(model.parameters()).device
@@ -77,7 +81,10 @@ def train_captioner(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set
     first_epoch, best = 1, float("-inf")
     if resume and last_path(out).is_file():
         state = checkpoint.load(last_path(out), kind="captioner")
-        model.load_state_dict(state["state_dict"])
+        missing, unexpected = model.load_state_dict(state["state_dict"], strict=False)
+        if unexpected or any(not (state["external"] and k.startswith(checkpoint.TRUNK)) for k in missing):
+            raise CheckpointError(f"{last_path(out)}: does not match this model (missing {missing[:3]}, "
+                                  f"unexpected {unexpected[:3]})")
         opt.load_state_dict(state["meta"]["optimizer"])
         sched.load_state_dict(state["meta"]["scheduler"])
         gen.set_state(state["meta"]["generator"])
