@@ -4,7 +4,6 @@ and never prints."""
 from __future__ import annotations
 
 EXIT_INPUT = 1     # a bad file, value or option
-EXIT_USAGE = 2     # argparse's own status for a malformed command line
 
 
 class CaptionError(Exception):
