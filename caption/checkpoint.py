@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from .config import CaptionConfig
 from .errors import CheckpointError
-from .fileio import atomic_write
+from .fileio import atomic_write, regular_file
 
 FORMAT_VERSION = 3
 
@@ -79,9 +79,7 @@ MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3}   #
 
 def load(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
     """The payload, migrated to FORMAT_VERSION; CheckpointError naming the file otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+    path = regular_file(path, "checkpoint file", CheckpointError)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for foreign or truncated files
@@ -136,9 +134,7 @@ def load_weights_into(module: nn.Module, path: str | os.PathLike, what: str) -> 
     """Foreign weights (a plain state_dict file, e.g. torchvision's ImageNet weights, or one under
     "state_dict") into `module`; returns the file's sha256. CheckpointError naming the file when it
     is missing or not `what`."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such encoder weights file")
+    path = regular_file(path, "encoder weights file", CheckpointError)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         module.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)

@@ -27,5 +27,9 @@ class DataError(CaptionError):
     """A data file that cannot be used; the message names the file (and line or entry)."""
 
 
+class OutputError(CaptionError):
+    """An output path that must not or cannot be written (a directory, a FIFO, a device, no permission)."""
+
+
 class CheckpointError(CaptionError):
     """A file that is not a usable caption checkpoint, or foreign weights that do not fit."""

@@ -89,6 +89,9 @@ def cmd_evaluate(args) -> int:
     options = decode_options(args)
     if args.workers < 0:
         raise InputError(f"--workers must be at least 0, got {args.workers}")
+    if args.results:
+        from ..fileio import output_path
+        output_path(args.results)
     rows, paths = [], args.model or [None]
     for path in paths:
         model = load(path)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..checkpoint import default_checkpoint
 from ..errors import EXIT_INPUT, InputError
+from ..fileio import folder, output_path, save_png
 from .flags import add_decode_flags, decode_options
 
 DEMO_SEED = 7     # scenes no split uses (train 0, val 1, test 2)
@@ -73,6 +74,8 @@ def cmd_predict(args) -> int:
     options = decode_options(args)
     if args.samples < 1 or (args.samples > 1 and args.hard_mode != "sample"):
         raise InputError("--samples N (N >= 1) needs --hard-mode sample when N > 1")
+    if args.coco_results:
+        output_path(args.coco_results)
     model = _model(args.model)
     size, crop = model.config.image_size, center_crop(model.config)
     good, status = [], 0
@@ -123,6 +126,7 @@ def cmd_visualize(args) -> int:
     from ..data.images import read_image
     from ..viz.overlay import overlay
     options = decode_options(args)
+    output_path(args.out)
     model = _model(args.model)
     image = read_image(args.image)                       # the picture the figure shows
     result = model.caption(args.image, options=options)  # read as every other command reads it
@@ -137,12 +141,13 @@ def cmd_demo(args) -> int:
     options = decode_options(args)
     if args.n < 1:
         raise InputError(f"--n must be at least 1, got {args.n}")
+    folder(args.out)
     model = _model(args.model)
     scenes = [make_scene(args.scene_seed, i, model.config.image_size) for i in range(args.n)]
     results = model.caption([s.image for s in scenes], options=options)
     args.out.mkdir(parents=True, exist_ok=True)
     for i, (scene, r) in enumerate(zip(scenes, results)):
-        scene.image.save(args.out / f"scene-{i}.png")
+        save_png(scene.image, args.out / f"scene-{i}.png")
         fig = overlay(scene.image, r, args.out / f"scene-{i}-attention.png")
         print(f"scene-{i}.png: {r.text}\n    reference: {scene.captions[0]}\n    figure: {fig}")
     return 0
@@ -152,6 +157,7 @@ def cmd_compare(args) -> int:
     from ..data.images import read_image
     from ..viz.overlay import compare as figure
     options = decode_options(args)
+    output_path(args.out)
     soft_path, hard_path = args.models or (None, default_checkpoint("scenes-hard.pt"))
     soft, hard = _model(soft_path), _model(hard_path)
     images = [read_image(p) for p in args.images]       # the pictures the figure shows

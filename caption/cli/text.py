@@ -110,7 +110,9 @@ def cmd_translate(args) -> int:
 
 
 def cmd_attention(args) -> int:
+    from ..fileio import output_path
     from ..viz.heatmap import attention_heatmap
+    output_path(args.out)
     translator = _load_translator(args.model)
     source = translator.check(args.source)
     [(text, att)] = translator.translate([source], with_attention=True)
@@ -121,8 +123,10 @@ def cmd_attention(args) -> int:
 
 def cmd_generate(args) -> int:
     from ..text.data import format_lines, generate
+    from ..fileio import atomic_write, output_path
+    output_path(args.out)
     lines = format_lines(generate(args.task, args.n, args.seed))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with atomic_write(args.out) as tmp:
+        Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {len(lines)} {args.task} examples to {args.out}")
     return 0

@@ -120,6 +120,8 @@ def cmd_features(args) -> int:
     if args.dataset == "scenes":
         raise InputError("caption features reads images from disk: give --dataset coco, karpathy, flickr8k or folder "
                          "(the built-in scenes train the built-in CNN)")
+    from ..fileio import folder
+    folder(args.out)
     splits = args.split or ["train", "val"]
     if args.dataset == "folder" and ("test" in splits or ("val" in splits and not args.val_data)):
         raise InputError("--dataset folder has one captions file per split: --data for train, --val-data for val")

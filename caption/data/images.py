@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Union
 
 import torch
@@ -14,6 +13,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from ..errors import InputError
+from ..fileio import regular_file, shown
 from ..vocab import Vocab
 
 ImageLike = Union[str, os.PathLike, Image.Image, Tensor]
@@ -71,16 +71,18 @@ def open_image(path: str | os.PathLike, size: int | None = None) -> Image.Image:
     """A file as an upright RGB image (EXIF orientation applied). With `size`, a JPEG is decoded at
     the smallest scale that still covers size x size (bounded memory, faster); InputError naming
     the file when it cannot be read."""
-    path = Path(path)
+    path = regular_file(path, "image file")       # a FIFO or device would block or never end
     try:
         with Image.open(path) as im:
             if size:
                 im.draft("RGB", (size, size))
             return ImageOps.exif_transpose(im).convert("RGB")
     except FileNotFoundError:
-        raise InputError(f"{path}: no such image file") from None
-    except (OSError, UnidentifiedImageError, SyntaxError) as e:
-        raise InputError(f"{path}: not a readable image ({type(e).__name__})") from None
+        raise InputError(f"{shown(path)}: no such image file") from None
+    except Image.DecompressionBombError as e:
+        raise InputError(f"{shown(path)}: refused as a decompression bomb ({e})") from None
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+        raise InputError(f"{shown(path)}: not a readable image ({type(e).__name__})") from None
 
 
 def load_image(path: str | os.PathLike, size: int, crop: bool = False) -> Tensor:

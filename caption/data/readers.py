@@ -11,6 +11,7 @@ loader reads the files) and one summary line (images, captions, what was skipped
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
+from ..fileio import regular_file
 from .images import ImageSet
 from .text import caption_tokens
 
@@ -26,8 +28,7 @@ DATASETS = ("scenes", "folder", "coco", "karpathy", "flickr8k")
 
 
 def _json(path: Path) -> dict:
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
+    regular_file(path, "file", DataError)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
@@ -52,13 +53,16 @@ def _build(name: str, entries: Iterable[tuple[int, Path, list[str], list[dict], 
             skipped["images without captions"] += 1
             continue
         if check or size is None:
+            if not os.path.isfile(file):
+                skipped["missing image files" if not os.path.lexists(file) else "not regular files"] += 1
+                continue
             try:
                 with Image.open(file) as im:     # the header only: cheap, and it proves an image
                     size = size or im.size
             except FileNotFoundError:
                 skipped["missing image files"] += 1
                 continue
-            except (OSError, UnidentifiedImageError) as e:
+            except (OSError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError) as e:
                 skipped[f"unreadable images ({type(e).__name__})"] += 1
                 continue
         ids.append(image_id)

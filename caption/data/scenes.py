@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
-from ..fileio import atomic_write
+from ..fileio import atomic_write, folder, save_png
 from .images import ImageSet, image_tensor
 from .text import caption_tokens
 
@@ -215,13 +215,13 @@ def make_scene(seed: int, index: int, image_size: int = 112) -> Scene:
 def write_scenes(out: str | os.PathLike, n: int, seed: int, image_size: int = 112, progress: bool = False) -> Path:
     """Write n scenes and captions.json (COCO format); returns the JSON's path."""
     from tqdm import tqdm
-    out = Path(out)
+    out = folder(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for i in tqdm(range(n), desc="scenes", disable=not progress):
         scene = make_scene(seed, i, image_size)
         name = f"images/{i:06d}.png"
-        scene.image.save(out / name)
+        save_png(scene.image, out / name)
         images.append({"id": i, "file_name": name, "width": image_size, "height": image_size,
                        "objects": [asdict(o) for o in scene.objects]})
         for caption, mentions in zip(scene.captions, scene.mentions):

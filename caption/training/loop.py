@@ -18,7 +18,8 @@ from ..config import REWARDS, CaptionConfig, CaptionTrainConfig
 from ..data.images import ImageSet, caption_targets, center_crop
 from ..data.loader import batches, source
 from ..device import default_device
-from ..errors import CheckpointError, OptionError
+from ..errors import CheckpointError, InputError, OptionError
+from ..fileio import output_path, run_lock, shown
 from ..image.captioner import Captioner
 from ..metrics.evaluate import evaluate_captions, selection_score, summary
 from ..search import DecodeOptions
@@ -53,6 +54,17 @@ def train_captioner(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set
     `select` rates best at `out` and the state to resume at `last_path(out)`. Images stream from
     memory or from their files (`cfg.workers` processes); with `features` ({"train", "val"}: a
     frozen backbone's cached features, (B, L, D) each) the backbone never runs."""
+    output_path(out)
+    output_path(last_path(out))
+    if resume and not last_path(out).is_file():
+        raise InputError(f"{shown(last_path(out))}: nothing to resume from; leave out --resume to start a fresh run")
+    with run_lock(out):
+        return _train(model, vocab, train_set, val_set, cfg, out, resume, progress, log, select, features)
+
+
+def _train(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSet, cfg: CaptionTrainConfig,
+           out: str | Path, resume: bool, progress: bool, log: Callable[[str], None],
+           select: Callable[[dict], float], features: dict[str, torch.Tensor] | None) -> list[dict]:
     if cfg.reward not in REWARDS:
         raise ValueError(f"reward must be one of {REWARDS}, got {cfg.reward!r}")
     try:
@@ -79,7 +91,7 @@ def train_captioner(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set
     opt, sched = adam_with_linear_decay(model.parameters(), cfg.lr, cfg.lr_final, cfg.epochs * steps_per_epoch)
     history: list[dict] = []
     first_epoch, best = 1, float("-inf")
-    if resume and last_path(out).is_file():
+    if resume:
         state = checkpoint.load(last_path(out), kind="captioner")
         missing, unexpected = model.load_state_dict(state["state_dict"], strict=False)
         if unexpected or any(not (state["external"] and k.startswith(checkpoint.TRUNK)) for k in missing):

@@ -1,0 +1,154 @@
+"""Bad inputs and outputs, written by the tests: each one gets one line naming it, nothing hangs, the
+good items of a batch are still done, and nothing that is not a regular file is ever written over."""
+import io
+import json
+import os
+import struct
+import zlib
+
+import pytest
+from PIL import Image
+
+from caption import checkpoint
+from caption.api import load
+from caption.cli import main
+from caption.data.readers import read_folder
+from caption.errors import CheckpointError, InputError, OutputError
+from caption.fileio import atomic_write, run_lock
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs (POSIX)")
+
+
+def bomb_png(path):
+    """A valid PNG whose header claims 40000 x 40000 pixels."""
+    buf = io.BytesIO()
+    Image.new("L", (1, 1)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    data[16:24] = struct.pack(">II", 40000, 40000)                      # IHDR width, height
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))    # the chunk's CRC
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.fixture()
+def corpus(tmp_path):
+    good = tmp_path / "good.png"
+    Image.new("RGB", (40, 30), (200, 40, 40)).save(good)
+    bad = {"missing": tmp_path / "missing.png", "directory": tmp_path / "adir", "fifo": tmp_path / "fifo.png",
+           "text": tmp_path / "notes.png", "empty": tmp_path / "empty.png", "truncated": tmp_path / "cut.png",
+           "bomb": bomb_png(tmp_path / "bomb.png"), "escape": tmp_path / "esc\x1b[31mape.png"}
+    bad["directory"].mkdir()
+    os.mkfifo(bad["fifo"])
+    bad["text"].write_text("hello")
+    bad["empty"].write_bytes(b"")
+    bad["truncated"].write_bytes(good.read_bytes()[:60])
+    bad["escape"].write_text("not an image")
+    return good, bad
+
+
+EXPECTED = {"missing": "no such image file", "directory": "is a directory, not a regular file",
+            "fifo": "is a FIFO, not a regular file", "text": "not a readable image (UnidentifiedImageError)",
+            "empty": "not a readable image (UnidentifiedImageError)", "truncated": "not a readable image",
+            "bomb": "refused as a decompression bomb", "escape": "not a readable image"}
+
+
+def test_a_predict_batch_reports_every_bad_image_and_captions_the_good_ones(corpus, model_path, capsys):
+    good, bad = corpus
+    args = [str(good)] + [str(p) for p in bad.values()] + [str(good)]
+    assert main(["predict", *args, "--model", str(model_path), "--beam", "1"]) == 1
+    out, err = capsys.readouterr()
+    lines = out.split("\n")[:-1]
+    caption_ = load(model_path).caption(str(good), beam_size=1).text
+    assert lines == [caption_] + [""] * len(bad) + [caption_]
+    errors = err.splitlines()
+    assert len(errors) == len(bad)
+    for line, (kind, path) in zip(errors, bad.items()):
+        assert line.startswith("caption: error: ") and EXPECTED[kind] in line, (kind, line)
+    assert "\x1b" not in err and "esc\\x1b[31mape.png" in errors[-1]        # a terminal escape is shown, not run
+
+
+@pytest.mark.parametrize("kind", list(EXPECTED))
+def test_the_api_raises_one_input_error_per_kind(corpus, model_path, kind):
+    _, bad = corpus
+    with pytest.raises(InputError, match=EXPECTED[kind].replace("(", r"\(").replace(")", r"\)")):
+        load(model_path).caption(bad[kind])
+
+
+def test_a_data_set_skips_fifos_and_bombs_and_says_so(corpus, tmp_path):
+    good, bad = corpus
+    entries = [{"id": i, "file_name": p.name} for i, p in enumerate([good, bad["fifo"], bad["bomb"], bad["missing"]])]
+    anns = [{"id": i, "image_id": i, "caption": "a red square"} for i in range(4)]
+    (tmp_path / "captions.json").write_text(json.dumps({"images": entries, "annotations": anns}))
+    lines = []
+    data = read_folder(tmp_path, lines.append)
+    assert data.names == [str(good)]
+    assert lines == [f"{tmp_path}: 1 images, 1 captions; skipped missing image files 1, not regular files 1, "
+                     "unreadable images (DecompressionBombError) 1"]
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_an_output_that_is_not_a_regular_file_is_refused_and_left_as_it_was(corpus, model_path, tmp_path, kind, capsys):
+    good, bad = corpus
+    target = bad[kind]
+    before = os.stat(target).st_mode
+    assert main(["visualize", str(good), "--model", str(model_path), "--out", str(target)]) == 1
+    assert capsys.readouterr().err.startswith(f"caption: error: {target}: is a")
+    assert os.stat(target).st_mode == before
+    with pytest.raises(OutputError):
+        checkpoint.save(target, "captioner", load(model_path, device="cpu").model, ["<pad>"])
+    assert os.stat(target).st_mode == before
+
+
+def test_a_link_is_followed_to_its_target_and_stays_a_link(tmp_path, model_path):
+    (tmp_path / "real.png").write_bytes(b"old")
+    (tmp_path / "link.png").symlink_to(tmp_path / "real.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "in.png")
+    assert main(["visualize", str(tmp_path / "in.png"), "--model", str(model_path),
+                 "--out", str(tmp_path / "link.png")]) == 0
+    assert (tmp_path / "link.png").is_symlink()
+    with Image.open(tmp_path / "real.png") as im:
+        assert im.format == "PNG"
+
+
+def test_a_killed_writes_temporary_file_is_removed_by_the_next_write(tmp_path):
+    stale = tmp_path / ".out.bin.abc123.tmp"
+    stale.write_bytes(b"half of a checkpoint")
+    with atomic_write(tmp_path / "out.bin") as tmp:
+        open(tmp, "wb").write(b"new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+
+
+def test_a_checkpoint_that_is_a_fifo_is_one_line(tmp_path):
+    os.mkfifo(tmp_path / "m.pt")
+    with pytest.raises(CheckpointError, match=r"m\.pt: is a FIFO, not a regular file"):
+        load(tmp_path / "m.pt")
+
+
+TRAIN = ["--train-size", "4", "--val-size", "2", "--epochs", "1", "--pretrain-epochs", "0", "--feature-dim", "8",
+         "--embed-dim", "8", "--hidden-dim", "8", "--attn-dim", "8", "--quiet"]
+
+
+def test_resume_with_nothing_to_resume_refuses_and_keeps_the_trained_model(tmp_path, capsys):
+    out = tmp_path / "m.pt"
+    out.write_bytes(b"a trained model")
+    assert main(["train", "--out", str(out), "--resume", *TRAIN]) == 1
+    assert capsys.readouterr().err == (f"caption: error: {tmp_path / 'm.last.pt'}: nothing to resume from; "
+                                       "leave out --resume to start a fresh run\n")
+    assert out.read_bytes() == b"a trained model"
+
+
+def test_a_second_run_on_the_same_out_is_refused_and_a_stale_lock_is_taken_over(tmp_path, capsys):
+    out = tmp_path / "m.pt"
+    with run_lock(out):
+        assert main(["train", "--out", str(out), *TRAIN]) == 1
+        assert f"another run (process {os.getpid()}) is writing it" in capsys.readouterr().err
+    assert not (tmp_path / "m.pt.lock").exists() and not out.exists()
+    (tmp_path / "m.pt.lock").write_text("999999999")                     # a process that does not exist
+    assert main(["train", "--out", str(out), *TRAIN]) == 0
+    assert out.is_file() and not (tmp_path / "m.pt.lock").exists()
+
+
+def test_train_refuses_an_out_that_is_a_directory_before_any_work(tmp_path, capsys):
+    (tmp_path / "d").mkdir()
+    assert main(["train", "--out", str(tmp_path / "d"), *TRAIN]) == 1
+    assert capsys.readouterr().err == f"caption: error: {tmp_path / 'd'}: is a directory; refusing to write over it\n"
