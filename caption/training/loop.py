@@ -24,6 +24,7 @@ from ..image.captioner import Captioner
 from ..metrics.evaluate import evaluate_captions, selection_score, summary
 from ..search import DecodeOptions
 from ..vocab import Vocab
+from . import rng
 from .objectives import objective
 from .optim import adam_with_linear_decay, optimizer_step
 
@@ -99,7 +100,10 @@ def _train(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSe
                                   f"unexpected {unexpected[:3]})")
         opt.load_state_dict(state["meta"]["optimizer"])
         sched.load_state_dict(state["meta"]["scheduler"])
-        gen.set_state(state["meta"]["generator"])
+        if "rng" in state["meta"]:
+            rng.restore(state["meta"]["rng"], gen)
+        else:    # saved before every generator was kept: the batch order at least
+            gen.set_state(state["meta"]["generator"])
         first_epoch, best = state["meta"]["epoch"] + 1, state["meta"]["best"]
         history = list(state["meta"]["history"])
         log(f"resumed from {last_path(out)} after epoch {first_epoch - 1}")
@@ -146,5 +150,6 @@ def _train(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSe
                             meta={"epoch": epoch, "val": scores, "train": asdict(cfg)})
         checkpoint.save(last_path(out), "captioner", model, vocab.itos, meta={
             "epoch": epoch, "best": best, "history": history, "train": asdict(cfg),
-            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state()})
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state(),
+            "rng": rng.capture(gen)})
     return history
