@@ -60,7 +60,12 @@ class CaptionModel:
         if external and model.encoder.weights_sha256 != external["sha256"]:
             raise CheckpointError(f"{name}: {external['trunk']} is not the backbone it was trained with "
                                   f"(sha256 differs)")
-        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+        checkpoint.check_state(payload["state_dict"], name)
+        try:
+            missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+        except RuntimeError as e:      # a tensor of another shape, e.g. a vocabulary that does not fit
+            raise CheckpointError(f"{name}: the state_dict does not match its config and vocabulary "
+                                  f"({_first_mismatch(str(e))})") from None
         if unexpected or any(not (external and k.startswith(checkpoint.TRUNK)) for k in missing):
             raise CheckpointError(f"{name}: the state_dict does not match its config "
                                   f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
@@ -112,6 +117,11 @@ class CaptionModel:
                 locations = None if h.location is None else [divmod(int(i), gw) for i in h.location]
                 out.append(CaptionResult(" ".join(words), words, att, h.score, locations))
         return out
+
+
+def _first_mismatch(message: str) -> str:
+    lines = [line.strip() for line in message.splitlines() if "size mismatch" in line]
+    return (lines[0] if lines else message.splitlines()[0])[:200]
 
 
 def _backbone_file(external: dict, name: str) -> str | None:

@@ -101,12 +101,24 @@ def load(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
     return payload
 
 
+def check_state(state: dict, name: str) -> None:
+    """CheckpointError when a state_dict is not a mapping of names to finite tensors."""
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise CheckpointError(f"{name}: the state_dict is not a mapping of names to tensors")
+    for k, v in state.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise CheckpointError(f"{name}: {k} holds NaN or inf; the model cannot be used")
+
+
 def parts(payload: dict, config_cls, name: str):
     """(config, Vocab) of a loaded payload; CheckpointError naming the file when either is bad."""
-    from .config import from_dict
+    from .config import check, from_dict
     from .vocab import Vocab
     try:
-        return from_dict(config_cls, payload["config"]), Vocab(payload["vocab"])
+        config = from_dict(config_cls, payload["config"])
+        check(config)
+        return config, Vocab(payload["vocab"])
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{name}: a broken {payload.get('kind')} checkpoint ({type(e).__name__}: {e})") from None
 

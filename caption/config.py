@@ -129,6 +129,57 @@ class CaptionTrainConfig:
                                      "per number of words left (to-go: unbiased, less variance)", REWARDS)
 
 
+def _whole(low: int, high: int | None = None, none_ok: bool = False):
+    def ok(v):
+        if v is None:
+            return none_ok
+        return isinstance(v, int) and not isinstance(v, bool) and v >= low and (high is None or v <= high)
+    what = f"a whole number >= {low}" if high is None else f"a whole number from {low} to {high}"
+    return ok, what + (" (or unset)" if none_ok else "")
+
+
+def _real(low: float, high: float | None = None, low_open: bool = False, high_open: bool = False):
+    def ok(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:       # v != v: NaN
+            return False
+        above = v > low if low_open else v >= low
+        below = high is None or (v < high if high_open else v <= high)
+        return above and below
+    left, right = "(" if low_open else "[", ")" if high_open or high is None else "]"
+    return ok, f"a number in {left}{low}, {'inf' if high is None else high}{right}"
+
+
+SIZE, COUNT, POSITIVE, RATE = _whole(1, 1 << 16), _whole(1), _real(0, low_open=True), _real(0, 1)
+# What each field may hold; `check` applies it once, before any work.
+RANGES: dict[str, tuple] = {
+    "embed_dim": SIZE, "hidden_dim": SIZE, "decoder_dim": _whole(1, 1 << 16, True), "num_layers": _whole(1, 16),
+    "attn_dim": _whole(1, 1 << 16, True), "window": _whole(0, 1000), "dropout": _real(0, 1, high_open=True),
+    "max_source_len": _whole(1, 100000), "max_target_len": _whole(1, 100000), "epochs": _whole(1, 100000),
+    "batch_size": _whole(1, 1 << 20), "lr": POSITIVE, "lr_final": POSITIVE, "weight_decay": _real(0),
+    "clip": POSITIVE, "seed": _whole(0), "eval_batch_size": COUNT, "threads": _whole(1, 1024, True),
+    "image_size": _whole(16, 4096), "feature_dim": SIZE, "grid": _whole(1, 64, True), "alpha_c": _real(0),
+    "max_len": _whole(2, 1000), "captions_per_image": _whole(0, None, True), "train_size": COUNT,
+    "val_size": COUNT, "min_count": _whole(1, None, True), "max_words": _whole(1, None, True),
+    "workers": _whole(0, 256), "pretrain_epochs": _whole(0, 1000), "eval_beam": _whole(1, 100),
+    "reinforce_weight": _real(0), "entropy_weight": _real(0), "baseline_decay": RATE, "expected_prob": RATE,
+    "expected_warmup": _whole(0),
+}
+
+
+def check(config) -> None:
+    """OptionError naming the first field outside its range or choices (NaN, a bool, a float for a count)."""
+    from .errors import OptionError
+    for f in fields(config):
+        value = getattr(config, f.name)
+        choices = f.metadata.get("choices")
+        if choices and value is not None and value not in choices:
+            raise OptionError(f.name, f"must be one of {', '.join(choices)}, got {value!r}")
+        if f.name in RANGES:
+            ok, what = RANGES[f.name]
+            if not ok(value):
+                raise OptionError(f.name, f"must be {what}, got {value!r}")
+
+
 def from_dict(cls: type[C], data: dict[str, Any]) -> C:
     """The config saved by asdict; a field missing from `data` (newer than the file) keeps its default."""
     names = {f.name for f in fields(cls)}

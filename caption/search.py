@@ -22,6 +22,7 @@ from .errors import OptionError
 
 StepFn = Callable[[Tensor, Any, Any], "tuple[Tensor, Any, dict[str, Tensor] | None]"]
 HARD_MODES = ("expected", "argmax", "sample")
+MAX_BEAM = 100      # B * K rows decode together; beyond this memory, not quality, is what grows
 
 
 def _meta(help: str, flag: str, choices: tuple | None = None) -> dict:
@@ -43,6 +44,8 @@ class DecodeOptions:
     def __post_init__(self):
         if not _is_int(self.beam_size) or isinstance(self.beam_size, bool) or self.beam_size < 1:
             raise OptionError("beam_size", f"must be at least 1, got {self.beam_size}")
+        if self.beam_size > MAX_BEAM:
+            raise OptionError("beam_size", f"must be at most {MAX_BEAM}, got {self.beam_size}")
         if self.hard_mode not in HARD_MODES:
             raise OptionError("hard_mode", f"must be one of {HARD_MODES}, got {self.hard_mode!r}")
         if self.max_len is not None and (not _is_int(self.max_len) or self.max_len < 1):

@@ -109,7 +109,7 @@ def test_predict_draws_reproducible_samples_from_a_hard_model(hard_path, images,
 def test_a_bad_training_option_names_its_own_flag_before_any_work(tmp_path, capsys):
     assert main(["train", "--eval-beam", "0", "--train-size", "4", "--val-size", "2", "--epochs", "1",
                  "--pretrain-epochs", "0", "--out", str(tmp_path / "m.pt"), "--quiet"]) == 1
-    assert capsys.readouterr().err == "caption: error: --eval-beam must be at least 1, got 0\n"
+    assert capsys.readouterr().err == "caption: error: --eval-beam must be a whole number from 1 to 100, got 0\n"
     assert not (tmp_path / "m.pt").exists()
 
 

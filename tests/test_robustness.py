@@ -7,13 +7,14 @@ import struct
 import zlib
 
 import pytest
+import torch
 from PIL import Image
 
 from caption import checkpoint
 from caption.api import load
 from caption.cli import main
 from caption.data.readers import read_folder
-from caption.errors import CheckpointError, InputError, OutputError
+from caption.errors import CheckpointError, DataError, InputError, OutputError
 from caption.fileio import atomic_write, run_lock
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs (POSIX)")
@@ -152,3 +153,86 @@ def test_train_refuses_an_out_that_is_a_directory_before_any_work(tmp_path, caps
     (tmp_path / "d").mkdir()
     assert main(["train", "--out", str(tmp_path / "d"), *TRAIN]) == 1
     assert capsys.readouterr().err == f"caption: error: {tmp_path / 'd'}: is a directory; refusing to write over it\n"
+
+
+@pytest.mark.parametrize("flag, value", [("--batch-size", "0"), ("--batch-size", "-4"), ("--lr", "0"),
+                                         ("--lr", "nan"), ("--max-len", "0"), ("--dropout", "1.5"),
+                                         ("--epochs", "0"), ("--image-size", "4"), ("--expected-prob", "2"),
+                                         ("--workers", "-1"), ("--eval-beam", "100000"), ("--clip", "-1")])
+def test_every_bad_training_number_is_one_line_naming_its_flag_before_any_work(tmp_path, capsys, flag, value):
+    assert main(["train", "--out", str(tmp_path / "m.pt"), *TRAIN, flag, value]) == 1
+    err = capsys.readouterr().err
+    got = repr(float(value)) if flag in ("--lr", "--dropout", "--expected-prob", "--clip") else value
+    assert err.startswith(f"caption: error: {flag} must be ") and err.endswith(f", got {got}\n"), err
+    assert err.count("\n") == 1 and not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("args, message", [(["--beam", "100000"], "--beam must be at most 100, got 100000"),
+                                           (["--hard-mode", "sample", "--samples", "1000"],
+                                            "--samples must be at most 100, got 1000")])
+def test_decoding_limits_are_one_line(model_path, corpus, capsys, args, message):
+    good, _ = corpus
+    assert main(["predict", str(good), "--model", str(model_path), *args]) == 1
+    assert capsys.readouterr().err == f"caption: error: {message}\n"
+
+
+@pytest.mark.parametrize("tensor, message", [
+    (torch.full((3, 8, 8), float("nan")), "must be finite"), (torch.full((3, 8, 8), 2.0), "must be in \\[0, 1\\]"),
+    (torch.ones(3, 8, 8, dtype=torch.bool), "got torch.bool"), (torch.ones(3, 8, 8, dtype=torch.complex64), "complex"),
+    (torch.full((3, 8, 8), 300), "must be in 0..255"), (torch.full((3, 8, 8), -1), "must be in 0..255"),
+    (torch.zeros(3, 0, 0), "must have pixels"), (torch.zeros(1, 8, 8), "a \\(3, height, width\\) tensor")])
+def test_the_api_checks_tensors(model_path, tensor, message):
+    with pytest.raises(InputError, match=message):
+        load(model_path).caption(tensor)
+    # integers within 0..255 of any integer type are fine
+    assert load(model_path).caption(torch.full((3, 8, 8), 120, dtype=torch.int64)).words is not None
+
+
+def test_a_checkpoint_with_a_wrong_shape_nan_weights_or_a_bad_config_is_one_line(tmp_path, model_path):
+    payload = torch.load(model_path, weights_only=True)
+    cases = {}
+    p = {**payload, "state_dict": dict(payload["state_dict"])}
+    p["state_dict"]["decoder.out.weight"] = torch.zeros(3, 3)
+    cases["shape"] = (p, "does not match its config and vocabulary")
+    p = {**payload, "vocab": payload["vocab"] + ["extra"]}
+    cases["vocab"] = (p, "does not match its config and vocabulary")
+    p = {**payload, "state_dict": dict(payload["state_dict"])}
+    p["state_dict"]["decoder.out.bias"] = torch.full_like(payload["state_dict"]["decoder.out.bias"], float("nan"))
+    cases["nan"] = (p, "decoder.out.bias holds NaN or inf")
+    p = {**payload, "config": {**payload["config"], "hidden_dim": "big"}}
+    cases["type"] = (p, "hidden_dim must be a whole number")
+    p = {**payload, "state_dict": {"x": 1}}
+    cases["not tensors"] = (p, "not a mapping of names to tensors")
+    for name, (p, message) in cases.items():
+        torch.save(p, tmp_path / f"{name}.pt")
+        with pytest.raises(CheckpointError, match=message):
+            load(tmp_path / f"{name}.pt")
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"images": [{"id": 1, "file_name": "a.png"}, {"id": 1, "file_name": "b.png"}], "annotations": []},
+     "image id 1 appears more than once"),
+    ({"images": [{"id": 1}], "annotations": []}, "not a COCO captions file"),
+    ({"images": {"id": 1}, "annotations": []}, "not a COCO captions file"),
+    ({"images": [{"id": 1, "file_name": 5}], "annotations": []}, "not a COCO captions file"),
+    ({"images": [{"id": [1], "file_name": "a.png"}], "annotations": []}, "not a COCO captions file"),
+    ({"images": [], "annotations": [{"caption": "x"}]}, "not a COCO captions file"),
+    ([1, 2], "expected a JSON object"),
+])
+def test_malformed_coco_files_are_one_line(tmp_path, data, message):
+    (tmp_path / "captions.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match=message):
+        read_folder(tmp_path, lambda s: None)
+
+
+def test_deeply_nested_json_and_odd_captions(tmp_path, corpus):
+    (tmp_path / "captions.json").write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(DataError, match="not JSON"):
+        read_folder(tmp_path, lambda s: None)
+    good, _ = corpus
+    anns = [{"image_id": 0, "caption": c} for c in (5, None, ["a"], "  ... !", "a red square")]
+    (tmp_path / "captions.json").write_text(json.dumps({"images": [{"id": 0, "file_name": good.name}],
+                                                        "annotations": anns}))
+    lines = []
+    data = read_folder(tmp_path, lines.append)
+    assert data.texts == [["a red square"]] and "empty captions 4" in lines[0]

@@ -39,11 +39,14 @@ def add_config_flags(p: argparse.ArgumentParser, cls) -> None:
 
 
 def config_from(cls, args: argparse.Namespace):
+    """The config with the flags given; every field checked (`config.check`) before any work."""
+    from ..config import check
     cfg = cls()
     for f in fields(cls):
         value = getattr(args, f.name, None)
         if value is not None:
             setattr(cfg, f.name, value)
+    check(cfg)
     return cfg
 
 

@@ -74,6 +74,8 @@ def cmd_predict(args) -> int:
     options = decode_options(args)
     if args.samples < 1 or (args.samples > 1 and args.hard_mode != "sample"):
         raise InputError("--samples N (N >= 1) needs --hard-mode sample when N > 1")
+    if args.samples > 100:
+        raise InputError(f"--samples must be at most 100, got {args.samples}")
     if args.coco_results:
         output_path(args.coco_results)
     model = _model(args.model)

@@ -107,8 +107,24 @@ def as_uint8(image: ImageLike, size: int, crop: bool = False) -> Tensor:
         raise InputError(f"an image must be a path, a PIL image or a (3, height, width) tensor, got "
                          f"{type(image).__name__}{tuple(image.shape) if isinstance(image, Tensor) else ''}")
     x = image.detach().cpu()
+    shape = tuple(x.shape)
+    if min(shape[1:]) < 1:
+        raise InputError(f"an image tensor must have pixels, got shape {shape}")
+    if x.dtype == torch.bool or x.is_complex():
+        raise InputError(f"an image tensor must be uint8, another integer type in 0..255, or float in [0, 1]; "
+                         f"got {x.dtype}")
     if x.is_floating_point():   # floats are taken as [0, 1]
-        x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+        if not bool(torch.isfinite(x).all()):
+            raise InputError(f"an image tensor must be finite, got NaN or inf in {shape}")
+        if float(x.min()) < 0 or float(x.max()) > 1:
+            raise InputError(f"a float image tensor must be in [0, 1], got values from {float(x.min()):.3g} "
+                             f"to {float(x.max()):.3g}")
+        x = (x * 255).round().to(torch.uint8)
+    elif x.dtype != torch.uint8:
+        if int(x.min()) < 0 or int(x.max()) > 255:
+            raise InputError(f"an integer image tensor must be in 0..255, got values from {int(x.min())} "
+                             f"to {int(x.max())}")
+        x = x.to(torch.uint8)
     if tuple(x.shape[1:]) != (size, size):
         x = torch.nn.functional.interpolate(x[None].float(), (size, size), mode="bilinear",
                                             align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)

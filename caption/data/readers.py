@@ -31,7 +31,7 @@ def _json(path: Path) -> dict:
     regular_file(path, "file", DataError)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise DataError(f"{path}: not JSON ({type(e).__name__}: {str(e)[:100]})") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object")
@@ -89,8 +89,16 @@ def read_coco_json(path: Path, images: Path, name: str, log: Callable[[str], Non
         entries = [(e["id"], images / e["file_name"], refs.get(e["id"], []), e.get("objects", []),
                     (e["width"], e["height"]) if "width" in e and "height" in e else None)
                    for e in data["images"]]
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, AttributeError) as e:
         raise DataError(f"{path}: not a COCO captions file ({type(e).__name__}: {e})") from None
+    ids = [e[0] for e in entries]
+    if not all(isinstance(i, (int, str)) and not isinstance(i, bool) for i in ids):
+        raise DataError(f"{path}: an image id is neither a number nor a string")
+    if len(set(ids)) != len(ids):
+        twice = next(i for i in ids if ids.count(i) > 1)
+        raise DataError(f"{path}: image id {twice!r} appears more than once; its captions would be mixed up")
+    if not all(isinstance(e[1].name, str) for e in entries):
+        raise DataError(f"{path}: a file_name is not a string")
     return _build(name, entries, log, Counter())
 
 

@@ -10,7 +10,7 @@ import torch
 from tqdm import tqdm
 
 from .. import checkpoint
-from ..config import Seq2SeqConfig, Seq2SeqTrainConfig
+from ..config import Seq2SeqConfig, Seq2SeqTrainConfig, check
 from ..device import default_device
 from ..search import DecodeOptions
 from ..training.optim import adam_with_linear_decay, optimizer_step
@@ -56,6 +56,7 @@ def train_translator(model: Seq2Seq, vocab: Vocab, train_pairs: list, test_pairs
                      log: Callable[[str], None] = print) -> list[EpochResult]:
     """Teacher-forced training with Adam, a linear learning-rate decay and gradient clipping;
     test accuracy after every epoch; the best model so far saved (atomically) to `out`."""
+    check(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -93,6 +94,7 @@ def train_translator(model: Seq2Seq, vocab: Vocab, train_pairs: list, test_pairs
 def build_translator(train_pairs: list, test_pairs: list, config: Seq2SeqConfig,
                      device: torch.device | None = None) -> tuple[Seq2Seq, Vocab]:
     """A fresh model sized for the data: the vocabulary and maximum lengths come from it."""
+    check(config)
     pairs = train_pairs + test_pairs
     vocab = char_vocab(pairs)
     config.max_source_len = max(len(s) for s, _ in pairs)

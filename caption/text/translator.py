@@ -23,6 +23,7 @@ class Translator:
     @classmethod
     def from_checkpoint(cls, payload: dict, name: str = "checkpoint") -> "Translator":
         config, vocab = checkpoint.parts(payload, Seq2SeqConfig, name)
+        checkpoint.check_state(payload.get("state_dict"), name)
         model = Seq2Seq(config, len(vocab))
         try:
             model.load_state_dict(payload["state_dict"])

@@ -14,11 +14,11 @@ from tqdm import tqdm
 
 from .. import checkpoint
 from ..api import CaptionModel
-from ..config import REWARDS, CaptionConfig, CaptionTrainConfig
+from ..config import REWARDS, CaptionConfig, CaptionTrainConfig, check
 from ..data.images import ImageSet, caption_targets, center_crop
 from ..data.loader import batches, source
 from ..device import default_device
-from ..errors import CheckpointError, InputError, OptionError
+from ..errors import CheckpointError, InputError
 from ..fileio import output_path, run_lock, shown
 from ..image.captioner import Captioner
 from ..metrics.evaluate import evaluate_captions, selection_score, summary
@@ -39,6 +39,7 @@ def build_captioner(train_set: ImageSet, config: CaptionConfig, min_count: int |
                     device: torch.device | str | None = None) -> tuple[Captioner, Vocab]:
     """A fresh captioner and the vocabulary of the training captions (None: min_count 1 on
     the built-in scenes, 5 on real data, as Karpathy's)."""
+    check(config)
     if min_count is None:
         min_count = 1 if train_set.images is not None else 5
     vocab = Vocab.build((w for caps in train_set.captions for w in caps), min_count)
@@ -55,6 +56,8 @@ def train_captioner(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set
     `select` rates best at `out` and the state to resume at `last_path(out)`. Images stream from
     memory or from their files (`cfg.workers` processes); with `features` ({"train", "val"}: a
     frozen backbone's cached features, (B, L, D) each) the backbone never runs."""
+    check(cfg)
+    check(model.config)
     output_path(out)
     output_path(last_path(out))
     if resume and not last_path(out).is_file():
@@ -68,14 +71,7 @@ def _train(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSe
            select: Callable[[dict], float], features: dict[str, torch.Tensor] | None) -> list[dict]:
     if cfg.reward not in REWARDS:
         raise ValueError(f"reward must be one of {REWARDS}, got {cfg.reward!r}")
-    try:
-        val_options = DecodeOptions(beam_size=cfg.eval_beam)
-    except OptionError as e:
-        raise OptionError("eval_beam", e.problem) from None
-    if cfg.workers < 0:
-        raise OptionError("workers", f"must be at least 0, got {cfg.workers}")
-    if cfg.max_words is not None and cfg.max_words < 1:
-        raise OptionError("max_words", f"must be at least 1, got {cfg.max_words}")
+    val_options = DecodeOptions(beam_size=cfg.eval_beam)     # eval_beam is in range: check(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = next(model.parameters()).device
