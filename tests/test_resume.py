@@ -41,3 +41,28 @@ def test_interrupted_and_resumed_equals_straight_bit_for_bit(tmp_path, attention
         assert torch.equal(a, b), k
     meta = checkpoint.load(last_path(tmp_path / "b.pt"))["meta"]
     assert meta["epoch"] == 3 and set(meta["rng"]) >= {"python", "numpy", "torch", "cuda", "batches"}
+
+
+def test_resume_refuses_a_run_that_differs_and_says_what(tmp_path):
+    from caption.errors import InputError
+    data, val = scene_set(8, "train", 48), scene_set(2, "val", 48)
+
+    def run(config, cfg, train=data):
+        torch.manual_seed(0)
+        model, vocab = build_captioner(train, config, device="cpu")
+        train_captioner(model, vocab, train, val, cfg, tmp_path / "m.pt", resume=True, progress=False,
+                        log=lambda s: None)
+
+    base, cfg = CaptionConfig(**SMALL), CaptionTrainConfig(epochs=1, batch_size=4, pretrain_epochs=0)
+    torch.manual_seed(0)
+    model, vocab = build_captioner(data, base, device="cpu")
+    train_captioner(model, vocab, data, val, cfg, tmp_path / "m.pt", progress=False, log=lambda s: None)
+    with pytest.raises(InputError, match=r"cannot resume.*--hidden-dim 16 -> 32"):
+        run(CaptionConfig(**{**SMALL, "hidden_dim": 32}), CaptionTrainConfig(epochs=2, batch_size=4, pretrain_epochs=0))
+    with pytest.raises(InputError, match=r"--lr 0\.002 -> 0\.01"):
+        run(base, CaptionTrainConfig(epochs=2, batch_size=4, pretrain_epochs=0, lr=0.01))
+    other = scene_set(8, "train", 48, seed=5)
+    with pytest.raises(InputError, match="the vocabulary|the training images or captions"):
+        run(base, CaptionTrainConfig(epochs=2, batch_size=4, pretrain_epochs=0), train=other)
+    run(base, CaptionTrainConfig(epochs=2, batch_size=4, pretrain_epochs=0))      # more epochs: fine
+    assert checkpoint.load(last_path(tmp_path / "m.pt"))["meta"]["epoch"] == 2

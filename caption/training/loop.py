@@ -4,6 +4,7 @@ best model kept, and a resumable state saved after every epoch. Both writes are 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -66,6 +67,39 @@ def train_captioner(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set
         return _train(model, vocab, train_set, val_set, cfg, out, resume, progress, log, select, features)
 
 
+# Training fields a resumed run may change: more epochs, and how the work is spread over the machine.
+RESUMABLE = {"epochs", "threads", "workers", "eval_beam"}
+
+
+def data_fingerprint(data: ImageSet) -> str:
+    """sha256 of the training images' names and captions, in order."""
+    h = hashlib.sha256()
+    for name, texts in zip(data.names, data.texts):
+        h.update(name.encode())
+        for t in texts:
+            h.update(b"\0" + t.encode())
+        h.update(b"\1")
+    return h.hexdigest()
+
+
+def _check_same_run(state: dict, model: Captioner, vocab: Vocab, cfg: CaptionTrainConfig, fingerprint: str,
+                    path: Path) -> None:
+    """InputError listing what differs from the run that wrote `path`: the model config, the
+    vocabulary, the training data, or a training field other than those in RESUMABLE."""
+    saved_model, saved_train = state["config"], state["meta"].get("train", {})
+    differs = [f"--{k.replace('_', '-')} {saved_model.get(k)!r} -> {v!r}" for k, v in asdict(model.config).items()
+               if k != "encoder_weights" and saved_model.get(k) != v]
+    differs += [f"--{k.replace('_', '-')} {saved_train.get(k)!r} -> {v!r}" for k, v in asdict(cfg).items()
+                if k not in RESUMABLE and k in saved_train and saved_train[k] != v]
+    if state["vocab"] != vocab.itos:
+        differs.append("the vocabulary")
+    if state["meta"].get("data", fingerprint) != fingerprint:
+        differs.append("the training images or captions")
+    if differs:
+        raise InputError(f"{shown(path)}: cannot resume, this run differs from the saved one: {'; '.join(differs)} "
+                         f"(start a fresh run without --resume, or use the same data and flags)")
+
+
 def _train(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSet, cfg: CaptionTrainConfig,
            out: str | Path, resume: bool, progress: bool, log: Callable[[str], None],
            select: Callable[[dict], float], features: dict[str, torch.Tensor] | None) -> list[dict]:
@@ -88,8 +122,10 @@ def _train(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSe
     opt, sched = adam_with_linear_decay(model.parameters(), cfg.lr, cfg.lr_final, cfg.epochs * steps_per_epoch)
     history: list[dict] = []
     first_epoch, best = 1, float("-inf")
+    fingerprint = data_fingerprint(train_set)
     if resume:
         state = checkpoint.load(last_path(out), kind="captioner")
+        _check_same_run(state, model, vocab, cfg, fingerprint, last_path(out))
         missing, unexpected = model.load_state_dict(state["state_dict"], strict=False)
         if unexpected or any(not (state["external"] and k.startswith(checkpoint.TRUNK)) for k in missing):
             raise CheckpointError(f"{last_path(out)}: does not match this model (missing {missing[:3]}, "
@@ -147,5 +183,5 @@ def _train(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSe
         checkpoint.save(last_path(out), "captioner", model, vocab.itos, meta={
             "epoch": epoch, "best": best, "history": history, "train": asdict(cfg),
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state(),
-            "rng": rng.capture(gen)})
+            "rng": rng.capture(gen), "data": fingerprint})
     return history
