@@ -85,7 +85,7 @@ def _paper_key(args) -> str | None:
 def cmd_evaluate(args) -> int:
     from ..api import load
     from ..metrics.coco import PAPER_TABLE1, SPICE_NOTE
-    from ..metrics.evaluate import caption_set, results_json, score_captions, write_results
+    from ..metrics.evaluate import caption_and_score, results_json, write_results
     options = decode_options(args)
     if args.workers < 0:
         raise InputError(f"--workers must be at least 0, got {args.workers}")
@@ -96,12 +96,8 @@ def cmd_evaluate(args) -> int:
     for path in paths:
         model = load(path)
         data = read_dataset(args, args.split, model.config.image_size, args.n, progress=True)
-        import time
-        t0 = time.perf_counter()
-        results = caption_set(model, data, options, progress=True, workers=args.workers)
-        seconds = time.perf_counter() - t0
-        scores = score_captions(results, data, args.coco, log_line)
-        scores["decode_ms_per_image"] = 1000 * seconds / max(1, len(data))
+        results, scores = caption_and_score(model, data, options, progress=True, workers=args.workers,
+                                            coco=args.coco, warn=log_line)
         name = str(path or default_checkpoint("scenes-soft.pt"))
         if args.results:
             out = args.results if len(paths) == 1 else \

@@ -55,18 +55,23 @@ def score_captions(results: list[CaptionResult], data: ImageSet, coco: bool = Fa
     return scores
 
 
-def evaluate_captions(model: CaptionModel, data: ImageSet, options: DecodeOptions = DecodeOptions(),
+def caption_and_score(model: CaptionModel, data: ImageSet, options: DecodeOptions = DecodeOptions(),
                       batch_size: int = 100, progress: bool = False, workers: int = 0,
                       features: torch.Tensor | None = None, coco: bool = False,
-                      warn: Callable[[str], None] = print) -> dict:
-    """Caption every image of `data` and score the captions; scores["results"] is not set, see
-    `results_json` for the captions themselves."""
+                      warn: Callable[[str], None] = print) -> tuple[list[CaptionResult], dict]:
+    """Caption every image of `data` and score the captions: (the captions, the scores, with the
+    decode time per image)."""
     t0 = time.perf_counter()
     results = caption_set(model, data, options, batch_size, progress, workers, features)
     seconds = time.perf_counter() - t0
     scores = score_captions(results, data, coco, warn)
     scores["decode_ms_per_image"] = 1000 * seconds / max(1, len(data))
-    return scores
+    return results, scores
+
+
+def evaluate_captions(*args, **kwargs) -> dict:
+    """The scores of `caption_and_score` alone."""
+    return caption_and_score(*args, **kwargs)[1]
 
 
 def results_json(results: list[CaptionResult], image_ids: list[int]) -> list[dict]:
