@@ -90,10 +90,12 @@ def output_path(path: str | os.PathLike) -> Path:
     folder cannot be written; checked before any work, so nothing is lost to a bad --out."""
     path = Path(path)
     target = Path(os.path.realpath(path))
-    if target.exists():
-        mode = os.stat(target).st_mode
-        if not stat.S_ISREG(mode):
-            raise OutputError(f"{shown(path)}: is {kind_of(mode)}; refusing to write over it")
+    try:   # stat the path itself (following links): /dev/stdout's target has no name to test
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        raise OutputError(f"{shown(path)}: is {kind_of(mode)}; refusing to write over it")
     folder = target.parent
     existing = next((p for p in [folder, *folder.parents] if p.exists()), None)
     if existing is not None and (not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK)):

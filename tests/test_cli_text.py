@@ -90,3 +90,9 @@ def test_shipped_date_model_translates(capsys):
     assert capsys.readouterr().out.split() == ["1994-09-27", "1984-09-25", "1993-02-10", "2014-07-02"]
     assert main(["seq2seq", "translate", "--beam", "3", "august 19, 2003"]) == 0
     assert capsys.readouterr().out.strip() == "2003-08-19"
+
+
+def test_a_closed_pipe_ends_quietly():
+    r = subprocess.run(f"{sys.executable} -m caption seq2seq generate --n 5 --out /dev/stdout --task date | head -c 1; "
+                       f"{sys.executable} -m caption --help | head -n 1", shell=True, capture_output=True, text=True)
+    assert "Traceback" not in r.stderr

@@ -4,6 +4,7 @@ error and exit status 1."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .. import __version__
@@ -47,3 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("caption: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:   # the reader went away (`caption predict ... | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
