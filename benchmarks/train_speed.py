@@ -48,7 +48,7 @@ def main() -> int:
         gen = torch.Generator().manual_seed(0)
         model.train()
         elapsed = 0.0
-        for k, (images, tokens, image_of) in enumerate(batches(data.images, targets, cfg.batch_size, gen,
+        for k, (_, images, tokens, image_of) in enumerate(batches(data.images, targets, cfg.batch_size, gen,
                                                                cfg.captions_per_image)):
             t = time.perf_counter()
             loss, _ = objective(model, images, tokens, image_of, tokens[:, 1:] != PAD_ID, step_cfg, gen)

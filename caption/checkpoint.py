@@ -29,7 +29,7 @@ from .config import CaptionConfig
 from .errors import CheckpointError
 from .fileio import atomic_write, regular_file
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 
 TRUNK = "encoder.trunk."
@@ -74,7 +74,15 @@ def _v2_to_v3(payload: dict) -> dict:
     return payload
 
 
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3}   # version v -> v + 1
+def _v3_to_v4(payload: dict) -> dict:
+    """Format 4 adds a resumable state written inside an epoch (meta["partial"]: the epoch's order and
+    the batches done) and every process's generators (meta["rng_by_rank"]); a version-3 build would
+    resume such a state at the start of its epoch, so the version says it cannot read it."""
+    payload.get("meta", {}).setdefault("partial", None)
+    return payload
+
+
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}   # version v -> v + 1
 
 
 def load(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:

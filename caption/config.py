@@ -111,8 +111,20 @@ class CaptionTrainConfig:
     workers: int = option(0, "DataLoader processes that decode and resize images (0: in the main process)")
     pretrain_epochs: int = option(2, "epochs of object-label pre-training of the built-in CNN (scenes only)")
     eval_beam: int = option(1, "beam size of the validation decode after each epoch")
-    bf16: bool = option(False, "bfloat16 autocast (CPU and CUDA)")
+    device: str | None = option(None, "cpu, cuda or cuda:N (default: CUDA when present; under torchrun each "
+                                      "process takes the GPU of its LOCAL_RANK)")
+    # auto: the fastest measured not to hurt the scenes model (BENCHMARKS.md, precision)
+    precision: str = option("auto", "fp32, bf16 autocast (CPU and CUDA) or fp16 autocast with gradient scaling "
+                                    "(CUDA); auto: bf16 on a CUDA device that has it, fp32 on the CPU",
+                            ("auto", "fp32", "bf16", "fp16"))
     threads: int | None = option(None, "torch CPU threads")
+    # a state written inside an epoch resumes at the next batch, bit for bit
+    save_every: float = option(0.0, "minutes between resumable states written inside an epoch to OUT.last.pt "
+                                    "(0: only after each epoch); a killed run loses at most this much")
+    log_every: int = option(50, "steps between the step lines (loss, learning rate, images/s) of OUT.history.jsonl "
+                                "(0: only the epoch lines)")
+    tensorboard: str | None = option(None, "also write the history as TensorBoard scalars to this folder "
+                                           "(needs the tensorboard package)")
     # Hard attention (sec. 4.1 and the authors' capgen.py); the defaults are the paper's values.
     # lambda_r: the authors divide the REINFORCE term by 10
     reinforce_weight: float = option(0.1, "hard: weight lambda_r of the REINFORCE term")
@@ -162,7 +174,8 @@ RANGES: dict[str, tuple] = {
     "val_size": COUNT, "min_count": _whole(1, None, True), "max_words": _whole(1, None, True),
     "workers": _whole(0, 256), "pretrain_epochs": _whole(0, 1000), "eval_beam": _whole(1, 100),
     "reinforce_weight": _real(0), "entropy_weight": _real(0), "baseline_decay": RATE, "expected_prob": RATE,
-    "expected_warmup": _whole(0),
+    "expected_warmup": _whole(0), "save_every": _real(0, 100000),
+    "log_every": _whole(0),
 }
 
 
@@ -178,6 +191,15 @@ def check(config) -> None:
             ok, what = RANGES[f.name]
             if not ok(value):
                 raise OptionError(f.name, f"must be {what}, got {value!r}")
+    if isinstance(config, Seq2SeqConfig) and config.score == "dot":
+        # Luong's dot score q.k needs the decoder state and the encoder output of one size
+        encoder = config.hidden_dim * (2 if config.bidirectional else 1)
+        decoder = config.decoder_dim or encoder
+        if decoder != encoder:
+            raise OptionError("score", f"dot needs the decoder size ({decoder}, --decoder-dim) to equal the encoder's "
+                                       f"output size ({encoder}: --hidden-dim {config.hidden_dim}"
+                                       f"{' x 2 directions' if config.bidirectional else ''}); give "
+                                       f"--decoder-dim {encoder}, or use --score general")
 
 
 def from_dict(cls: type[C], data: dict[str, Any]) -> C:

@@ -128,9 +128,9 @@ def test_expected_warmup_and_the_reward_to_go(tmp_path, monkeypatch, capsys):
     seen = []
     real = loop.objective
 
-    def spy(model, images, tokens, image_of, mask, cfg, *rest):
+    def spy(model, images, tokens, image_of, mask, cfg, *rest, **kw):
         seen.append(cfg.expected_prob)
-        return real(model, images, tokens, image_of, mask, cfg, *rest)
+        return real(model, images, tokens, image_of, mask, cfg, *rest, **kw)
 
     monkeypatch.setattr(loop, "objective", spy)
     out = tmp_path / "h.pt"

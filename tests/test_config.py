@@ -33,8 +33,8 @@ def test_every_field_with_help_is_a_flag_and_no_other(cls):
 def test_flags_parse_to_the_field_types_and_only_given_ones_override():
     p = _parser(CaptionTrainConfig)
     cfg = config_from(CaptionTrainConfig, p.parse_args(["--lr", "0.01", "--captions-per-image", "0",
-                                                       "--threads", "2", "--bf16", "--reward", "to-go"]))
-    assert (cfg.lr, cfg.captions_per_image, cfg.threads, cfg.bf16, cfg.reward) == (0.01, 0, 2, True, "to-go")
+                                                       "--threads", "2", "--precision", "bf16", "--reward", "to-go"]))
+    assert (cfg.lr, cfg.captions_per_image, cfg.threads, cfg.precision, cfg.reward) == (0.01, 0, 2, "bf16", "to-go")
     assert cfg.epochs == CaptionTrainConfig.epochs and cfg.seed == 0            # untouched fields keep defaults
     assert isinstance(cfg.lr, float) and isinstance(cfg.threads, int)      # from `float`, `int | None`
     model = config_from(Seq2SeqConfig, _parser(Seq2SeqConfig).parse_args(["--no-bidirectional", "--local",

@@ -16,7 +16,7 @@ def test_batches_bring_all_captions_of_their_images():
     vocab = Vocab.build(w for caps in data.captions for w in caps)
     targets = caption_targets(data, vocab, 30)
     seen = 0
-    for images, tokens, image_of in batches(data.images, targets, 2, torch.Generator().manual_seed(0)):
+    for _, images, tokens, image_of in batches(data.images, targets, 2, torch.Generator().manual_seed(0)):
         assert images.dtype == torch.float32 and images.max() <= 1 and images.shape[1:] == (3, 112, 112)
         assert tokens.shape[0] == image_of.shape[0] == 5 * images.shape[0]
         assert (tokens[:, 0] == vocab.start).all() and ((tokens == vocab.end).sum(1) == 1).all()

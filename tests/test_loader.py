@@ -36,9 +36,29 @@ def test_training_batches_from_files_equal_those_from_memory(tmp_path):
     a = list(batches(memory, targets, 4, torch.Generator().manual_seed(0), captions_per_image=1))
     b = list(batches(ImageFiles(names, 32, crop=False), targets, 4, torch.Generator().manual_seed(0),
                      captions_per_image=1, workers=2))
-    for (xa, ta, ia), (xb, tb, ib) in zip(a, b):
+    assert [s for s, *_ in a] == [s for s, *_ in b] == [1, 2]
+    for (_, xa, ta, ia), (_, xb, tb, ib) in zip(a, b):
         assert torch.equal(xa, xb) and torch.equal(ta, tb) and torch.equal(ia, ib)
         assert xa.dtype == torch.float32 and xa.max() <= 1
+
+
+def test_two_shards_of_each_batch_together_are_the_whole_batch_with_the_same_caption_draws():
+    """What two torchrun processes read: images rank, rank + 2, ... of every batch, with the captions
+    one process would have drawn for them (the generator stays in step on both)."""
+    images = torch.arange(10 * 3 * 4 * 4, dtype=torch.uint8).view(10, 3, 4, 4)
+    targets = CaptionTargets(tokens=torch.tensor([[1, 5 + i, 2 + i % 2, 0][: 3 + i % 2] + [0] * (1 - i % 2)
+                                                  for i in range(30)]),
+                             image_of=torch.arange(10).repeat_interleave(3), first=torch.arange(0, 31, 3))
+    whole = list(batches(images, targets, 4, torch.Generator().manual_seed(3), captions_per_image=2))
+    parts = [list(batches(images, targets, 4, torch.Generator().manual_seed(3), captions_per_image=2,
+                          shard=(r, 2))) for r in (0, 1)]
+    assert len(whole) == len(parts[0]) == len(parts[1]) == 3
+    for (slot, x, tokens, image_of), (s0, x0, t0, i0), (s1, x1, t1, i1) in zip(whole, *parts):
+        assert slot == s0 == s1
+        assert torch.equal(x[0::2], x0) and torch.equal(x[1::2], x1)
+        for r, (xr, tr, ir) in enumerate(((x0, t0, i0), (x1, t1, i1))):
+            mine = image_of % 2 == r                                     # this shard's images' captions
+            assert torch.equal(tokens[mine], tr) and torch.equal(image_of[mine] // 2, ir)
 
 
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss across execve, so the child would report pytest's size

@@ -2,6 +2,8 @@
 skipped entries, caption text, EXIF; each trains two steps and evaluates through the CLI."""
 import json
 
+import numpy as np
+
 import pytest
 import torch
 from PIL import Image
@@ -126,7 +128,7 @@ def test_flickr8k_trains_two_steps_and_evaluates_the_test_split(tmp_path, capsys
 def _count_steps(monkeypatch):
     from caption.training import loop
     steps, real = [], loop.objective
-    monkeypatch.setattr(loop, "objective", lambda *a: steps.append(1) or real(*a))
+    monkeypatch.setattr(loop, "objective", lambda *a, **k: steps.append(1) or real(*a, **k))
     return steps
 
 
@@ -179,3 +181,31 @@ def test_a_backbone_trains_at_224_px_and_a_real_val_split_is_cut_to_val_size(tmp
     payload = checkpoint.load(tmp_path / "m.pt")
     assert payload["config"]["image_size"] == 224 and payload["meta"]["val"]["images"] == 2
     assert "validating on the first 2 images of the val split (--val-size)" in capsys.readouterr().err
+
+
+def test_forty_photos_stored_on_their_side_caption_as_their_upright_copies(tmp_path):
+    """Each orientation 2..8 (flips, turns, transposes) in turn: the file holds the picture as a camera
+    stores it, with the EXIF tag that turns it upright; PNG keeps the pixels exact."""
+    from caption.api import load
+    from caption.data.scenes import scene_set
+    inverse = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+               5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
+               8: Image.Transpose.ROTATE_270}
+    scenes = scene_set(40, "test", 112, seed=21)
+    upright, stored = [], []
+    for k in range(40):
+        im = Image.fromarray(scenes.images[k].permute(1, 2, 0).numpy())
+        im.save(tmp_path / f"up{k}.png")
+        orientation = 2 + k % 7
+        im.transpose(inverse[orientation]).save(tmp_path / f"side{k}.png", exif=_orientation(orientation))
+        upright.append(tmp_path / f"up{k}.png")
+        stored.append(tmp_path / f"side{k}.png")
+    for a, b in zip(upright, stored):
+        assert torch.equal(load_image(a, 112), load_image(b, 112)), b
+    with Image.open(stored[4]) as im:        # orientation 6: without the tag the picture is turned
+        assert not torch.equal(load_image(upright[4], 112), torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1))
+    model = load()
+    want = [r.text for r in model.caption(upright)]
+    assert [r.text for r in model.caption(stored)] == want
+    raw = [Image.open(s).convert("RGB") for s in stored]           # a PIL image is taken as it is
+    assert sum(r.text != w for r, w in zip(model.caption(raw), want)) >= 10

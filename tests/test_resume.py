@@ -1,5 +1,7 @@
 """An interrupted and resumed run ends bit for bit where a straight run ends: every random number
 generator (Python, NumPy, torch CPU and CUDA, the batch generator) travels in OUT.last.pt."""
+import json
+
 import pytest
 import torch
 
@@ -66,3 +68,84 @@ def test_resume_refuses_a_run_that_differs_and_says_what(tmp_path):
         run(base, CaptionTrainConfig(epochs=2, batch_size=4, pretrain_epochs=0), train=other)
     run(base, CaptionTrainConfig(epochs=2, batch_size=4, pretrain_epochs=0))      # more epochs: fine
     assert checkpoint.load(last_path(tmp_path / "m.pt"))["meta"]["epoch"] == 2
+
+
+@pytest.mark.parametrize("attention, dropout", [("soft", 0.3), ("hard", 0.0)])
+def test_a_state_saved_inside_an_epoch_resumes_at_the_next_batch_bit_for_bit(tmp_path, attention, dropout,
+                                                                             monkeypatch):
+    def run(name, resume, save_every):
+        data, val = scene_set(8, "train", 48), scene_set(2, "val", 48)
+        torch.manual_seed(0)
+        model, vocab = build_captioner(data, CaptionConfig(**SMALL, attention=attention, dropout=dropout),
+                                       device="cpu")
+        cfg = CaptionTrainConfig(epochs=3, batch_size=4, pretrain_epochs=0, save_every=save_every)
+        logs = []
+        train_captioner(model, vocab, data, val, cfg, tmp_path / name, resume=resume, progress=False,
+                        log=logs.append)
+        return model, logs
+
+    straight, _ = run("a.pt", False, 0.0)
+    real_save, partials = checkpoint.save, []
+
+    def save_then_stop(path, *args, meta=None, **kw):   # stopped after batch 1 of epoch 2 (of 2)
+        real_save(path, *args, meta=meta, **kw)
+        if (meta or {}).get("partial"):
+            partials.append(meta["partial"]["slot"])
+            if meta["partial"]["epoch"] == 2:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run("b.pt", False, 1e-9)          # every batch's state is written (but not an epoch's last)
+    assert partials == [1, 1]
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    torch.manual_seed(999)
+    resumed, logs = run("b.pt", True, 1e-9)
+    assert any("after batch 1 of epoch 2" in line for line in logs)
+    for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), k
+    meta = checkpoint.load(last_path(tmp_path / "b.pt"))["meta"]
+    assert meta["epoch"] == 3 and meta["partial"] is None and len(meta["history"]) == 3
+
+
+def _train_cli(out, *extra):
+    import sys
+    return [sys.executable, "-m", "caption", "train", "--dataset", "scenes", "--train-size", "48", "--val-size", "4",
+            "--image-size", "48", "--feature-dim", "8", "--embed-dim", "8", "--hidden-dim", "16", "--attn-dim", "8",
+            "--epochs", "3", "--batch-size", "4", "--pretrain-epochs", "0", "--dropout", "0.3", "--quiet",
+            "--save-every", "0.0001", "--log-every", "5", "--out", str(out), *extra]
+
+
+def test_kill_9_at_a_random_moment_then_the_next_run_ends_as_a_straight_run_and_leaves_nothing(tmp_path):
+    """The process is killed (SIGKILL: no cleanup) at a moment drawn uniformly over a straight run's
+    duration, mid-write included; the next run resumes if a state was written, else starts over."""
+    import random
+    import signal
+    import subprocess
+    import time
+    t0 = time.perf_counter()
+    subprocess.run(_train_cli(tmp_path / "a" / "m.pt"), check=True, capture_output=True)
+    moment = random.uniform(0.5, time.perf_counter() - t0)
+    killed = tmp_path / "b" / "m.pt"
+    p = subprocess.Popen(_train_cli(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(moment)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    resume = ["--resume"] if last_path(killed).exists() else []
+    r = subprocess.run(_train_cli(killed, *resume), capture_output=True, text=True)
+    assert r.returncode == 0, (moment, r.stderr[-500:])
+    straight = checkpoint.load(last_path(tmp_path / "a" / "m.pt"))
+    again = checkpoint.load(last_path(killed))
+    for k, v in straight["state_dict"].items():
+        assert torch.equal(v, again["state_dict"][k]), (moment, k)
+    assert [h["loss_per_word"] for h in straight["meta"]["history"]] == \
+        [h["loss_per_word"] for h in again["meta"]["history"]], moment
+    assert sorted(p.name for p in killed.parent.iterdir()) == ["m.history.jsonl", "m.last.pt", "m.pt"], moment
+    assert _history(tmp_path / "a" / "m.pt") == _history(killed), moment      # each line once, none lost
+
+
+def _history(out):
+    """The history file's lines, less the clock's numbers."""
+    rows = [json.loads(line) for line in out.with_name("m.history.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("images_per_s", "train_seconds", "decode_ms_per_image")}
+            for r in rows]

@@ -23,10 +23,12 @@ def test_read_pairs_and_errors_name_the_line(tmp_path):
     f = tmp_path / "d.txt"
     f.write_text("september 27, 1994   _1994-09-27\n16+75  _91  \n")
     assert read_pairs(f) == [("september 27, 1994", "1994-09-27"), ("16+75", "91")]
+    f.write_bytes(b"september 27, 1994   _1994-09-27\r\n16+75  _91  \r\n")        # a Windows file
+    assert read_pairs(f) == [("september 27, 1994", "1994-09-27"), ("16+75", "91")]
     f.write_text("ok_1\nno separator here\n")
     with pytest.raises(DataError, match=r"d\.txt:2: no '_'"):
         read_pairs(f)
-    with pytest.raises(DataError, match="no such file"):
+    with pytest.raises(DataError, match="missing.txt: no such data file"):
         read_pairs(tmp_path / "missing.txt")
 
 

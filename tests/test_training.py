@@ -26,7 +26,7 @@ def test_a_tiny_model_overfits_a_few_scenes():
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     gen = torch.Generator().manual_seed(0)
     for _ in range(120):
-        for images, tokens, image_of in batches(data.images, targets, 4, gen):
+        for _, images, tokens, image_of in batches(data.images, targets, 4, gen):
             out = model(images, tokens[:, :-1], image_of)
             loss = soft_attention_loss(out.logits, tokens[:, 1:], tokens[:, 1:] != PAD_ID, out.alpha)[0].mean()
             opt.zero_grad()
@@ -80,7 +80,7 @@ def test_bf16_autocast_training_runs_and_keeps_float32_weights(tmp_path):
     torch.manual_seed(0)
     model, vocab = build(train_set, CaptionConfig(**SMALL), device="cpu")
     before = model.decoder.out.weight.detach().clone()
-    cfg = CaptionTrainConfig(epochs=1, batch_size=4, bf16=True, pretrain_epochs=0)
+    cfg = CaptionTrainConfig(epochs=1, batch_size=4, precision="bf16", pretrain_epochs=0)
     history = train(model, vocab, train_set, val_set, cfg, tmp_path / "b.pt", progress=False, log=lambda s: None)
     assert history[0]["loss_per_word"] > 0 and model.decoder.out.weight.dtype == torch.float32
     assert not torch.equal(before, model.decoder.out.weight)

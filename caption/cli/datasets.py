@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -26,8 +27,10 @@ def add_dataset_flags(p: argparse.ArgumentParser, split: str | None = "test") ->
 
 
 def log_line(message: str) -> None:
-    """Readers' summary lines and notes go to standard error, so standard output stays the result."""
-    print(f"caption: {message}", file=sys.stderr)
+    """Readers' summary lines and notes go to standard error, so standard output stays the result;
+    under torchrun only the first process says them."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"caption: {message}", file=sys.stderr)
 
 
 def read_dataset(args, split: str, image_size: int, n: int, folder: Path | None = None, progress: bool = False):

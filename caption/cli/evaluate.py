@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from ..checkpoint import default_checkpoint
-from ..errors import DataError, InputError
+from ..errors import EXIT_INPUT, DataError, InputError
 from .datasets import add_dataset_flags, log_line, read_dataset
 from .flags import add_decode_flags, decode_options
 
@@ -92,11 +92,11 @@ def cmd_evaluate(args) -> int:
     if args.results:
         from ..fileio import output_path
         output_path(args.results)
-    rows, paths = [], args.model or [None]
+    rows, paths, skipped = [], args.model or [None], 0
     for path in paths:
         model = load(path)
         data = read_dataset(args, args.split, model.config.image_size, args.n, progress=True)
-        results, scores = caption_and_score(model, data, options, progress=True, workers=args.workers,
+        results, scores, data = caption_and_score(model, data, options, progress=True, workers=args.workers,
                                             coco=args.coco, warn=log_line)
         name = str(path or default_checkpoint("scenes-soft.pt"))
         if args.results:
@@ -104,6 +104,7 @@ def cmd_evaluate(args) -> int:
                 args.results.with_name(f"{args.results.stem}-{Path(name).stem}{args.results.suffix}")
             write_results(out, results_json(results, data.image_ids))
             log_line(f"wrote {len(results)} captions to {out}")
+        skipped += scores.get("skipped_images", 0)
         rows.append((Path(name).name, model.config.attention, scores))
         if args.json:
             print(json.dumps({"model": name, "attention": model.config.attention, **scores}))
@@ -121,7 +122,7 @@ def cmd_evaluate(args) -> int:
                 rows.append(("Xu et al. 2015, Table 1", att, {"coco_bleu1": b1, "coco_bleu2": b2, "coco_bleu3": b3,
                                                             "coco_bleu4": b4, "meteor": meteor}))
         print("\n".join(_table(rows, COCO_COLUMNS if real else SCENE_COLUMNS)))
-    return 0
+    return EXIT_INPUT if skipped else 0
 
 
 def _references(path: Path, split: str) -> dict[int, list[str]]:

@@ -23,7 +23,7 @@ def add_parsers(sub) -> None:
     tr.add_argument("--features", type=Path, help="train on the cache `caption features` wrote in this folder "
                                                   "(its train and val splits) instead of images")
     tr.add_argument("--out", type=Path, required=True, help="where to write the best checkpoint")
-    tr.add_argument("--resume", action="store_true", help="continue from OUT.last.pt if it exists")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT.last.pt (after its last epoch, or inside an epoch with --save-every); refused when there is none")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_flags(tr, CaptionConfig)
     add_config_flags(tr, CaptionTrainConfig)
@@ -56,8 +56,15 @@ def _copy_flag(to, src, dest: str) -> None:
 
 def cmd_train(args) -> int:
     import torch
-    from ..training.loop import build_captioner, train_captioner
+    from ..device import resolve_precision
+    from ..training.distributed import world
+    from ..training.history import check_tensorboard
+    from ..training.loop import build_captioner, train_captioner, train_device
     model_cfg, train_cfg = config_from(CaptionConfig, args), config_from(CaptionTrainConfig, args)
+    device = train_device(train_cfg)                 # a device or precision this machine lacks: before any work
+    resolve_precision(train_cfg.precision, device)
+    check_tensorboard(train_cfg.tensorboard)
+    say = print if world().main else (lambda *a, **k: None)
     features = None
     if args.features:
         from ..data.features import read_features
@@ -79,16 +86,16 @@ def cmd_train(args) -> int:
             model_cfg.image_size = 224           # the paper's input for backbones (VGG conv5: 14 x 14)
         train_set, val_set = _splits(args, model_cfg.image_size, train_cfg)
     torch.manual_seed(train_cfg.seed)
-    model, vocab = build_captioner(train_set, model_cfg, train_cfg.min_count)
+    model, vocab = build_captioner(train_set, model_cfg, train_cfg.min_count, device)
     if args.features and model.encoder.weights_sha256 != manifest["sha256"]:
         raise InputError(f"{model_cfg.encoder_weights}: not the weights the feature cache {args.features} was "
                          f"made with (sha256 differs)")
-    print(f"{len(train_set)} train / {len(val_set)} val images, {len(vocab)} words, "
+    say(f"{len(train_set)} train / {len(val_set)} val images, {len(vocab)} words, "
           f"{sum(p.numel() for p in model.parameters()):,} parameters, grid {model.grid}")
     history = train_captioner(model, vocab, train_set, val_set, train_cfg, args.out, args.resume, not args.quiet,
-                              features=features)
+                              log=say, features=features, warn=log_line)
     if history:
-        print(f"saved the best model to {args.out}")
+        say(f"saved the best model to {args.out}")
     return 0
 
 

@@ -40,8 +40,39 @@ class ImageSet:
 
     def head(self, n: int) -> "ImageSet":
         """The first n images."""
-        return ImageSet(self.captions[:n], self.objects[:n], self.names[:n], self.sizes[:n],
-                        None if self.images is None else self.images[:n], self.texts[:n], self.image_ids[:n])
+        return self.take(range(min(n, len(self))))
+
+    def take(self, indices) -> "ImageSet":
+        """The images at these indices, in this order."""
+        idx = list(indices)
+        return ImageSet([self.captions[i] for i in idx], [self.objects[i] for i in idx],
+                        [self.names[i] for i in idx], [self.sizes[i] for i in idx],
+                        None if self.images is None else self.images[idx],
+                        [self.texts[i] for i in idx], [self.image_ids[i] for i in idx])
+
+
+def check_image_set(data: ImageSet, name: str) -> None:
+    """InputError naming the first image that a training run or a score could not use: one without
+    a caption, an empty caption, lists of different lengths, pixels of the wrong shape."""
+    n = len(data.names)
+    if not n:
+        raise InputError(f"{name}: no images")
+    lengths = {"captions": len(data.captions), "objects": len(data.objects), "sizes": len(data.sizes),
+               "texts": len(data.texts), "image_ids": len(data.image_ids)}
+    if data.images is not None:
+        lengths["images"] = len(data.images)
+    wrong = {k: v for k, v in lengths.items() if v != n}
+    if wrong:
+        raise InputError(f"{name}: {n} names but " + ", ".join(f"{v} {k}" for k, v in wrong.items()))
+    for i, caps in enumerate(data.captions):
+        if not caps or not all(caps):
+            what = "no caption" if not caps else "an empty caption"
+            raise InputError(f"{name}: image {i} ({shown(data.names[i])}) has {what}; every image needs "
+                             f"at least one caption of at least one word")
+    if data.images is not None and (data.images.dim() != 4 or data.images.shape[1] != 3
+                                    or data.images.dtype != torch.uint8):
+        raise InputError(f"{name}: images must be uint8 (B, 3, P, P), got {data.images.dtype} "
+                         f"{tuple(data.images.shape)}")
 
 
 def center_crop(config) -> bool:

@@ -1,22 +1,26 @@
 """Minibatches that stream: images are decoded and resized in DataLoader workers, file by file, so
 memory does not grow with the number of images; pixels already in memory (the built-in scenes) and
 cached annotations (a memory-mapped array) are sliced directly. Either way a batch is
-(inputs (B, ...), index (B,)) in an order drawn from the caller's generator.
+(inputs (B, ...), index (B,)) in an order drawn from the caller's generator. A file that cannot be
+decoded (truncated, changed since it was read) is one line: reported and left out of its batch when
+the caller gives `skip`, raised as an InputError otherwise, never a worker's traceback.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..vocab import PAD_ID
+from ..errors import InputError
 from .images import CaptionTargets, ImageSet, load_image
 
 
 class ImageFiles(Dataset):
-    """Item i: the image file names[i] as uint8 (3, P, P)."""
+    """Item i: the image file names[i] as uint8 (3, P, P), or the one-line problem as a str (raised
+    in the main process: an exception raised in a worker arrives as a multi-line traceback)."""
 
     def __init__(self, names: list[str], size: int, crop: bool):
         self.names, self.size, self.crop = names, size, crop
@@ -24,8 +28,11 @@ class ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.names)
 
-    def __getitem__(self, i: int) -> Tensor:
-        return load_image(self.names[i], self.size, self.crop)
+    def __getitem__(self, i: int) -> Tensor | str:
+        try:
+            return load_image(self.names[i], self.size, self.crop)
+        except InputError as e:
+            return str(e)
 
 
 def source(data: ImageSet, size: int, crop: bool, features: Tensor | None = None) -> Tensor | Dataset:
@@ -37,23 +44,43 @@ def source(data: ImageSet, size: int, crop: bool, features: Tensor | None = None
     return ImageFiles(data.names, size, crop)
 
 
-def _collate(items: list[Tensor]) -> Tensor:
-    return torch.stack(items)
+def _collate(items: list[Tensor | str]) -> tuple[Tensor | None, list[str | None]]:
+    good = [x for x in items if isinstance(x, Tensor)]
+    return (torch.stack(good) if good else None), [x if isinstance(x, str) else None for x in items]
 
 
-def batches_of(items: Tensor | Dataset, order: Tensor, batch_size: int, workers: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-    """(items[idx], idx) for consecutive slices idx of `order`. A tensor (or a memory map) is
-    indexed directly; a Dataset is read by a DataLoader with `workers` processes, in this order."""
-    groups = [g for g in torch.split(order, batch_size) if len(g)]
+def _loaded(items: Tensor | Dataset, groups: list[Tensor], workers: int,
+            skip: Callable[[str], None] | None) -> Iterator[tuple[Tensor | None, Tensor]]:
+    """(items[idx], idx) for every group in turn, idx less the files that could not be read (then
+    `skip(line)`, or InputError without `skip`); inputs None when none could."""
     if isinstance(items, Tensor):
         for idx in groups:
-            yield items[idx], idx
+            yield (items[idx] if len(idx) else None), idx
         return
     # The loader's own generator only seeds its workers; the global RNG is left alone.
     loader = DataLoader(items, batch_sampler=[g.tolist() for g in groups], num_workers=workers,
                         collate_fn=_collate, generator=torch.Generator().manual_seed(0),
                         prefetch_factor=4 if workers else None, persistent_workers=False)
-    yield from zip(loader, groups)
+    for (x, problems), idx in zip(loader, groups):
+        bad = [p for p in problems if p is not None]
+        if bad and skip is None:
+            raise InputError(bad[0])
+        for p in bad:
+            skip(p)
+        if bad:
+            idx = idx[torch.tensor([p is None for p in problems], dtype=torch.bool)]
+        yield x, idx
+
+
+def batches_of(items: Tensor | Dataset, order: Tensor, batch_size: int, workers: int = 0,
+               skip: Callable[[str], None] | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+    """(items[idx], idx) for consecutive slices idx of `order`. A tensor (or a memory map) is
+    indexed directly; a Dataset is read by a DataLoader with `workers` processes, in this order. An
+    unreadable file: `skip(line)` and the batch goes on without it, or InputError without `skip`."""
+    groups = [g for g in torch.split(order, batch_size) if len(g)]
+    for x, idx in _loaded(items, groups, workers, skip):
+        if len(idx):
+            yield x, idx
 
 
 def caption_rows(idx: Tensor, targets: CaptionTargets, generator: torch.Generator,
@@ -74,10 +101,29 @@ def caption_rows(idx: Tensor, targets: CaptionTargets, generator: torch.Generato
 
 
 def batches(items: Tensor | Dataset, targets: CaptionTargets, batch_size: int, generator: torch.Generator,
-            captions_per_image: int | None = None, workers: int = 0) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-    """Shuffled training batches: inputs as float (images in [0, 1], or annotations), tokens (N, T),
-    image_of (N,). The order, then each batch's caption draws, come from `generator`."""
-    order = torch.randperm(len(items), generator=generator)
-    for x, idx in batches_of(items, order, batch_size, workers):
-        tokens, image_of = caption_rows(idx, targets, generator, captions_per_image)
-        yield (x.float() / 255 if x.dtype == torch.uint8 else x.float()), tokens, image_of
+            captions_per_image: int | None = None, workers: int = 0, order: Tensor | None = None,
+            skip: Callable[[str], None] | None = None,
+            shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[int, Tensor | None, Tensor, Tensor]]:
+    """Shuffled training batches (slot, inputs, tokens (N, T), image_of (N,)): inputs as float
+    (images in [0, 1], or annotations), None when no image of the batch could be read; slot counts
+    the batches of `order` used up, skipped ones included (where a resumed run picks up). The order
+    (unless given: the rest of an epoch), then each batch's caption draws, come from `generator`.
+    With shard (rank, W) this process reads only images rank, rank + W, ... of each batch, but
+    draws the whole batch's captions, so the generator stays in step across the W processes."""
+    rank, world = shard
+    if order is None:
+        order = torch.randperm(len(items), generator=generator)
+    groups = [g for g in torch.split(order, batch_size) if len(g)]
+    for slot, ((x, idx), g) in enumerate(zip(_loaded(items, [g[rank::world] for g in groups], workers, skip),
+                                             groups), 1):
+        tokens, image_of = caption_rows(g, targets, generator, captions_per_image)
+        if len(idx) < len(g):      # another process's images, or files that could not be read
+            where = {i: p for p, i in enumerate(g.tolist())}
+            kept = torch.tensor([where[i] for i in idx.tolist()], dtype=torch.long)            # (B_local,)
+            renumber = torch.full((len(g),), -1, dtype=torch.long)
+            renumber[kept] = torch.arange(len(kept))
+            rows = renumber[image_of] >= 0
+            tokens, image_of = tokens[rows], renumber[image_of[rows]]                           # (N_local, T)
+        if x is not None:
+            x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+        yield slot, x, tokens, image_of

@@ -83,22 +83,25 @@ def read_coco_json(path: Path, images: Path, name: str, log: Callable[[str], Non
     [{"image_id", "caption"}]; files under `images`."""
     data = _json(path)
     try:
-        refs: dict[int, list[str]] = {}
-        for a in data["annotations"]:
-            refs.setdefault(a["image_id"], []).append(a["caption"])
-        entries = [(e["id"], images / e["file_name"], refs.get(e["id"], []), e.get("objects", []),
-                    (e["width"], e["height"]) if "width" in e and "height" in e else None)
-                   for e in data["images"]]
-    except (KeyError, TypeError, AttributeError) as e:
-        raise DataError(f"{path}: not a COCO captions file ({type(e).__name__}: {e})") from None
-    ids = [e[0] for e in entries]
-    if not all(isinstance(i, (int, str)) and not isinstance(i, bool) for i in ids):
-        raise DataError(f"{path}: an image id is neither a number nor a string")
-    if len(set(ids)) != len(ids):
-        twice = next(i for i in ids if ids.count(i) > 1)
-        raise DataError(f"{path}: image id {twice!r} appears more than once; its captions would be mixed up")
-    if not all(isinstance(e[1].name, str) for e in entries):
-        raise DataError(f"{path}: a file_name is not a string")
+        refs: dict[int, list] = {}
+        for k, a in enumerate(_need(path, "the file", data, "annotations", (list,))):
+            refs.setdefault(_need(path, f"annotations[{k}]", a, "image_id", (int, str)), []).append(a.get("caption"))
+        entries, seen = [], set()
+        for k, e in enumerate(_need(path, "the file", data, "images", (list,))):
+            where = f"images[{k}]"
+            image_id = _need(path, where, e, "id", (int, str))
+            if image_id in seen:
+                raise DataError(f"{path}: image id {image_id!r} appears more than once; its captions would "
+                                f"be mixed up")
+            seen.add(image_id)
+            file = images / _need(path, where, e, "file_name", (str,))
+            objects = _need(path, where, e, "objects", (list,), optional=True) or []
+            width = _need(path, where, e, "width", (int, float), optional=True)
+            height = _need(path, where, e, "height", (int, float), optional=True)
+            entries.append((image_id, file, refs.get(image_id, []), objects,
+                            (width, height) if width and height else None))
+    except DataError as e:
+        raise DataError(str(e).replace(f"{path}: ", f"{path}: not a COCO captions file: ", 1)) from None
     return _build(name, entries, log, Counter())
 
 
@@ -122,17 +125,53 @@ def read_coco(root: str | Path, split: str, year: int = 2014, log: Callable[[str
                           f"coco {part}{year}", log)
 
 
+def _need(path: Path, where: str, entry, key: str, types: tuple, optional: bool = False):
+    """entry[key] if it has one of `types`; otherwise DataError naming the file and the entry."""
+    if not isinstance(entry, dict):
+        raise DataError(f"{path}: {where} is {type(entry).__name__}, not an object")
+    if key not in entry:
+        if optional:
+            return None
+        raise DataError(f"{path}: {where} has no {key!r}")
+    value = entry[key]
+    if not isinstance(value, types) or isinstance(value, bool):
+        raise DataError(f"{path}: {where}[{key!r}] is {type(value).__name__}, expected "
+                        f"{' or '.join(t.__name__ for t in types)}")
+    return value
+
+
 def read_karpathy(path: str | Path, images: str | Path, split: str, log: Callable[[str], None] = print) -> ImageSet:
+    """Karpathy's dataset_*.json: "images" [{"split", "filename", "filepath"?, "cocoid"?/"imgid",
+    "sentences": [{"raw"}]}]. An entry of the wrong shape refuses the file, naming the entry; a
+    sentence without a "raw" string is counted as an empty caption."""
     path, root = Path(path), Path(images)
     data = _json(path)
+    listed = _need(path, "the file", data, "images", (list,))
     wanted = {"train": ("train", "restval")}.get(split, (split,))
-    try:
-        entries = [(e.get("cocoid", e.get("imgid")), root / e.get("filepath", "") / e["filename"],
-                    [s["raw"] for s in e["sentences"]], [], None)
-                   for e in data["images"] if e["split"] in wanted]
-    except (KeyError, TypeError) as e:
-        raise DataError(f"{path}: not a Karpathy split file ({type(e).__name__}: {e})") from None
+    entries, ids = [], set()
+    for k, e in enumerate(listed):
+        where = f"images[{k}]"
+        image_id = _need(path, where, e, "cocoid", (int, str), optional=True)
+        image_id = _need(path, where, e, "imgid", (int, str)) if image_id is None else image_id
+        if image_id in ids:
+            raise DataError(f"{path}: {where}: image id {image_id!r} appears more than once; its captions "
+                            f"would be mixed up")
+        ids.add(image_id)
+        if _need(path, where, e, "split", (str,)) not in wanted:
+            continue
+        file = root / (_need(path, where, e, "filepath", (str,), optional=True) or "") / \
+            _need(path, where, e, "filename", (str,))
+        raw = [s.get("raw") if isinstance(s, dict) else None for s in _need(path, where, e, "sentences", (list,))]
+        entries.append((image_id, file, raw, [], None))
     return _build(f"karpathy {data.get('dataset', path.stem)} {split}", entries, log, Counter())
+
+
+def _text_file(path: Path) -> str:
+    regular_file(path, "file", DataError)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start + 1})") from None
 
 
 def read_flickr8k(root: str | Path, split: str, log: Callable[[str], None] = print) -> ImageSet:
@@ -142,10 +181,11 @@ def read_flickr8k(root: str | Path, split: str, log: Callable[[str], None] = pri
     for f in (names_file, tokens):
         if not f.is_file():
             raise DataError(f"{f}: no such file (expected the Flickr8k text files in {root})")
-    wanted = [line.strip() for line in names_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    wanted = [line.strip() for line in _text_file(names_file).splitlines() if line.strip()]
+    token_lines = _text_file(tokens).splitlines()
     refs: dict[str, list[str]] = {}
     skipped, bad = Counter(), []
-    for n, line in enumerate(tokens.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(token_lines, 1):
         key, tab, caption = line.partition("\t")
         name, hash_, number = key.partition("#")
         if not line.strip():
@@ -156,7 +196,7 @@ def read_flickr8k(root: str | Path, split: str, log: Callable[[str], None] = pri
         refs.setdefault(name, []).append(caption)
     if bad:   # known: 2258277193_586949ec62.jpg.1 (five lines)
         skipped["malformed lines"] = len(bad)
-        first = tokens.read_text(encoding="utf-8").splitlines()[bad[0] - 1]
+        first = token_lines[bad[0] - 1]
         log(f"{tokens}: skipped {len(bad)} lines that are not 'name.jpg#n<TAB>caption' (lines "
             f"{', '.join(map(str, bad[:5]))}{', ...' if len(bad) > 5 else ''}; first: {first[:60]!r})")
     images = root / "Flicker8k_Dataset"

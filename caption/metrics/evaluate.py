@@ -14,6 +14,7 @@ import torch
 from ..api import CaptionModel, CaptionResult
 from ..data.images import ImageSet, center_crop
 from ..data.loader import batches_of, source
+from ..errors import InputError
 from ..fileio import atomic_write
 from ..search import DecodeOptions
 from .bleu import bleu
@@ -22,12 +23,21 @@ from .scenes import attention_correctness, object_f1
 
 def caption_set(model: CaptionModel, data: ImageSet, options: DecodeOptions = DecodeOptions(),
                 batch_size: int = 100, progress: bool = False, workers: int = 0,
-                features: torch.Tensor | None = None) -> list[CaptionResult]:
+                features: torch.Tensor | None = None,
+                skip: Callable[[str], None] | None = None) -> tuple[list[CaptionResult], list[int]]:
     """Caption every image of `data`, in order: from memory, from the files (streamed by `workers`
-    processes), or from a frozen backbone's cached features (B, L, D)."""
+    processes), or from a frozen backbone's cached features (B, L, D). A file that cannot be decoded
+    is `skip(line)` and left out (InputError without `skip`): (the captions, the images' indices)."""
     items = source(data, model.config.image_size, center_crop(model.config), features)
-    batches = batches_of(items, torch.arange(len(data)), batch_size, workers)
-    return model.caption_batches(batches, options, features is not None, progress, -(-len(data) // batch_size))
+    done: list[int] = []
+
+    def recorded(batches):
+        for x, idx in batches:
+            done.extend(idx.tolist())
+            yield x, idx
+    batches = recorded(batches_of(items, torch.arange(len(data)), batch_size, workers, skip))
+    results = model.caption_batches(batches, options, features is not None, progress, -(-len(data) // batch_size))
+    return results, done
 
 
 def score_captions(results: list[CaptionResult], data: ImageSet, coco: bool = False,
@@ -58,15 +68,24 @@ def score_captions(results: list[CaptionResult], data: ImageSet, coco: bool = Fa
 def caption_and_score(model: CaptionModel, data: ImageSet, options: DecodeOptions = DecodeOptions(),
                       batch_size: int = 100, progress: bool = False, workers: int = 0,
                       features: torch.Tensor | None = None, coco: bool = False,
-                      warn: Callable[[str], None] = print) -> tuple[list[CaptionResult], dict]:
+                      warn: Callable[[str], None] = print) -> tuple[list[CaptionResult], dict, ImageSet]:
     """Caption every image of `data` and score the captions: (the captions, the scores, with the
-    decode time per image)."""
+    decode time per image, and the images they belong to: those of `data` less any file that could
+    not be decoded, each reported through `warn` and counted in scores["skipped_images"])."""
     t0 = time.perf_counter()
-    results = caption_set(model, data, options, batch_size, progress, workers, features)
+    results, done = caption_set(model, data, options, batch_size, progress, workers, features,
+                                skip=lambda line: warn(f"skipped {line}"))
     seconds = time.perf_counter() - t0
+    skipped = len(data) - len(done)
+    if skipped:
+        if not done:
+            raise InputError(f"none of the {len(data)} images could be decoded")
+        data = data.take(done)
     scores = score_captions(results, data, coco, warn)
     scores["decode_ms_per_image"] = 1000 * seconds / max(1, len(data))
-    return results, scores
+    if skipped:
+        scores["skipped_images"] = skipped
+    return results, scores, data
 
 
 def evaluate_captions(*args, **kwargs) -> dict:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ..errors import DataError
+from ..fileio import regular_file
 from ..vocab import PAD_ID, Vocab
 
 TASKS = ("date", "addition")
@@ -26,19 +27,35 @@ def parse_line(line: str) -> tuple[str, str]:
     idx = line.find("_")
     if idx < 0:
         raise ValueError("no '_' separating source and target")
-    src, tgt = line[:idx].rstrip(" "), line[idx + 1:].rstrip("\n").rstrip(" ")
+    src, tgt = line[:idx].rstrip(" "), line[idx + 1:].rstrip("\r\n").rstrip(" ")    # \r\n: a Windows file
     if not src or not tgt:
         raise ValueError("empty source or target")
     return src, tgt
 
 
+MAX_LINE = 1000     # characters: a character task's line; a longer one is a wrong file, not a long date
+
+
 def read_pairs(path: str | Path) -> list[tuple[str, str]]:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
+    """The lines of a file in the book's format; DataError naming the file and line of the first
+    that is not one: binary or not UTF-8, no `_`, an empty side, longer than MAX_LINE characters."""
+    path = regular_file(path, "data file", DataError)
     pairs = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for n, raw in enumerate(iter(lambda: f.readline(4 * MAX_LINE + 1), b""), 1):    # bounded memory
+            if len(raw) > 4 * MAX_LINE:
+                raise DataError(f"{path}:{n}: a line of more than {4 * MAX_LINE:,} bytes; a line of a character "
+                                f"task has at most {MAX_LINE} characters")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{n}: not UTF-8 text (byte {e.start + 1} of the line); is this a "
+                                f"text file in the book's format?") from None
+            line = line.rstrip("\r\n")
+            if any(c in line for c in "\0\x1b") or len(line) > MAX_LINE:
+                what = "control characters (a binary file?)" if len(line) <= MAX_LINE else \
+                    f"{len(line.rstrip())} characters; a line of a character task has at most {MAX_LINE}"
+                raise DataError(f"{path}:{n}: {what}")
             if not line.strip():
                 continue
             try:
@@ -52,6 +69,9 @@ def read_pairs(path: str | Path) -> list[tuple[str, str]]:
 
 def book_split(pairs: list, seed: int = 1984) -> tuple[list, list]:
     """The book's dataset/sequence.py: shuffle with numpy seed 1984, the last 10% is the test set."""
+    if len(pairs) < 10:
+        raise DataError(f"{len(pairs)} examples: the book's split keeps the last tenth for testing, so at "
+                        f"least 10 are needed")
     indices = np.arange(len(pairs))
     np.random.RandomState(seed).shuffle(indices)   # same stream as numpy.random.seed(seed)
     shuffled = [pairs[i] for i in indices]

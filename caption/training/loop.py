@@ -1,10 +1,11 @@
 """Training of the image captioner: teacher forcing with the paper's objective, Adam with a linear
 decay and clipping, true (decoded, not teacher-forced) validation scores after every epoch, the
-best model kept, and a resumable state saved after every epoch. Both writes are atomic."""
+best model kept, and a resumable state saved after every epoch (and every --save-every minutes).
+Both writes are atomic. Under torchrun the processes share each batch (training/distributed.py);
+the first one validates and writes."""
 from __future__ import annotations
 
-import contextlib
-import hashlib
+import gc
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -16,24 +17,21 @@ from tqdm import tqdm
 from .. import checkpoint
 from ..api import CaptionModel
 from ..config import REWARDS, CaptionConfig, CaptionTrainConfig, check
-from ..data.images import ImageSet, caption_targets, center_crop
+from ..data.images import ImageSet, caption_targets, center_crop, check_image_set
 from ..data.loader import batches, source
-from ..device import default_device
+from ..device import autocast, default_device, grad_scaler, resolve_device, resolve_precision
 from ..errors import CheckpointError, InputError
-from ..fileio import output_path, run_lock, shown
+from ..fileio import output_path, remove_stale_temps, run_lock
 from ..image.captioner import Captioner
 from ..metrics.evaluate import evaluate_captions, selection_score, summary
 from ..search import DecodeOptions
 from ..vocab import Vocab
+from . import distributed as dist
 from . import rng
+from .history import History, check_tensorboard, history_path
 from .objectives import objective
 from .optim import adam_with_linear_decay, optimizer_step
-
-
-def last_path(out: str | Path) -> Path:
-    """Where the resumable state lives, beside the best checkpoint."""
-    out = Path(out)
-    return out.with_name(out.stem + ".last" + out.suffix)
+from .state import RESUMABLE, check_same_run, data_fingerprint, last_path  # noqa: F401  (re-exported)
 
 
 def build_captioner(train_set: ImageSet, config: CaptionConfig, min_count: int | None = 1,
@@ -48,67 +46,61 @@ def build_captioner(train_set: ImageSet, config: CaptionConfig, min_count: int |
     return model.to(device or default_device()), vocab
 
 
+def train_device(cfg: CaptionTrainConfig) -> torch.device:
+    """--device, or under torchrun on a GPU machine the GPU of this process's LOCAL_RANK."""
+    w = dist.world()
+    if cfg.device is None and w.distributed and torch.cuda.is_available():
+        return torch.device("cuda", w.local_rank % torch.cuda.device_count())
+    return resolve_device(cfg.device)
+
+
 def train_captioner(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSet,
                     cfg: CaptionTrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
                     log: Callable[[str], None] = print,
                     select: Callable[[dict], float] = selection_score,
-                    features: dict[str, torch.Tensor] | None = None) -> list[dict]:
+                    features: dict[str, torch.Tensor] | None = None,
+                    warn: Callable[[str], None] | None = None) -> list[dict]:
     """Train, decode and score the validation set after every epoch, keep the model that
-    `select` rates best at `out` and the state to resume at `last_path(out)`. Images stream from
-    memory or from their files (`cfg.workers` processes); with `features` ({"train", "val"}: a
-    frozen backbone's cached features, (B, L, D) each) the backbone never runs."""
+    `select` rates best at `out` and the state to resume at `last_path(out)`; the history goes to
+    OUT.history.jsonl. Images stream from memory or from their files (`cfg.workers` processes);
+    with `features` ({"train", "val"}: a frozen backbone's cached features, (B, L, D) each) the
+    backbone never runs. An image file that cannot be decoded is left out of its batch, or of the
+    validation scores, and `warn`ed about once (by default through `log`)."""
     check(cfg)
     check(model.config)
-    output_path(out)
-    output_path(last_path(out))
+    check_image_set(train_set, "the training set")
+    check_image_set(val_set, "the validation set")      # before an epoch is spent, not after it
+    check_tensorboard(cfg.tensorboard)
+    device = train_device(cfg)
+    resolve_precision(cfg.precision, device)
+    for target in (out, last_path(out), history_path(out)):
+        output_path(target)
     if resume and not last_path(out).is_file():
-        raise InputError(f"{shown(last_path(out))}: nothing to resume from; leave out --resume to start a fresh run")
+        raise InputError(f"{last_path(out)}: nothing to resume from; leave out --resume to start a fresh run")
+    w = dist.world()
+    if not w.main:
+        return _train(model, vocab, train_set, val_set, cfg, out, resume, False, lambda s: None, select,
+                      features, lambda s: None, device)
     with run_lock(out):
-        return _train(model, vocab, train_set, val_set, cfg, out, resume, progress, log, select, features)
-
-
-# Training fields a resumed run may change: more epochs, and how the work is spread over the machine.
-RESUMABLE = {"epochs", "threads", "workers", "eval_beam"}
-
-
-def data_fingerprint(data: ImageSet) -> str:
-    """sha256 of the training images' names and captions, in order."""
-    h = hashlib.sha256()
-    for name, texts in zip(data.names, data.texts):
-        h.update(name.encode())
-        for t in texts:
-            h.update(b"\0" + t.encode())
-        h.update(b"\1")
-    return h.hexdigest()
-
-
-def _check_same_run(state: dict, model: Captioner, vocab: Vocab, cfg: CaptionTrainConfig, fingerprint: str,
-                    path: Path) -> None:
-    """InputError listing what differs from the run that wrote `path`: the model config, the
-    vocabulary, the training data, or a training field other than those in RESUMABLE."""
-    saved_model, saved_train = state["config"], state["meta"].get("train", {})
-    differs = [f"--{k.replace('_', '-')} {saved_model.get(k)!r} -> {v!r}" for k, v in asdict(model.config).items()
-               if k != "encoder_weights" and saved_model.get(k) != v]
-    differs += [f"--{k.replace('_', '-')} {saved_train.get(k)!r} -> {v!r}" for k, v in asdict(cfg).items()
-                if k not in RESUMABLE and k in saved_train and saved_train[k] != v]
-    if state["vocab"] != vocab.itos:
-        differs.append("the vocabulary")
-    if state["meta"].get("data", fingerprint) != fingerprint:
-        differs.append("the training images or captions")
-    if differs:
-        raise InputError(f"{shown(path)}: cannot resume, this run differs from the saved one: {'; '.join(differs)} "
-                         f"(start a fresh run without --resume, or use the same data and flags)")
+        for target in (Path(out), last_path(out)):      # left by a run killed while it wrote
+            remove_stale_temps(target)
+        return _train(model, vocab, train_set, val_set, cfg, out, resume, progress, log, select, features,
+                      warn or log, device)
 
 
 def _train(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSet, cfg: CaptionTrainConfig,
            out: str | Path, resume: bool, progress: bool, log: Callable[[str], None],
-           select: Callable[[dict], float], features: dict[str, torch.Tensor] | None) -> list[dict]:
+           select: Callable[[dict], float], features: dict[str, torch.Tensor] | None,
+           warn: Callable[[str], None], device: torch.device) -> list[dict]:
     if cfg.reward not in REWARDS:
         raise ValueError(f"reward must be one of {REWARDS}, got {cfg.reward!r}")
+    w = dist.world()
+    dist.start(w, device)
     val_options = DecodeOptions(beam_size=cfg.eval_beam)     # eval_beam is in range: check(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = next(model.parameters()).device
+    model.to(device)
+    precision = resolve_precision(cfg.precision, device)
     gen = torch.Generator().manual_seed(cfg.seed)
     targets = caption_targets(train_set, vocab, model.config.max_len, cfg.max_words)
     if targets.cut:
@@ -120,68 +112,130 @@ def _train(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSe
     train_items = source(train_set, size, crop, features["train"] if cached else None)
     steps_per_epoch = -(-len(train_set) // cfg.batch_size)
     opt, sched = adam_with_linear_decay(model.parameters(), cfg.lr, cfg.lr_final, cfg.epochs * steps_per_epoch)
+    scaler = grad_scaler(device, precision)
     history: list[dict] = []
-    first_epoch, best = 1, float("-inf")
+    first_epoch, best, partial = 1, float("-inf"), None
     fingerprint = data_fingerprint(train_set)
     if resume:
         state = checkpoint.load(last_path(out), kind="captioner")
-        _check_same_run(state, model, vocab, cfg, fingerprint, last_path(out))
+        check_same_run(state, model.config, vocab.itos, cfg, fingerprint, last_path(out), w.size)
         missing, unexpected = model.load_state_dict(state["state_dict"], strict=False)
         if unexpected or any(not (state["external"] and k.startswith(checkpoint.TRUNK)) for k in missing):
             raise CheckpointError(f"{last_path(out)}: does not match this model (missing {missing[:3]}, "
                                   f"unexpected {unexpected[:3]})")
-        opt.load_state_dict(state["meta"]["optimizer"])
-        sched.load_state_dict(state["meta"]["scheduler"])
-        if "rng" in state["meta"]:
-            rng.restore(state["meta"]["rng"], gen)
+        meta = state["meta"]
+        opt.load_state_dict(meta["optimizer"])
+        sched.load_state_dict(meta["scheduler"])
+        if scaler is not None and meta.get("scaler"):
+            scaler.load_state_dict(meta["scaler"])
+        if "rng" in meta:
+            rng.restore(meta.get("rng_by_rank", [meta["rng"]])[w.rank], gen)
         else:    # saved before every generator was kept: the batch order at least
-            gen.set_state(state["meta"]["generator"])
-        first_epoch, best = state["meta"]["epoch"] + 1, state["meta"]["best"]
-        history = list(state["meta"]["history"])
-        log(f"resumed from {last_path(out)} after epoch {first_epoch - 1}")
-    if (first_epoch == 1 and cfg.pretrain_epochs and model.config.encoder == "cnn" and any(train_set.objects)
-            and train_set.images is not None):
+            gen.set_state(meta["generator"])
+        first_epoch, best = meta["epoch"] + 1, meta["best"]
+        history = list(meta["history"])
+        partial = meta.get("partial")
+        log(f"resumed from {last_path(out)} after " +
+            (f"batch {partial['slot']} of epoch {partial['epoch']}" if partial else f"epoch {first_epoch - 1}"))
+    elif w.rank > 0:      # each process its own dropout masks and samples; the first keeps the seed's
+        torch.manual_seed(cfg.seed + w.rank)
+    if (first_epoch == 1 and partial is None and cfg.pretrain_epochs and model.config.encoder == "cnn"
+            and any(train_set.objects) and train_set.images is not None):
         from .pretrain_scenes import pretrain_encoder
         pretrain_encoder(model.encoder, train_set, cfg.pretrain_epochs, lr=cfg.lr, seed=cfg.seed,
                          progress=progress, log=log)
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.bf16
-                else contextlib.nullcontext())
+    resume_at = None if not resume else ((partial["epoch"], partial["slot"]) if partial
+                                         else (first_epoch - 1, float("inf")))
+    logs = History(out, cfg.tensorboard, w.main, resume_at)
+    ddp, bar = dist.wrap(model, w, device), None
+    warned: set[str] = set()
+
+    def skip(line: str) -> None:
+        if line not in warned:
+            warned.add(line)
+            warn(f"skipped {line}")
+
+    def save_last(epoch_done: int, partial: dict | None = None) -> None:
+        states = dist.gather(rng.capture(gen), w)       # every process's generators
+        if w.main:
+            checkpoint.save(last_path(out), "captioner", model, vocab.itos, meta={
+                "epoch": epoch_done, "best": best, "history": history, "train": asdict(cfg),
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state(),
+                "rng": states[0], "rng_by_rank": states, "data": fingerprint, "partial": partial,
+                "scaler": scaler.state_dict() if scaler is not None else None})
+
     for epoch in range(first_epoch, cfg.epochs + 1):
         model.train()
         # a curriculum for hard attention: locations are sampled only once the expected context has
         # taught the attention and the decoder to read a location
         phase = replace(cfg, expected_prob=1.0) if epoch <= cfg.expected_warmup else cfg
-        t0, loss_sum, nll_sum, words = time.perf_counter(), 0.0, 0.0, 0
-        bar = tqdm(batches(train_items, targets, cfg.batch_size, gen, cfg.captions_per_image, cfg.workers),
-                   total=steps_per_epoch, unit="batch",
+        if partial:    # resumed inside this epoch: its batch order, the batches already done
+            order, done = partial["order"], partial["slot"]
+            loss_sum, nll_sum, words, seconds_before = partial["sums"]
+            partial = None
+        else:
+            order, done = torch.randperm(len(train_items), generator=gen), 0
+            loss_sum, nll_sum, words, seconds_before = 0.0, 0.0, 0, 0.0
+        t0 = last_save = last_log = time.perf_counter()
+        first_done, images_since = done, 0
+        bar = tqdm(batches(train_items, targets, cfg.batch_size, gen, cfg.captions_per_image, cfg.workers,
+                           order=order[done * cfg.batch_size:], skip=skip, shard=(w.rank, w.size)),
+                   total=steps_per_epoch, initial=done, unit="batch",
                    desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
-        for inputs, tokens, image_of in bar:
+        for slot, inputs, tokens, image_of in bar:
+            done = first_done + slot
+            if inputs is None:
+                if w.distributed:
+                    raise InputError(f"no image of this process's share of batch {done} of epoch {epoch} could "
+                                     f"be read (see the lines above); remove those files and resume")
+                continue
             inputs, tokens, image_of = inputs.to(device), tokens.to(device), image_of.to(device)
             mask = tokens[:, 1:] != vocab.pad                                  # (N, T)
-            with autocast:
-                loss, nll = objective(model, inputs, tokens, image_of, mask, phase, gen, cached)
-            optimizer_step(loss, opt, sched, model.parameters(), cfg.clip)
+            with autocast(device, precision):
+                loss, nll = objective(model, inputs, tokens, image_of, mask, phase, gen, cached, forward=ddp)
+            optimizer_step(loss, opt, sched, model.parameters(), cfg.clip, scaler)
+            if w.distributed and model.config.attention == "hard":      # one baseline, as one process keeps
+                for b in (model.decoder.baseline, model.decoder.baseline_to_go):
+                    b.copy_(dist.mean_across(b, w))
             loss_sum += float(loss.detach()) * len(tokens)
             nll_sum += float(nll.detach()) * len(tokens)
             words += int(mask.sum())
-            bar.set_postfix(loss=f"{float(loss.detach()):.2f}",
-                            img_s=f"{bar.n * cfg.batch_size / max(1e-9, time.perf_counter() - t0):.0f}")
-        train_seconds = time.perf_counter() - t0
-        scores = evaluate_captions(CaptionModel(model, vocab), val_set, val_options,
-                                   workers=cfg.workers, features=features["val"] if cached else None)
+            images_since += len(inputs) * w.size
+            now = time.perf_counter()
+            img_s = images_since / max(1e-9, now - last_log)
+            bar.set_postfix(loss=f"{float(loss.detach()):.2f}", img_s=f"{img_s:.0f}")
+            if cfg.log_every and done % cfg.log_every == 0:
+                logs.write("step", (epoch - 1) * steps_per_epoch + done, epoch=epoch, slot=done,
+                           loss=float(loss.detach()), lr=sched.get_last_lr()[0], images_per_s=img_s)
+                last_log, images_since = now, 0
+            due = bool(cfg.save_every) and now - last_save >= 60 * cfg.save_every and done < steps_per_epoch
+            if w.distributed and cfg.save_every:     # the first process's clock decides for all
+                flag = torch.tensor([float(due)], device=device)
+                torch.distributed.broadcast(flag, 0)
+                due = bool(flag.item())
+            if due:
+                save_last(epoch - 1, {"epoch": epoch, "slot": done, "order": order,
+                                      "sums": [loss_sum, nll_sum, words, seconds_before + now - t0]})
+                last_save = time.perf_counter()
+        train_seconds = seconds_before + time.perf_counter() - t0
+        record = {"epoch": epoch, "train_seconds": train_seconds, "loss_per_word": nll_sum / max(words, 1)}
+        if w.main:     # the others wait at the barrier below
+            scores = evaluate_captions(CaptionModel(model, vocab), val_set, val_options, workers=cfg.workers,
+                                       features=features["val"] if cached else None, warn=warn)
+            record.update(scores)
+            log(f"epoch {epoch}: nll/word {record['loss_per_word']:.3f}  val {summary(record)}  "
+                f"train {train_seconds:.0f}s")
+            logs.write("epoch", epoch * steps_per_epoch, **record)
         model.train()
-        record = {"epoch": epoch, "train_seconds": train_seconds, "loss_per_word": nll_sum / max(words, 1),
-                  **scores}
         history.append(record)
-        log(f"epoch {epoch}: nll/word {record['loss_per_word']:.3f}  val {summary(scores)}  "
-            f"train {train_seconds:.0f}s")
-        score = select(scores)
-        if score > best:
-            best = score
+        if w.main and select(record) > best:
+            best = select(record)
             checkpoint.save(out, "captioner", model, vocab.itos,
                             meta={"epoch": epoch, "val": scores, "train": asdict(cfg)})
-        checkpoint.save(last_path(out), "captioner", model, vocab.itos, meta={
-            "epoch": epoch, "best": best, "history": history, "train": asdict(cfg),
-            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state(),
-            "rng": rng.capture(gen), "data": fingerprint})
+        save_last(epoch)
+        dist.barrier(w)
+    logs.close()
+    del ddp, bar
+    gc.collect()
+    dist.finish(w)
     return history

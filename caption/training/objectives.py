@@ -20,15 +20,15 @@ def draw_expected(n: int, cfg: CaptionTrainConfig, generator: torch.Generator) -
 
 
 def objective(model: Captioner, images, tokens, image_of, mask, cfg: CaptionTrainConfig,
-              generator: torch.Generator, features: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+              generator: torch.Generator, features: bool = False, forward=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The minibatch loss and its mean NLL per caption: images (B, 3, P, P) (or, with `features`,
     cached backbone features (B, L, D)), tokens (N, T + 1), image_of (N,), mask (N, T). Soft (and none): NLL + the doubly stochastic
     penalty (eq. 14). Hard: sampled locations and the REINFORCE surrogate with the moving-average
     baseline (one number, or one per number of words left with reward "to-go"), which is updated
-    here once per minibatch."""
+    here once per minibatch. `forward`: what runs the model (its DistributedDataParallel wrapper)."""
     hard = model.config.attention == "hard"
     expected = draw_expected(len(tokens), cfg, generator).to(tokens.device) if hard else False
-    out = model(images, tokens[:, :-1], image_of, features=features, hard=hard, expected=expected)
+    out = (forward or model)(images, tokens[:, :-1], image_of, features=features, hard=hard, expected=expected)
     loss, nll = soft_attention_loss(out.logits.float(), tokens[:, 1:], mask,
                                     None if out.alpha is None else out.alpha.float(), model.config.alpha_c)
     if hard and cfg.reward == "to-go":

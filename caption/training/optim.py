@@ -18,10 +18,19 @@ def adam_with_linear_decay(params: Iterable[torch.nn.Parameter], lr: float, lr_f
 
 
 def optimizer_step(loss: Tensor, opt: torch.optim.Optimizer, sched, params: Iterable[torch.nn.Parameter],
-                   clip: float) -> None:
-    """Backward, clip the global gradient norm, step the optimizer and the schedule."""
+                   clip: float, scaler: torch.amp.GradScaler | None = None) -> None:
+    """Backward, clip the global gradient norm, step the optimizer and the schedule. With fp16's
+    `scaler` the loss is scaled up for the backward pass and the gradients unscaled before clipping;
+    a step whose gradients overflowed is skipped (and the scale lowered)."""
     opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, clip)
-    opt.step()
+    if scaler is None:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(params, clip)
+        scaler.step(opt)
+        scaler.update()
     sched.step()
