@@ -69,7 +69,7 @@ def main() -> None:
             if last_path(out).exists():
                 meta = checkpoint.load(last_path(out))["meta"]
                 part = meta.get("partial")
-                where = f"epoch {part['epoch']} batch {part['step']}" if part else f"end of epoch {meta['epoch']}"
+                where = f"epoch {part['epoch']} batch {part['slot']}" if part else f"end of epoch {meta['epoch']}"
             r = train(out, *(["--resume"] if last_path(out).exists() else []))
             again = checkpoint.load(last_path(out)) if r.returncode == 0 else None
             same = again is not None and all(torch.equal(v, again["state_dict"][k2])
