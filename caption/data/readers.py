@@ -90,9 +90,6 @@ def read_coco_json(path: Path, images: Path, name: str, log: Callable[[str], Non
         for k, e in enumerate(_need(path, "the file", data, "images", (list,))):
             where = f"images[{k}]"
             image_id = _need(path, where, e, "id", (int, str))
-            if image_id in seen:
-                raise DataError(f"{path}: image id {image_id!r} appears more than once; its captions would "
-                                f"be mixed up")
             seen.add(image_id)
             file = images / _need(path, where, e, "file_name", (str,))
             objects = _need(path, where, e, "objects", (list,), optional=True) or []
@@ -102,6 +99,9 @@ def read_coco_json(path: Path, images: Path, name: str, log: Callable[[str], Non
                             (width, height) if width and height else None))
     except DataError as e:
         raise DataError(str(e).replace(f"{path}: ", f"{path}: not a COCO captions file: ", 1)) from None
+    if len(seen) != len(entries):       # a well-formed file, but one image's captions would go to another
+        twice = next(i for i, n in Counter(e[0] for e in entries).items() if n > 1)
+        raise DataError(f"{path}: image id {twice!r} appears more than once; its captions would be mixed up")
     return _build(name, entries, log, Counter())
 
 
