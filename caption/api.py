@@ -21,7 +21,7 @@ from . import checkpoint
 from .config import CaptionConfig
 from .data.images import ImageLike, as_uint8, center_crop
 from .data.loader import batches_of
-from .device import default_device
+from .device import autocast, default_device, resolve_device, resolve_precision
 from .errors import CheckpointError
 from .image.captioner import Captioner
 from .search import DecodeOptions
@@ -42,12 +42,14 @@ class CaptionResult:
 class CaptionModel:
     """A trained captioner with its vocabulary: images in, captions and attention maps out."""
 
-    def __init__(self, model: Captioner, vocab: Vocab, meta: dict | None = None):
+    def __init__(self, model: Captioner, vocab: Vocab, meta: dict | None = None, precision: str = "auto"):
         self.model, self.vocab, self.meta = model.eval(), vocab, meta or {}
+        # decoding's autocast: auto is bf16 on a CUDA device that has it, else fp32 (caption.device)
+        self.precision = resolve_precision(precision, next(model.parameters()).device)
 
     @classmethod
     def from_checkpoint(cls, payload: dict, device: str | torch.device | None = None,
-                        name: str = "checkpoint") -> "CaptionModel":
+                        name: str = "checkpoint", precision: str = "auto") -> "CaptionModel":
         """From the payload of `checkpoint.load` (already migrated to the current format). A frozen
         backbone that the checkpoint does not carry is read from the weights file it names."""
         config, vocab = checkpoint.parts(payload, CaptionConfig, name)
@@ -69,7 +71,8 @@ class CaptionModel:
         if unexpected or any(not (external and k.startswith(checkpoint.TRUNK)) for k in missing):
             raise CheckpointError(f"{name}: the state_dict does not match its config "
                                   f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-        return cls(model.to(device or default_device()), vocab, payload.get("meta"))
+        device = resolve_device(device) if isinstance(device, str) else (device or default_device())
+        return cls(model.to(device), vocab, payload.get("meta"), precision)
 
     @property
     def config(self) -> CaptionConfig:
@@ -111,7 +114,9 @@ class CaptionModel:
         for inputs, _ in tqdm(batches, desc="captioning", disable=not progress, leave=False, total=total):
             x = inputs.to(device).float()
             x = x if features else x / 255
-            for h in self.model.generate(x, self.vocab.start, self.vocab.end, options, gen, features):
+            with autocast(device, self.precision):
+                found = self.model.generate(x, self.vocab.start, self.vocab.end, options, gen, features)
+            for h in found:
                 words = [self.vocab.itos[t] for t in h.tokens]
                 att = h.alpha.float().cpu().view(len(words), gh, gw)                   # (T, gh, gw)
                 locations = None if h.location is None else [divmod(int(i), gw) for i in h.location]
@@ -132,7 +137,10 @@ def _backbone_file(external: dict, name: str) -> str | None:
     return next((c for c in candidates if c and Path(c).is_file()), None)
 
 
-def load(path: str | os.PathLike | None = None, device: str | torch.device | None = None) -> CaptionModel:
-    """A trained captioner; without a path, the shipped soft-attention scenes model."""
+def load(path: str | os.PathLike | None = None, device: str | torch.device | None = None,
+         precision: str = "auto") -> CaptionModel:
+    """A trained captioner; without a path, the shipped soft-attention scenes model. device: cpu,
+    cuda or cuda:N (default: CUDA when present); precision: auto, fp32, bf16 or fp16 (CUDA) for
+    decoding (auto: bf16 on a CUDA device that has it, else fp32)."""
     path = path or checkpoint.default_checkpoint(DEFAULT_MODEL)
-    return CaptionModel.from_checkpoint(checkpoint.load(path, kind="captioner"), device, str(path))
+    return CaptionModel.from_checkpoint(checkpoint.load(path, kind="captioner"), device, str(path), precision)

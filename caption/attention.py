@@ -43,6 +43,87 @@ class AttentionOutput:
     entropy: Tensor | None = None    # (B, [T]) hard: entropy of alpha (nats)
 
 
+def _score_chunk(q: Tensor, keys: Tensor, v: Tensor, sig: Tensor, e: Tensor) -> None:
+    """sig <- sigmoid(2 (q + k)) (b, T, S, A) and e <- v^T tanh(q + k) (b, T, S), in place."""
+    for t in range(q.shape[1]):
+        torch.add(keys, q[:, t].unsqueeze(1), out=sig[:, t])               # (b, S, A)
+    sig.mul_(2).sigmoid_()
+    torch.matmul(sig, v.to(sig.dtype), out=e).mul_(2).sub_(v.sum().to(sig.dtype))
+
+
+def additive_score(q: Tensor, keys: Tensor, v: Tensor) -> Tensor:
+    """v^T tanh(q + k): q (B, T, A), keys (B, S, A), v (A,) -> (B, T, S). Without a gradient to
+    keep, the (B, T, S, A) middle tensor is never whole: each chunk reuses one scratch buffer
+    (a fresh tensor of beam-search size costs more in page faults than the arithmetic)."""
+    if torch.is_grad_enabled() and (q.requires_grad or keys.requires_grad or v.requires_grad):
+        return AdditiveScore.apply(q, keys, v)
+    B, T, A = q.shape
+    S = keys.shape[1]
+    dtype = torch.promote_types(q.dtype, keys.dtype)
+    e = torch.empty(B, T, S, dtype=dtype, device=q.device)
+    chunks = list(AdditiveScore._chunks(B, T * S * A))
+    scratch = torch.empty(chunks[0].stop - chunks[0].start, T, S, A, dtype=dtype, device=q.device)
+    for c in chunks:
+        n = c.stop - c.start
+        _score_chunk(q[c], keys[c], v, scratch[:n], e[c])
+    return e
+
+
+class AdditiveScore(torch.autograd.Function):
+    """e = v^T tanh(q + k) for every query and source position: q (B, T, A), k (B, S, A),
+    v (A,) -> (B, T, S).
+
+    The (B, T, S, A) middle tensor is the costliest part of a decoder step, and memory-bound, so it
+    is made a few images at a time (`CHUNK` elements, to stay in cache), each image's keys added to
+    one query at a time (a simple broadcast), and worked on in place. tanh is taken as
+    2 sigmoid(2x) - 1: the same function, but PyTorch's CPU sigmoid runs several times faster than
+    its tanh (benchmarks/decoder_speed.py). Then v^T tanh(x) = 2 v^T sigmoid(2x) - sum(v) and
+    tanh'(x) = 4 sigmoid(2x) (1 - sigmoid(2x)). In the backward pass v is a common factor of both
+    sums (over S for q, over T for k), so the gradient is formed once, scaled by v, reduced twice.
+    """
+    CHUNK = 1 << 20
+
+    @staticmethod
+    def _chunks(B: int, per_image: int):
+        step = max(1, AdditiveScore.CHUNK // per_image)
+        return (slice(b, min(b + step, B)) for b in range(0, B, step))
+
+    @staticmethod
+    def forward(ctx, q: Tensor, keys: Tensor, v: Tensor) -> Tensor:
+        B, T, A = q.shape
+        S = keys.shape[1]
+        dtype = torch.promote_types(q.dtype, keys.dtype)
+        sig = torch.empty(B, T, S, A, dtype=dtype, device=q.device)         # sigmoid(2 (q + k))
+        e = torch.empty(B, T, S, dtype=dtype, device=q.device)
+        for c in AdditiveScore._chunks(B, T * S * A):
+            _score_chunk(q[c], keys[c], v, sig[c], e[c])
+        ctx.save_for_backward(sig, v)
+        return e                                                            # (B, T, S)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        sig, v = ctx.saved_tensors
+        B, T, S, A = sig.shape
+        grad = grad.to(sig.dtype)
+        w = v.to(sig.dtype)
+        grad_v = torch.zeros(A, dtype=torch.float32 if sig.dtype != torch.float64 else sig.dtype,
+                             device=sig.device)
+        grad_q = torch.empty(B, T, A, dtype=sig.dtype, device=sig.device)
+        grad_k = torch.empty(B, S, A, dtype=sig.dtype, device=sig.device)
+        for c in AdditiveScore._chunks(B, T * S * A):
+            s, gc = sig[c], grad[c]
+            grad_v += (gc.reshape(1, -1) @ s.reshape(-1, A)).view(A)        # sum grad * sigmoid
+            # One query (a training step): the gradient of k is g itself, made in place.
+            g = torch.addcmul(s, s, s, value=-1, out=grad_k[c].unsqueeze(1)) if T == 1 \
+                else torch.addcmul(s, s, s, value=-1)                       # sigmoid (1 - sigmoid)
+            g.mul_(gc.unsqueeze(-1).mul(4)).mul_(w)                         # (b, T, S, A)
+            torch.sum(g, 2, out=grad_q[c])
+            if T > 1:
+                torch.sum(g, 1, out=grad_k[c])
+        grad_v = 2 * grad_v - grad.sum()
+        return grad_q, grad_k, grad_v.to(v.dtype)
+
+
 class Attention(nn.Module):
     def __init__(self, query_dim: int, key_dim: int, attn_dim: int | None = None,
                  score: str = "additive", local: str | None = None, window: int = 2):
@@ -75,8 +156,7 @@ class Attention(nn.Module):
         """Unnormalised scores e: query (B, T, Q), proj_keys (B, S, A) -> (B, T, S)."""
         if self.score == "additive":
             q = self.query_proj(query)                                      # (B, T, A)
-            e = torch.tanh(q.unsqueeze(2) + proj_keys.unsqueeze(1))         # (B, T, S, A)
-            return self.v(e).squeeze(-1)                                    # (B, T, S)
+            return additive_score(q, proj_keys, self.v.weight.view(-1))     # (B, T, S)
         return torch.bmm(query, proj_keys.transpose(1, 2))                  # (B, T, S)
 
     def forward(self, query: Tensor, values: Tensor, proj_keys: Tensor, mask: Tensor | None = None,

@@ -88,13 +88,14 @@ def tree_map(fn: Callable[[Tensor], Tensor], tree: Any) -> Any:
 
 
 def decode(step: StepFn, state: Any, memory: Any, batch_size: int, start: int, end: int,
-           max_len: int, options: DecodeOptions) -> list[Hypothesis]:
-    """Greedy for beam size 1, else batched beam search; one Hypothesis per source."""
+           max_len: int, options: DecodeOptions, shared_memory: bool = False) -> list[Hypothesis]:
+    """Greedy for beam size 1, else batched beam search; one Hypothesis per source.
+    shared_memory: the step reads one memory row per source for all its beams (see beam_search)."""
     n = options.max_len or max_len
     if options.beam_size == 1:
         return greedy(step, state, memory, batch_size, start, end, n)
     return beam_search(step, state, memory, batch_size, start, end, n, options.beam_size,
-                       options.length_penalty)
+                       options.length_penalty, shared_memory)
 
 
 def _hypotheses(tokens: Tensor, scores: Tensor, per_token: dict[str, Tensor], end: int) -> list[Hypothesis]:
@@ -134,8 +135,11 @@ def greedy(step: StepFn, state: Any, memory: Any, batch_size: int, start: int, e
 
 @torch.no_grad()
 def beam_search(step: StepFn, state: Any, memory: Any, batch_size: int, start: int, end: int,
-                max_len: int, beam_size: int = 3, length_penalty: float = 1.0) -> list[Hypothesis]:
-    """All B sources x K beams advance together as one batch of N = B*K rows.
+                max_len: int, beam_size: int = 3, length_penalty: float = 1.0,
+                shared_memory: bool = False) -> list[Hypothesis]:
+    """All B sources x K beams advance together as one batch of N = B*K rows, source b's beams
+    in rows b*K .. b*K + K - 1. The memory is repeated for each beam, unless `shared_memory`:
+    then it keeps its B rows and the step reads row b for all of source b's beams.
 
     Finished beams stay in the beam, extended only by <end> at zero cost, so their score is frozen.
     The winner maximises score / length**length_penalty (length counts <end>; 0 turns it off).
@@ -143,7 +147,8 @@ def beam_search(step: StepFn, state: Any, memory: Any, batch_size: int, start: i
     B, K = batch_size, beam_size
     device = _device(state, memory)
     expand = lambda x: x.repeat_interleave(K, dim=0)                        # noqa: E731
-    state, memory = tree_map(expand, state), tree_map(expand, memory)
+    state = tree_map(expand, state)
+    memory = memory if shared_memory else tree_map(expand, memory)
     tokens = torch.full((B * K,), start, dtype=torch.long, device=device)
     scores = torch.full((B, K), float("-inf"), device=device)
     scores[:, 0] = 0.0                     # the first step expands one beam, not K copies of it

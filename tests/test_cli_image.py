@@ -187,3 +187,27 @@ def test_the_shipped_hard_model_meets_its_targets_and_compares_with_soft(tmp_pat
     capsys.readouterr()
     assert main(["compare", "caption-demo/scene-0.png", "caption-demo/scene-1.png", "--out", "c.png"]) == 0
     assert (tmp_path / "c.png").stat().st_size > 0 and "hard: " in capsys.readouterr().out
+
+
+def test_predict_and_evaluate_take_device_and_precision(model_path, images, capsys):
+    """bf16 autocast decodes on the CPU (same words on these easy scenes); a device or precision
+    the machine lacks is one line and exit 1."""
+    import torch
+    texts = {}
+    for precision in ("fp32", "bf16"):
+        assert main(["predict", *images, "--model", str(model_path), "--device", "cpu",
+                     "--precision", precision]) == 0
+        texts[precision] = capsys.readouterr().out.splitlines()
+    assert len(texts["fp32"]) == len(images) and texts["bf16"] == texts["fp32"]
+    bf16 = load(model_path, "cpu", "bf16")
+    assert bf16.precision == "bf16" and load(model_path, "cpu").precision == "fp32"
+    assert main(["evaluate", "--model", str(model_path), "--n", "4", "--precision", "bf16", "--json",
+                 "--no-coco-scores"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 4
+    for argv, message in ((["--precision", "fp16"], "--precision fp16 needs a CUDA device"),
+                          (["--device", "tpu"], "--device must be cpu, cuda or cuda:N, got 'tpu'")):
+        if "fp16" in argv and torch.cuda.is_available():
+            continue
+        assert main(["predict", images[0], "--model", str(model_path), *argv]) == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1

@@ -40,6 +40,8 @@ def error_line(e: CaptionError, args: argparse.Namespace | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from ..device import keep_freed_memory
+    keep_freed_memory()
     try:
         return args.run(args)
     except CaptionError as e:

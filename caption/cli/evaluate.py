@@ -7,7 +7,7 @@ from pathlib import Path
 from ..checkpoint import default_checkpoint
 from ..errors import EXIT_INPUT, DataError, InputError
 from .datasets import add_dataset_flags, log_line, read_dataset
-from .flags import add_decode_flags, decode_options
+from .flags import add_decode_flags, add_device_flags, decode_options
 
 DECODE = {"beam_size": 3, "hard_mode": "expected", "seed": 0}
 SCENE_COLUMNS = [("bleu1", "B-1", 1), ("bleu2", "B-2", 1), ("bleu3", "B-3", 1), ("bleu4", "B-4", 1),
@@ -37,6 +37,7 @@ def add_parsers(sub) -> None:
     add_dataset_flags(ev)
     ev.add_argument("--n", type=int, default=1000, help="built-in scenes to score (default: 1000)")
     add_decode_flags(ev, **DECODE)
+    add_device_flags(ev)
     ev.add_argument("--json", action="store_true", help="one JSON object per model instead of the table")
     ev.add_argument("--results", type=Path, help="also write the captions as a coco-caption results file "
                                                  "[{image_id, caption}] (several models: FILE-MODEL.json)")
@@ -94,7 +95,7 @@ def cmd_evaluate(args) -> int:
         output_path(args.results)
     rows, paths, skipped = [], args.model or [None], 0
     for path in paths:
-        model = load(path)
+        model = load(path, args.device, args.precision)
         data = read_dataset(args, args.split, model.config.image_size, args.n, progress=True)
         results, scores, data = caption_and_score(model, data, options, progress=True, workers=args.workers,
                                             coco=args.coco, warn=log_line)

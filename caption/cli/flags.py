@@ -80,3 +80,12 @@ def flag_of(option: str) -> str | None:
         if f.name == option:
             return f.metadata.get("flag")
     return None
+
+
+def add_device_flags(p: argparse.ArgumentParser) -> None:
+    """--device and --precision for the commands that decode with a trained model."""
+    from ..device import PRECISIONS
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when present)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="decoding in fp32, bf16 autocast or fp16 autocast (CUDA); auto: bf16 on a CUDA "
+                        "device that has it, fp32 on the CPU (default: auto)")

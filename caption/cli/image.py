@@ -9,7 +9,7 @@ from pathlib import Path
 from ..checkpoint import default_checkpoint
 from ..errors import EXIT_INPUT, InputError
 from ..fileio import folder, output_path, save_png
-from .flags import add_decode_flags, decode_options
+from .flags import add_decode_flags, add_device_flags, decode_options
 
 DEMO_SEED = 7     # scenes no split uses (train 0, val 1, test 2)
 DECODE = {"beam_size": 3, "hard_mode": "expected", "seed": 0}   # the decoding flags' defaults here
@@ -20,6 +20,7 @@ def add_parsers(sub) -> None:
     def decode_flags(p, run):
         p.add_argument("--model", type=Path, help=model_help)
         add_decode_flags(p, **DECODE)
+        add_device_flags(p)
         p.set_defaults(run=run)
 
     pr = sub.add_parser("predict", help="caption images",
@@ -61,12 +62,13 @@ def add_parsers(sub) -> None:
                     help="two checkpoints (default: the shipped scenes-soft.pt and scenes-hard.pt)")
     co.add_argument("--out", type=Path, required=True, help="PNG file to write")
     add_decode_flags(co, **{**DECODE, "hard_mode": "argmax"})
+    add_device_flags(co)
     co.set_defaults(run=cmd_compare)
 
 
-def _model(path: Path | None):
+def _model(path: Path | None, args):
     from ..api import load
-    return load(path)
+    return load(path, args.device, args.precision)
 
 
 def cmd_predict(args) -> int:
@@ -78,7 +80,7 @@ def cmd_predict(args) -> int:
         raise InputError(f"--samples must be at most 100, got {args.samples}")
     if args.coco_results:
         output_path(args.coco_results)
-    model = _model(args.model)
+    model = _model(args.model, args)
     size, crop = model.config.image_size, center_crop(model.config)
     good, status = [], 0
     for path in args.images:
@@ -129,7 +131,7 @@ def cmd_visualize(args) -> int:
     from ..viz.overlay import overlay
     options = decode_options(args)
     output_path(args.out)
-    model = _model(args.model)
+    model = _model(args.model, args)
     image = read_image(args.image)                       # the picture the figure shows
     result = model.caption(args.image, options=options)  # read as every other command reads it
     out = overlay(image, result, args.out)
@@ -144,7 +146,7 @@ def cmd_demo(args) -> int:
     if args.n < 1:
         raise InputError(f"--n must be at least 1, got {args.n}")
     folder(args.out)
-    model = _model(args.model)
+    model = _model(args.model, args)
     scenes = [make_scene(args.scene_seed, i, model.config.image_size) for i in range(args.n)]
     results = model.caption([s.image for s in scenes], options=options)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -161,7 +163,7 @@ def cmd_compare(args) -> int:
     options = decode_options(args)
     output_path(args.out)
     soft_path, hard_path = args.models or (None, default_checkpoint("scenes-hard.pt"))
-    soft, hard = _model(soft_path), _model(hard_path)
+    soft, hard = _model(soft_path, args), _model(hard_path, args)
     images = [read_image(p) for p in args.images]       # the pictures the figure shows
     rs = soft.caption(list(args.images), beam_size=options.beam_size)
     rh = hard.caption(list(args.images), options=options)

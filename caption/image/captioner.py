@@ -48,4 +48,5 @@ class Captioner(nn.Module):
         memory = self.decoder.memory(self.annotations(inputs, features))
         state = self.decoder.init_state(memory)
         step = partial(self.decoder.step, hard_mode=options.hard_mode, generator=generator)
-        return search.decode(step, state, memory, B, start, end, self.config.max_len, options)
+        return search.decode(step, state, memory, B, start, end, self.config.max_len, options,
+                             shared_memory=True)

@@ -23,10 +23,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..attention import Attention
+from ..attention import Attention, AttentionOutput
 from ..config import ATTENTION, CaptionConfig
 from ..search import tree_map
 from ..vocab import PAD_ID
+from .recurrent_linear import RecurrentLinear
 
 
 @dataclass
@@ -35,6 +36,13 @@ class DecoderOutput:
     alpha: Tensor | None             # (N, T, L); None without attention
     log_prob: Tensor | None = None   # (N, T) hard: log alpha at the sampled location
     entropy: Tensor | None = None    # (N, T) hard: entropy of alpha_t
+
+
+def _lstm_cell(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """nn.LSTMCell's update from its pre-activations (gates in its order: input, forget, cell, output)."""
+    i, f, g, o = gates.chunk(4, 1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
 
 
 class Decoder(nn.Module):
@@ -68,11 +76,18 @@ class Decoder(nn.Module):
         return torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))  # (B, H) each
 
     def _context(self, h: Tensor, memory: dict, hard: bool, expected, argmax: bool, generator):
-        """z_t from h_{t-1}: (context (N, D), attention output or None)."""
+        """z_t from h_{t-1}: (context (N, D), attention output or None). The memory holds N rows,
+        or B images whose K = N / B beams are consecutive rows (beam search): then each image's
+        keys and values serve its K queries in one batched product, never copied K times."""
+        N, B = h.shape[0], memory["values"].shape[0]
         if self.attention is None:
-            return memory["mean"], None
-        att = self.attention(h, memory["values"], memory["keys"], mode="hard" if hard else "soft",
+            return memory["mean"].repeat_interleave(N // B, 0), None          # (N, D)
+        query = h if N == B else h.view(B, N // B, -1)                      # (B, K, H)
+        att = self.attention(query, memory["values"], memory["keys"], mode="hard" if hard else "soft",
                              expected=expected, argmax=argmax, generator=generator)
+        if N != B:
+            att = AttentionOutput(*(None if x is None else x.flatten(0, 1) for x in
+                                    (att.context, att.alpha, att.index, att.log_prob, att.entropy)))
         z = att.context
         if self.beta is not None:
             z = torch.sigmoid(self.beta(h)) * z                             # (N, D)
@@ -94,10 +109,18 @@ class Decoder(nn.Module):
             memory = tree_map(lambda x: x.index_select(0, image_of), memory)  # (N, ...)
         h, c = self.init_state(memory)                                      # (N, H)
         emb = self.embed(tgt_in)                                            # (N, T, E)
+        # The LSTM's input is [E y_{t-1}; z_t] (eq. 1): the word half does not depend on the
+        # recurrence, so it is one GEMM over all T steps, with both biases folded in.
+        # The rest, [z_t; h_{t-1}] W^T, is one product per step; the weight gradient of both
+        # halves is one GEMM over all steps (RecurrentLinear).
+        lstm = self.lstm
+        recurrent = RecurrentLinear(torch.cat([lstm.weight_ih, lstm.weight_hh], 1), emb)  # (4H, E + D + H)
+        word_gates = recurrent.pre_out + (lstm.bias_ih + lstm.bias_hh)      # (N, T, 4H)
         hs, zs, alphas, log_probs, entropies = [], [], [], [], []
         for t in range(T):
             z, att = self._context(h, memory, hard, expected, False, generator)
-            h, c = self.lstm(torch.cat([emb[:, t], z], -1), (h, c))         # (N, H)
+            gates = word_gates[:, t] + recurrent(torch.cat([z, h], -1))      # (N, 4H)
+            h, c = _lstm_cell(gates, c)                                     # (N, H)
             hs.append(h)
             zs.append(z)
             if att is not None:

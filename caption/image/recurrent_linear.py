@@ -1,0 +1,104 @@
+"""A linear map applied at every step of a recurrence, with its weight gradient taken as one GEMM.
+
+Autograd would form dL/dW = sum_t g_t^T x_t one step at a time: T products whose inner dimension
+is only the N rows of a batch, each writing (and then adding) a whole weight-sized matrix. Here the
+steps keep their inputs x_t and, in the backward pass, their output gradients g_t; once every step's
+gradient is known, dL/dW = G^T X over all N * T rows at once (the same sum, summed in another order).
+
+    rec = RecurrentLinear(weight, pre)   # weight (O, P + I), pre (N, T, P): before the loop
+    y_t = rec.pre_out[:, t] + rec(x_t)   # [pre_t; x_t] W^T: x_t (N, I) -> (N, O), inside it
+
+`pre` holds the input columns known before the loop (the LSTM's word embeddings): their product
+is one GEMM over all steps, and as the gradient of pre_out[:, t] is the gradient of y_t, their
+weight gradient joins the same G^T X.
+
+The ordering is autograd's own: every step also takes a zero scalar that depends on the weight
+(`_Collect`), so autograd runs that node's backward, which forms G^T X, only after all the steps'.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class _Box:
+    """What the steps share: the inputs x_t of the forward pass and the gradients g_t of the backward."""
+
+    def __init__(self, weight: Tensor, pre: Tensor | None):
+        P = 0 if pre is None else pre.shape[-1]
+        self.weight = weight.detach()[:, P:]                                  # the per-step columns
+        self.pre = None if pre is None else pre.detach()
+        self.inputs: list[Tensor] = []
+        self.grads: dict[int, Tensor] = {}
+        self.cast: dict[torch.dtype, Tensor] = {}
+
+    def weight_as(self, dtype: torch.dtype) -> Tensor:
+        """The weight in `dtype` (autocast), cast once per forward pass, not once per step."""
+        if dtype == self.weight.dtype:
+            return self.weight
+        if dtype not in self.cast:
+            self.cast[dtype] = self.weight.to(dtype)
+        return self.cast[dtype]
+
+
+class _Collect(torch.autograd.Function):
+    """weight -> a zero scalar; backward: dL/dW = G^T X over every step that received a gradient."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, box: _Box) -> Tensor:
+        ctx.box = box
+        return weight.new_zeros(())
+
+    @staticmethod
+    def backward(ctx, _grad: Tensor):
+        box, W = ctx.box, ctx.box.weight
+        steps = sorted(box.grads)
+        if not steps:
+            return None, None
+        G = torch.cat([box.grads[t] for t in steps])                          # (N * T, O)
+        X = torch.cat([box.inputs[t] for t in steps]).to(G.dtype)             # (N * T, I)
+        box.grads = {}     # a second backward (retain_graph) gathers afresh
+        if box.pre is not None:
+            pre = box.pre.transpose(0, 1)[steps].flatten(0, 1).to(G.dtype)   # (N * T, P), rows as G
+            X = torch.cat([pre, X], 1)                                        # (N * T, P + I)
+        return (G.t() @ X).to(W.dtype), None                                  # (O, P + I)
+
+
+class _Step(torch.autograd.Function):
+    """y = x W^T for one step; the weight gradient is left to _Collect."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, token: Tensor, box: _Box, t: int) -> Tensor:
+        ctx.box, ctx.t, ctx.x_dtype = box, t, x.dtype
+        dtype = torch.get_autocast_dtype(x.device.type) \
+            if torch.is_autocast_enabled(x.device.type) else x.dtype
+        w = box.weight_as(dtype)
+        ctx.w = w                                                             # the weight as used
+        return x.to(dtype) @ w.t()                                            # (N, O)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        box, w = ctx.box, ctx.w
+        g = grad.to(w.dtype)
+        box.grads[ctx.t] = box.grads[ctx.t] + g if ctx.t in box.grads else g
+        grad_x = (g @ w).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None  # (N, I)
+        return grad_x, grad.new_zeros(()), None, None
+
+
+class RecurrentLinear:
+    """[pre_t; x_t] W^T at every step t of one forward pass: `pre_out[:, t] + self(x_t)`, called once
+    per step, in order."""
+
+    def __init__(self, weight: Tensor, pre: Tensor | None = None):
+        P = 0 if pre is None else pre.shape[-1]
+        self.box = _Box(weight, pre)
+        self.token = _Collect.apply(weight, self.box) if weight.requires_grad and torch.is_grad_enabled() else None
+        # the gradient reaches `pre` through this product; the weight's through the token
+        self.pre_out = None if pre is None else torch.nn.functional.linear(
+            pre, weight.detach()[:, :P] if self.token is not None else weight[:, :P])  # (N, T, O)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.token is None:
+            return torch.nn.functional.linear(x, self.box.weight)
+        self.box.inputs.append(x.detach())
+        return _Step.apply(x, self.token, self.box, len(self.box.inputs) - 1)

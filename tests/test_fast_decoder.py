@@ -1,0 +1,180 @@
+"""The decoder's speed-ups (issue 12, part 4) compute the same numbers as the plain formulation:
+the fused additive score, the LSTM input product hoisted over all steps, the recurrence's weight
+gradient as one GEMM, and beams that share their image's memory."""
+from functools import partial
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from caption import search
+from caption.attention import AdditiveScore, additive_score
+from caption.config import CaptionConfig
+from caption.image.decoder import Decoder
+from caption.image.recurrent_linear import RecurrentLinear
+
+V, D = 13, 16
+
+
+def tiny(**kw) -> CaptionConfig:
+    base = dict(embed_dim=8, hidden_dim=12, attn_dim=10, dropout=0.0, max_len=7)
+    return CaptionConfig(**{**base, **kw})
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Chunks of two images, so that the chunk loops run several times on tiny tensors."""
+    monkeypatch.setattr(AdditiveScore, "CHUNK", 2 * 3 * 5 * 6)
+
+
+@pytest.mark.parametrize("T", [1, 3])
+@pytest.mark.parametrize("chunked", [False, True])
+def test_additive_score_is_v_tanh_and_its_gradient_is_exact(T, chunked, request):
+    if chunked:
+        request.getfixturevalue("small_chunks")
+    torch.manual_seed(T)
+    q = torch.randn(7, T, 6, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(7, 5, 6, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    reference = torch.tanh(q.unsqueeze(2) + k.unsqueeze(1)) @ v                    # (7, T, 5)
+    assert torch.allclose(AdditiveScore.apply(q, k, v), reference, atol=1e-12)
+    with torch.no_grad():                                   # the scratch-buffer path, no graph
+        assert torch.allclose(additive_score(q, k, v), reference, atol=1e-12)
+    assert torch.autograd.gradcheck(AdditiveScore.apply, (q, k, v))
+
+
+def _reference_forward(dec: Decoder, feats, tgt_in, image_of, hard, expected, generator):
+    """The decoder written plainly, as before the speed-ups: nn.LSTMCell on [E y; z] at every step,
+    v^T tanh(W_q h + W_k a) through autograd."""
+    att = dec.attention
+    memory = feats.index_select(0, image_of)
+    h, c = dec.init_state({"mean": memory.mean(1)})
+    keys = att.key_proj(memory) if att is not None else None
+    emb = dec.embed(tgt_in)
+    hs, zs, alphas, log_probs, entropies = [], [], [], [], []
+    for t in range(tgt_in.shape[1]):
+        if att is None:
+            z = memory.mean(1)
+        else:
+            e = att.v(torch.tanh(att.query_proj(h).unsqueeze(1) + keys)).squeeze(-1)   # (N, L)
+            alpha = torch.softmax(e, -1)
+            z = (alpha.unsqueeze(1) @ memory).squeeze(1)
+            alphas.append(alpha)
+            if hard:
+                s = torch.multinomial(alpha.detach(), 1, generator=generator).squeeze(-1)
+                log_probs.append(torch.log(alpha.gather(1, s[:, None]).squeeze(1)))
+                entropies.append(-(alpha * torch.log(alpha)).sum(-1))
+                z = torch.where(expected[:, None], z, memory[torch.arange(len(s)), s])
+            if dec.beta is not None:
+                z = torch.sigmoid(dec.beta(h)) * z
+        h, c = dec.lstm(torch.cat([emb[:, t], z], -1), (h, c))
+        hs.append(h)
+        zs.append(z)
+    logits = dec._logits(emb, torch.stack(hs, 1), torch.stack(zs, 1))
+    stack = lambda xs: torch.stack(xs, 1) if xs else None   # noqa: E731
+    return logits, stack(alphas), stack(log_probs), stack(entropies)
+
+
+@pytest.mark.parametrize("attention,selector", [("soft", True), ("soft", False), ("hard", True), ("none", True)])
+def test_teacher_forced_step_equals_the_plain_formulation(attention, selector, small_chunks):
+    """Outputs and every parameter's gradient, for a loss that uses all of them."""
+    torch.manual_seed(0)
+    dec = Decoder(tiny(attention=attention, selector=selector), D, V)
+    feats = torch.randn(3, 5, D)
+    tgt = torch.randint(4, V, (5, 6))
+    image_of = torch.tensor([0, 0, 1, 2, 2])
+    expected = torch.tensor([True, False, True, False, False])
+    hard = attention == "hard"
+    results = []
+    for fn in (lambda g: dec(feats, tgt, image_of, hard=hard, expected=expected if hard else False, generator=g),
+               lambda g: _reference_forward(dec, feats, tgt, image_of, hard, expected, g)):
+        dec.zero_grad()
+        out = fn(torch.Generator().manual_seed(1))
+        logits, alpha, log_prob, entropy = (out.logits, out.alpha, out.log_prob, out.entropy) \
+            if hasattr(out, "logits") else out
+        loss = logits.sin().sum()
+        for x in (alpha, log_prob, entropy):
+            if x is not None:
+                loss = loss + x.cos().sum()
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in dec.named_parameters() if p.grad is not None}
+        results.append(([x for x in (logits, alpha, log_prob, entropy) if x is not None], grads))
+    (ours, ours_grads), (ref, ref_grads) = results
+    assert len(ours) == len(ref) == {"soft": 2, "hard": 4, "none": 1}[attention]
+    for a, b in zip(ours, ref):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert ours_grads.keys() == ref_grads.keys() and len(ours_grads) >= 10
+    for name in ref_grads:
+        assert torch.allclose(ours_grads[name], ref_grads[name], atol=1e-5, rtol=1e-4), name
+
+
+def test_recurrent_linear_gradient_equals_per_step_autograd_and_survives_a_second_backward():
+    torch.manual_seed(2)
+    W = torch.randn(6, 4 + 3, requires_grad=True)          # P = 4 columns for `pre`, I = 3 per step
+    pre = torch.randn(5, 3, 4, requires_grad=True)         # (N, T, P)
+    xs = [torch.randn(5, 3, requires_grad=True) for _ in range(3)]
+
+    def run(fast: bool):
+        ys, h = [], torch.zeros(5, 6)
+        rec = RecurrentLinear(W, pre) if fast else None
+        for t, x in enumerate(xs):
+            x = x + h[:, :3]                                # the steps depend on each other
+            y = rec.pre_out[:, t] + rec(x) if fast else F.linear(torch.cat([pre[:, t], x], -1), W)
+            h = torch.tanh(y)
+            ys.append(h)
+        return torch.stack(ys, 1).pow(2).sum()
+
+    grads = []
+    for fast in (False, True, True):
+        for x in (W, pre, *xs):
+            x.grad = None
+        loss = run(fast)
+        loss.backward(retain_graph=True)
+        first = [x.grad.clone() for x in (W, pre, *xs)]
+        loss.backward()                                     # again, on the retained graph: twice the first
+        assert all(torch.allclose(x.grad, 2 * g, atol=1e-6) for x, g in zip((W, pre, *xs), first))
+        grads.append(first)
+    for plain, fast in zip(grads[0], grads[1]):
+        assert torch.allclose(plain, fast, atol=1e-6)
+    with torch.no_grad():                                   # no graph: a plain product
+        rec = RecurrentLinear(W, pre)
+        assert rec.token is None and torch.allclose(rec(xs[0]), xs[0] @ W[:, 4:].t())
+
+
+def test_bf16_autocast_trains_and_stays_near_fp32():
+    torch.manual_seed(3)
+    dec = Decoder(tiny(), D, V)
+    feats, tgt = torch.randn(4, 5, D), torch.randint(4, V, (4, 6))
+    grads = []
+    for bf16 in (False, True):
+        dec.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = dec(feats, tgt)
+        assert out.logits.dtype == (torch.bfloat16 if bf16 else torch.float32)
+        F.cross_entropy(out.logits.float().flatten(0, 1), tgt.flatten()).backward()
+        grads.append({n: p.grad for n, p in dec.named_parameters()})
+        assert all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads[-1].values())
+    w = "lstm.weight_ih"
+    cos = F.cosine_similarity(grads[0][w].flatten(), grads[1][w].flatten(), dim=0)
+    assert cos > 0.99
+
+
+@pytest.mark.parametrize("attention,mode", [("soft", "expected"), ("hard", "argmax"), ("hard", "sample"),
+                                            ("none", "expected")])
+def test_beams_sharing_their_images_memory_equal_beams_with_copies(attention, mode, small_chunks):
+    torch.manual_seed(4)
+    dec = Decoder(tiny(attention=attention), D, V).eval()
+    feats = torch.randn(5, 6, D)
+    found = []
+    for shared in (False, True):
+        memory = dec.memory(feats)
+        step = partial(dec.step, hard_mode=mode, generator=torch.Generator().manual_seed(5))
+        found.append(search.beam_search(step, dec.init_state(memory), memory, 5, 1, 2, 7, 4,
+                                        shared_memory=shared))
+    copies, shared = found
+    for a, b in zip(copies, shared):
+        assert a.tokens == b.tokens and a.score == pytest.approx(b.score, abs=1e-5)
+        assert torch.allclose(a.alpha, b.alpha, atol=1e-6)
+        assert (a.location is None) == (mode == "expected" or attention != "hard")
+        if a.location is not None:
+            assert torch.equal(a.location, b.location)
