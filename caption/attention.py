@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 SCORES = ("additive", "dot", "general")
 LOCAL = (None, "local-m", "local-p")
@@ -43,12 +44,20 @@ class AttentionOutput:
     entropy: Tensor | None = None    # (B, [T]) hard: entropy of alpha (nats)
 
 
-def _score_chunk(q: Tensor, keys: Tensor, v: Tensor, sig: Tensor, e: Tensor) -> None:
-    """sig <- sigmoid(2 (q + k)) (b, T, S, A) and e <- v^T tanh(q + k) (b, T, S), in place."""
+def _score_chunk(q: Tensor, keys: Tensor, w: Tensor, half: Tensor, e: Tensor) -> None:
+    """half <- tanh(q + k) / 2 = sigmoid(2 (q + k)) - 1/2 (b, T, S, A) and e <- v^T tanh(q + k) =
+    2 (half @ v) (b, T, S), in place; w is v in half's dtype."""
     for t in range(q.shape[1]):
-        torch.add(keys, q[:, t].unsqueeze(1), out=sig[:, t])               # (b, S, A)
-    sig.mul_(2).sigmoid_()
-    torch.matmul(sig, v.to(sig.dtype), out=e).mul_(2).sub_(v.sum().to(sig.dtype))
+        torch.add(keys, q[:, t].unsqueeze(1), out=half[:, t])              # (b, S, A)
+    half.mul_(2).sigmoid_().sub_(0.5)
+    torch.matmul(half, w, out=e).mul_(2)
+
+
+def _chunks(B: int, per_image: int, device: torch.device):
+    """Slices of the batch of about CHUNK elements each, to stay in the CPU's cache (one slice on
+    a GPU, where every chunk would be more kernel launches)."""
+    step = B if device.type != "cpu" else max(1, AdditiveScore.CHUNK // per_image)
+    return [slice(b, min(b + step, B)) for b in range(0, B, step)]
 
 
 def additive_score(q: Tensor, keys: Tensor, v: Tensor) -> Tensor:
@@ -61,11 +70,13 @@ def additive_score(q: Tensor, keys: Tensor, v: Tensor) -> Tensor:
     S = keys.shape[1]
     dtype = torch.promote_types(q.dtype, keys.dtype)
     e = torch.empty(B, T, S, dtype=dtype, device=q.device)
-    chunks = list(AdditiveScore._chunks(B, T * S * A))
+    if B == 0:
+        return e
+    chunks = _chunks(B, T * S * A, q.device)
     scratch = torch.empty(chunks[0].stop - chunks[0].start, T, S, A, dtype=dtype, device=q.device)
+    w = v.to(dtype)
     for c in chunks:
-        n = c.stop - c.start
-        _score_chunk(q[c], keys[c], v, scratch[:n], e[c])
+        _score_chunk(q[c], keys[c], w, scratch[:c.stop - c.start], e[c])
     return e
 
 
@@ -77,57 +88,57 @@ class AdditiveScore(torch.autograd.Function):
     is made a few images at a time (`CHUNK` elements, to stay in cache), each image's keys added to
     one query at a time (a simple broadcast), and worked on in place. tanh is taken as
     2 sigmoid(2x) - 1: the same function, but PyTorch's CPU sigmoid runs several times faster than
-    its tanh (benchmarks/decoder_speed.py). Then v^T tanh(x) = 2 v^T sigmoid(2x) - sum(v) and
-    tanh'(x) = 4 sigmoid(2x) (1 - sigmoid(2x)). In the backward pass v is a common factor of both
-    sums (over S for q, over T for k), so the gradient is formed once, scaled by v, reduced twice.
+    its tanh (benchmarks/decoder_speed.py). What is kept is u = tanh(x) / 2 = sigmoid(2x) - 1/2
+    (small numbers, so bf16 keeps their precision): e = 2 u.v and tanh'(x) = 4 (1/4 - u^2). In the
+    backward pass v is a common factor of both sums (over S for q, over T for k), so the gradient
+    is formed once, scaled by v, and reduced twice.
     """
     CHUNK = 1 << 20
-
-    @staticmethod
-    def _chunks(B: int, per_image: int):
-        step = max(1, AdditiveScore.CHUNK // per_image)
-        return (slice(b, min(b + step, B)) for b in range(0, B, step))
 
     @staticmethod
     def forward(ctx, q: Tensor, keys: Tensor, v: Tensor) -> Tensor:
         B, T, A = q.shape
         S = keys.shape[1]
         dtype = torch.promote_types(q.dtype, keys.dtype)
-        sig = torch.empty(B, T, S, A, dtype=dtype, device=q.device)         # sigmoid(2 (q + k))
+        half = torch.empty(B, T, S, A, dtype=dtype, device=q.device)        # tanh(q + k) / 2
         e = torch.empty(B, T, S, dtype=dtype, device=q.device)
-        for c in AdditiveScore._chunks(B, T * S * A):
-            _score_chunk(q[c], keys[c], v, sig[c], e[c])
-        ctx.save_for_backward(sig, v)
+        w = v.to(dtype)
+        for c in _chunks(B, T * S * A, q.device):
+            _score_chunk(q[c], keys[c], w, half[c], e[c])
+        ctx.save_for_backward(half, v)
         return e                                                            # (B, T, S)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: Tensor):
-        sig, v = ctx.saved_tensors
-        B, T, S, A = sig.shape
-        grad = grad.to(sig.dtype)
-        w = v.to(sig.dtype)
-        grad_v = torch.zeros(A, dtype=torch.float32 if sig.dtype != torch.float64 else sig.dtype,
-                             device=sig.device)
-        grad_q = torch.empty(B, T, A, dtype=sig.dtype, device=sig.device)
-        grad_k = torch.empty(B, S, A, dtype=sig.dtype, device=sig.device)
-        for c in AdditiveScore._chunks(B, T * S * A):
-            s, gc = sig[c], grad[c]
-            grad_v += (gc.reshape(1, -1) @ s.reshape(-1, A)).view(A)        # sum grad * sigmoid
+        half, v = ctx.saved_tensors
+        B, T, S, A = half.shape
+        grad = grad.to(half.dtype)
+        w4 = (4 * v).to(half.dtype)
+        grad_v = torch.zeros(A, dtype=torch.float64 if half.dtype == torch.float64 else torch.float32,
+                             device=half.device)
+        grad_q = torch.empty(B, T, A, dtype=half.dtype, device=half.device)
+        grad_k = torch.empty(B, S, A, dtype=half.dtype, device=half.device)
+        quarter = torch.tensor(0.25, dtype=half.dtype, device=half.device)
+        for c in _chunks(B, T * S * A, half.device):
+            u, gc = half[c], grad[c]
+            grad_v += (gc.reshape(1, -1) @ u.reshape(-1, A)).view(A)        # sum grad * tanh / 2
             # One query (a training step): the gradient of k is g itself, made in place.
-            g = torch.addcmul(s, s, s, value=-1, out=grad_k[c].unsqueeze(1)) if T == 1 \
-                else torch.addcmul(s, s, s, value=-1)                       # sigmoid (1 - sigmoid)
-            g.mul_(gc.unsqueeze(-1).mul(4)).mul_(w)                         # (b, T, S, A)
+            g = torch.addcmul(quarter, u, u, value=-1, out=grad_k[c].unsqueeze(1)) if T == 1 \
+                else torch.addcmul(quarter, u, u, value=-1)                 # (1 - tanh^2) / 4
+            g.mul_(gc.unsqueeze(-1)).mul_(w4)                               # (b, T, S, A)
             torch.sum(g, 2, out=grad_q[c])
             if T > 1:
                 torch.sum(g, 1, out=grad_k[c])
-        grad_v = 2 * grad_v - grad.sum()
-        return grad_q, grad_k, grad_v.to(v.dtype)
+        return grad_q, grad_k, (2 * grad_v).to(v.dtype)
 
 
 class Attention(nn.Module):
     def __init__(self, query_dim: int, key_dim: int, attn_dim: int | None = None,
-                 score: str = "additive", local: str | None = None, window: int = 2):
+                 score: str = "additive", local: str | None = None, window: int = 2, key_layers: int = 1):
         super().__init__()
+        if key_layers not in (1, 2) or (key_layers == 2 and score != "additive"):
+            raise ValueError(f"key_layers must be 1, or 2 with the additive score, got {key_layers}")
         if score not in SCORES:
             raise ValueError(f"score must be one of {SCORES}, got {score!r}")
         if local not in LOCAL:
@@ -140,6 +151,8 @@ class Attention(nn.Module):
             self.key_proj = nn.Linear(key_dim, attn_dim)
             self.query_proj = nn.Linear(query_dim, attn_dim, bias=False)
             self.v = nn.Linear(attn_dim, 1, bias=False)
+            # the authors' n_layers_att 2: a second layer on the source side, k = tanh(W2 (W1 a + b1) + b2)
+            self.key_proj2 = nn.Linear(attn_dim, attn_dim) if key_layers == 2 else None
         elif score == "general":
             self.key_proj = nn.Linear(key_dim, query_dim, bias=False)  # W_a k, so score = q . (W_a k)
         if local == "local-p":
@@ -150,7 +163,8 @@ class Attention(nn.Module):
         """Source-only part of the score, computed once per source: (B, S, D) -> (B, S, A)."""
         if self.score == "dot":
             return keys
-        return self.key_proj(keys)
+        k = self.key_proj(keys)                                             # (B, S, A)
+        return torch.tanh(self.key_proj2(k)) if getattr(self, "key_proj2", None) is not None else k
 
     def scores(self, query: Tensor, proj_keys: Tensor) -> Tensor:
         """Unnormalised scores e: query (B, T, Q), proj_keys (B, S, A) -> (B, T, S)."""

@@ -15,6 +15,7 @@ BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "vgg16", "vgg19")
 ENCODERS = ("cnn",) + BACKBONES
 ATTENTION = ("soft", "hard", "none")
 REWARDS = ("sequence", "to-go")   # the REINFORCE reward of step t: the whole caption's, or from t on
+REINFORCE_SCALES = ("per-caption", "capgen", "capgen-sumcost")
 
 
 def option(default: Any, help: str | None = None, choices: tuple | None = None) -> Any:
@@ -53,8 +54,10 @@ class Seq2SeqTrainConfig:
     lr: float = option(7e-3, "Adam's initial learning rate")
     lr_final: float = option(1e-4, "learning rate reached (linearly) at the last step")
     weight_decay: float = 0.0
-    clip: float = option(5.0, "gradient-norm clipping")     # as in the book
+    clip: float = option(5.0, "gradient-norm clipping (0: none, as the authors' Adam)")     # as in the book
     bucket: bool = option(True, "batch sources of similar length together")   # less padding to run
+    # the epoch kept is chosen on this held-out part; the test split is decoded once, at the end
+    val_fraction: float = option(0.1, "share of the training part held out to choose the best epoch")
     seed: int = option(0, "random seed (initialisation and batch order)")
     eval_batch_size: int = 1000
     threads: int | None = option(None, "torch CPU threads")  # None keeps torch's choice
@@ -86,6 +89,15 @@ class CaptionConfig:
     # beta = sigmoid(f_beta(h_{t-1})) on the context
     selector: bool = option(True, "the gate beta on the context (sec. 4.2.1)")
     dropout: float = option(0.3, "dropout before the output layer")   # where the authors' code has it
+    # capgen's COCO switches (--recipe capgen-coco sets them all; docs/paper.md)
+    init_layers: int = option(1, "layers from the mean annotation to h_0 and c_0; 2: a ReLU layer first "
+                                 "(the authors' n_layers_init 2)")
+    attn_layers: int = option(1, "layers on the key side of the additive attention; 2: tanh(W2 (W1 a + b1) + b2) "
+                                 "(the authors' n_layers_att 2)")
+    dropout_h: bool = option(False, "dropout (same rate) also on h_t before L_h and after the init layer "
+                                    "(the authors' use_dropout)")
+    start_zero: bool = option(False, "the first word input is a zero vector, not a learned <start> embedding "
+                                     "(the authors)")
     alpha_c: float = option(1.0, "weight of the doubly stochastic attention penalty")   # lambda, eq. 14
     max_len: int = option(30, "longest caption generated, in words")   # <end> included
 
@@ -98,7 +110,7 @@ class CaptionTrainConfig:
     captions_per_image: int | None = option(1, "captions drawn at random per image and step; 0: all of them")
     lr: float = option(2e-3, "Adam's initial learning rate")
     lr_final: float = option(1e-4, "learning rate reached (linearly) at the last step")
-    clip: float = option(5.0, "gradient-norm clipping")
+    clip: float = option(5.0, "gradient-norm clipping (0: none, as the authors' Adam)")
     seed: int = option(0, "random seed (initialisation and batch order)")
     train_size: int = option(20000, "built-in scenes generated for training")
     # decoded after every epoch
@@ -106,6 +118,8 @@ class CaptionTrainConfig:
     # None: 1 for the built-in scenes, 5 for real data (Karpathy's)
     min_count: int | None = option(None, "words seen fewer times in the training captions become <unk> "
                                          "(default: 1 on scenes, 5 on real data)")
+    vocab_size: int | None = option(None, "keep only the VOCAB_SIZE most frequent training words, the rest "
+                                          "<unk> (the authors: 10,000; default: all that pass --min-count)")
     max_words: int | None = option(None, "training captions are cut to their first MAX_WORDS words "
                                          "(default: max_len - 1)")
     workers: int = option(0, "DataLoader processes that decode and resize images (0: in the main process)")
@@ -136,6 +150,13 @@ class CaptionTrainConfig:
         False, "hard: draw the expected-context choice per caption, not per minibatch")
     expected_warmup: int = option(0, "hard: first epochs trained on the expected (soft) context alone, before "
                                      "any sampling (0: the paper)")
+    # capgen: the authors' code, whose known gradient on alpha bypasses the minibatch mean (docs/paper.md)
+    reinforce_scale: str = option(
+        "per-caption", "hard: per-caption (every term averaged over the minibatch's captions, --reward with the "
+        "moving-average baseline, the penalty's gradient kept), capgen (as the authors' capgen.py: reward the NLL "
+        "of each step alone, no baseline, REINFORCE and entropy terms summed over the minibatch, no penalty "
+        "gradient through alpha), or capgen-sumcost (capgen with its RL_sumCost switch: the per-step mean NLL "
+        "minus capgen's baseline)", REINFORCE_SCALES)
     reward: str = option("sequence", "hard: REINFORCE reward of step t: the whole caption's log-likelihood "
                                      "(sequence, the paper's) or that of the words from t on, with a baseline "
                                      "per number of words left (to-go: unbiased, less variance)", REWARDS)
@@ -168,10 +189,10 @@ RANGES: dict[str, tuple] = {
     "attn_dim": _whole(1, 1 << 16, True), "window": _whole(0, 1000), "dropout": _real(0, 1, high_open=True),
     "max_source_len": _whole(1, 100000), "max_target_len": _whole(1, 100000), "epochs": _whole(1, 100000),
     "batch_size": _whole(1, 1 << 20), "lr": POSITIVE, "lr_final": POSITIVE, "weight_decay": _real(0),
-    "clip": POSITIVE, "seed": _whole(0), "eval_batch_size": COUNT, "threads": _whole(1, 1024, True),
+    "clip": _real(0), "val_fraction": _real(0, 1, True, True), "seed": _whole(0), "eval_batch_size": COUNT, "threads": _whole(1, 1024, True),
     "image_size": _whole(16, 4096), "feature_dim": SIZE, "grid": _whole(1, 64, True), "alpha_c": _real(0),
-    "max_len": _whole(2, 1000), "captions_per_image": _whole(0, None, True), "train_size": COUNT,
-    "val_size": COUNT, "min_count": _whole(1, None, True), "max_words": _whole(1, None, True),
+    "max_len": _whole(2, 1000), "init_layers": _whole(1, 2), "attn_layers": _whole(1, 2), "captions_per_image": _whole(0, None, True), "train_size": COUNT,
+    "val_size": COUNT, "min_count": _whole(1, None, True), "vocab_size": _whole(1, None, True), "max_words": _whole(1, None, True),
     "workers": _whole(0, 256), "pretrain_epochs": _whole(0, 1000), "eval_beam": _whole(1, 100),
     "reinforce_weight": _real(0), "entropy_weight": _real(0), "baseline_decay": RATE, "expected_prob": RATE,
     "expected_warmup": _whole(0), "save_every": _real(0, 100000),
@@ -191,6 +212,9 @@ def check(config) -> None:
             ok, what = RANGES[f.name]
             if not ok(value):
                 raise OptionError(f.name, f"must be {what}, got {value!r}")
+    if getattr(config, "reinforce_scale", "per-caption") != "per-caption" and config.reward != "sequence":
+        raise OptionError("reward", f"to-go applies to --reinforce-scale per-caption; {config.reinforce_scale} "
+                                    "has its own reward")
     if isinstance(config, Seq2SeqConfig) and config.score == "dot":
         # Luong's dot score q.k needs the decoder state and the encoder output of one size
         encoder = config.hidden_dim * (2 if config.bidirectional else 1)
@@ -209,3 +233,13 @@ def from_dict(cls: type[C], data: dict[str, Any]) -> C:
     if unknown:
         raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
     return cls(**data)
+
+
+# `caption train --recipe NAME`: field values applied before the flags given (which still win).
+RECIPES: dict[str, dict[str, Any]] = {
+    # the authors' evaluate_coco.py defaults and capgen.py's Adam (lr 2e-4 fixed, no clipping);
+    # attn_dim 512 = their ctx_dim; docs/paper.md lists each one
+    "capgen-coco": {"embed_dim": 512, "hidden_dim": 1800, "attn_dim": 512, "init_layers": 2, "attn_layers": 2,
+                    "dropout": 0.5, "dropout_h": True, "start_zero": True, "selector": True, "alpha_c": 1.0,
+                    "lr": 2e-4, "lr_final": 2e-4, "clip": 0.0, "vocab_size": 10000, "batch_size": 64},
+}

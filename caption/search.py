@@ -38,14 +38,25 @@ class DecodeOptions:
         "a hard-attention model's test-time context: the expected one (as the authors), the argmax "
         "location, or a sampled one", "--hard-mode", HARD_MODES))
     seed: int | None = field(default=None, metadata=_meta("random seed of --hard-mode sample", "--seed"))
+    # on: the mean log-probability per token picks the winner; the authors sum (generate_caps.py, no -n)
+    length_norm: bool = field(default=True, metadata=_meta(
+        "the beam's winner by its log-probability per token (--no-length-norm: the raw sum, as the "
+        "authors' generate_caps.py by default)", "--length-norm"))
+    # the authors' gen_sample: a finished caption leaves the beam, which narrows to k - finished
+    shrink_beam: bool = field(default=False, metadata=_meta(
+        "finished captions leave the beam, which narrows until all k have ended (the authors' "
+        "gen_sample); default: a finished caption keeps its slot while it stays among the k best", "--shrink-beam"))
     max_len: int | None = None         # tokens generated, <end> included; None: the model's own
-    length_penalty: float = 1.0        # beam winner by score / length**penalty; 0: raw sum of log-probs
+    length_penalty: float = 1.0        # with length_norm: the winner by score / length**penalty
 
     def __post_init__(self):
         if not _is_int(self.beam_size) or isinstance(self.beam_size, bool) or self.beam_size < 1:
             raise OptionError("beam_size", f"must be at least 1, got {self.beam_size}")
         if self.beam_size > MAX_BEAM:
             raise OptionError("beam_size", f"must be at most {MAX_BEAM}, got {self.beam_size}")
+        for name in ("length_norm", "shrink_beam"):
+            if not isinstance(getattr(self, name), bool):
+                raise OptionError(name, f"must be True or False, got {getattr(self, name)!r}")
         if self.hard_mode not in HARD_MODES:
             raise OptionError("hard_mode", f"must be one of {HARD_MODES}, got {self.hard_mode!r}")
         if self.max_len is not None and (not _is_int(self.max_len) or self.max_len < 1):
@@ -95,7 +106,7 @@ def decode(step: StepFn, state: Any, memory: Any, batch_size: int, start: int, e
     if options.beam_size == 1:
         return greedy(step, state, memory, batch_size, start, end, n)
     return beam_search(step, state, memory, batch_size, start, end, n, options.beam_size,
-                       options.length_penalty, shared_memory)
+                       options.length_penalty if options.length_norm else 0.0, shared_memory, options.shrink_beam)
 
 
 def _hypotheses(tokens: Tensor, scores: Tensor, per_token: dict[str, Tensor], end: int) -> list[Hypothesis]:
@@ -136,12 +147,14 @@ def greedy(step: StepFn, state: Any, memory: Any, batch_size: int, start: int, e
 @torch.no_grad()
 def beam_search(step: StepFn, state: Any, memory: Any, batch_size: int, start: int, end: int,
                 max_len: int, beam_size: int = 3, length_penalty: float = 1.0,
-                shared_memory: bool = False) -> list[Hypothesis]:
+                shared_memory: bool = False, shrink: bool = False) -> list[Hypothesis]:
     """All B sources x K beams advance together as one batch of N = B*K rows, source b's beams
     in rows b*K .. b*K + K - 1. The memory is repeated for each beam, unless `shared_memory`:
     then it keeps its B rows and the step reads row b for all of source b's beams.
 
-    Finished beams stay in the beam, extended only by <end> at zero cost, so their score is frozen.
+    Finished beams stay in the beam, extended only by <end> at zero cost, so their score is frozen,
+    and compete with the live ones for the K slots. With `shrink` (the authors' gen_sample) a
+    finished beam keeps its slot for good and only the K - finished live ones are refilled.
     The winner maximises score / length**length_penalty (length counts <end>; 0 turns it off).
     """
     B, K = batch_size, beam_size
@@ -157,15 +170,24 @@ def beam_search(step: StepFn, state: Any, memory: Any, batch_size: int, start: i
     history = torch.zeros(B, K, 0, dtype=torch.long, device=device)
     kept: dict[str, Tensor] = {}           # name -> (B, K, t, ...) per-token fields of each beam
     base = (torch.arange(B, device=device) * K).unsqueeze(1)                # (B, 1)
+    slots = torch.arange(K, device=device).expand(B, K)                     # (B, K)
     for _ in range(max_len):
         logp, state, fields = step(tokens, state, memory)                   # (N, V)
         V = logp.shape[-1]
         logp = logp.view(B, K, V)                                           # (B, K, V)
         only_end = torch.full((V,), float("-inf"), device=device)
         only_end[end] = 0.0
-        logp = torch.where(finished.unsqueeze(-1), only_end, logp)
-        scores, flat = (scores.unsqueeze(-1) + logp).view(B, K * V).topk(K, dim=-1)  # (B, K)
-        origin, new = flat // V, flat % V                                   # (B, K)
+        if shrink:   # finished slots are pinned; the live ones take the best live candidates, in rank order
+            logp = logp.masked_fill(finished.unsqueeze(-1), float("-inf"))
+            top, flat = (scores.unsqueeze(-1) + logp).view(B, K * V).topk(K, dim=-1)  # (B, K)
+            rank = ((~finished).cumsum(1) - 1).clamp(min=0)                 # (B, K)
+            origin = torch.where(finished, slots, (flat // V).gather(1, rank))
+            new = torch.where(finished, end, (flat % V).gather(1, rank))
+            scores = torch.where(finished, scores, top.gather(1, rank))
+        else:
+            logp = torch.where(finished.unsqueeze(-1), only_end, logp)
+            scores, flat = (scores.unsqueeze(-1) + logp).view(B, K * V).topk(K, dim=-1)  # (B, K)
+            origin, new = flat // V, flat % V                               # (B, K)
         rows = (origin + base).view(-1)                                     # (N,)
         state = tree_map(lambda x: x.index_select(0, rows), state)
         history = torch.cat([_take(history, origin), new.unsqueeze(-1)], -1)  # (B, K, t+1)

@@ -21,12 +21,13 @@ class Vocab:
         self.pad, self.start, self.end, self.unk = (self.stoi[t] for t in SPECIALS)
 
     @classmethod
-    def build(cls, sequences: Iterable[Iterable[str]], min_count: int = 1) -> "Vocab":
-        """Tokens seen at least `min_count` times, most frequent first (ties alphabetical)."""
+    def build(cls, sequences: Iterable[Iterable[str]], min_count: int = 1, max_words: int | None = None) -> "Vocab":
+        """Tokens seen at least `min_count` times, most frequent first (ties alphabetical); with
+        `max_words`, only that many of them (the authors keep the 10,000 most frequent)."""
         counts = Counter(tok for seq in sequences for tok in seq)
         kept = sorted((t for t, c in counts.items() if c >= min_count and t not in SPECIALS),
                       key=lambda t: (-counts[t], t))
-        return cls(list(SPECIALS) + kept)
+        return cls(list(SPECIALS) + kept[:max_words])
 
     def __len__(self) -> int:
         return len(self.itos)

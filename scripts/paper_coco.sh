@@ -10,11 +10,13 @@ out=${OUT:-runs/coco}
 data=(--dataset karpathy --data "$KARPATHY" --images "$COCO")
 caption features "${data[@]}" --encoder vgg19 --encoder-weights "$VGG19" --image-size 224 --grid 14 \
     --split train --split val --split test --out "$out/features" --workers 8 --batch-size 64
-model=(--embed-dim 512 --hidden-dim 1800 --attn-dim 512 --dropout 0.5 --min-count 5 --max-words 30
-       --epochs 10 --batch-size 64 --captions-per-image 0 --lr 2e-4 --lr-final 2e-5 --eval-beam 1 --workers 4)
-caption train --features "$out/features" --attention soft --alpha-c 1 "${model[@]}" --out "$out/soft.pt"
-caption train --features "$out/features" --attention hard "${model[@]}" --out "$out/hard.pt"
-for m in soft hard; do
-    caption evaluate --model "$out/$m.pt" "${data[@]}" --split test --beam 3 --workers 8 \
-        --results "$out/$m-test-results.json"
+# the authors' COCO model and training (docs/paper.md); hard attention with capgen's own scaling
+model=(--recipe capgen-coco --min-count 1 --max-words 30 --epochs 10 --captions-per-image 0 --eval-beam 1
+       --workers 4)
+caption train --features "$out/features" --attention soft "${model[@]}" --out "$out/soft.pt"
+caption train --features "$out/features" --attention hard --reinforce-scale capgen --entropy-weight 0 \
+    "${model[@]}" --out "$out/hard.pt"
+for m in soft hard; do   # the authors' generate_caps.py: k = 5, no length normalisation, a shrinking beam
+    caption evaluate --model "$out/$m.pt" "${data[@]}" --split test --beam 5 --no-length-norm --shrink-beam \
+        --workers 8 --results "$out/$m-test-results.json"
 done

@@ -211,3 +211,15 @@ def test_predict_and_evaluate_take_device_and_precision(model_path, images, caps
         assert main(["predict", images[0], "--model", str(model_path), *argv]) == 1
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_beam_flags_reach_the_decoder(model_path, images, capsys):
+    """--no-length-norm and --shrink-beam are the DecodeOptions of the API."""
+    from caption.search import DecodeOptions
+    assert main(["predict", *images, "--model", str(model_path), "--beam", "4", "--no-length-norm",
+                 "--shrink-beam", "--json"]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    options = DecodeOptions(beam_size=4, length_norm=False, shrink_beam=True)
+    expected = load(model_path).caption(images, options=options)
+    assert [r["caption"] for r in rows] == [e.text for e in expected]
+    assert [r["score"] for r in rows] == [round(e.score, 4) for e in expected]

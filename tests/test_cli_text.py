@@ -35,7 +35,8 @@ def test_module_entry_point_prints_help():
 def test_train_saves_a_loadable_checkpoint(small_model, capsys):
     payload = torch.load(small_model, weights_only=True)
     assert payload["kind"] == "seq2seq" and payload["config"]["hidden_dim"] == 8
-    assert payload["meta"]["total"] == 30          # the last 10% of 300 generated lines
+    assert payload["meta"]["test_total"] == 30     # the last 10% of 300 generated lines, decoded once
+    assert payload["meta"]["val_total"] == 27      # a tenth of the other 270 chose the epoch
     capsys.readouterr()
     assert main(["seq2seq", "translate", "--model", str(small_model), "June 1, 2001", "1/2/03"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -178,3 +178,20 @@ def test_beams_sharing_their_images_memory_equal_beams_with_copies(attention, mo
         assert (a.location is None) == (mode == "expected" or attention != "hard")
         if a.location is not None:
             assert torch.equal(a.location, b.location)
+
+
+def test_a_partial_backward_leaves_nothing_for_the_next_one():
+    """autograd.grad on an input alone runs the steps' backward but not the weight's: the next full
+    backward must not count those steps twice."""
+    torch.manual_seed(6)
+    W = torch.randn(4, 3, requires_grad=True)
+    x = torch.randn(2, 3, requires_grad=True)
+    rec = RecurrentLinear(W)
+    y = torch.tanh(rec(x))
+    loss = rec(y[:, :3]).pow(2).sum()
+    torch.autograd.grad(loss, x, retain_graph=True)
+    loss.backward()
+    W2 = W.detach().clone().requires_grad_()
+    y2 = torch.tanh(x @ W2.t())
+    (y2[:, :3] @ W2.t()).pow(2).sum().backward()
+    assert torch.allclose(W.grad, W2.grad, atol=1e-6)

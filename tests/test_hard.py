@@ -2,6 +2,8 @@
 the baseline rule, the expected-context mix and the test-time modes."""
 import itertools
 
+import pytest
+
 import torch
 import torch.nn.functional as F
 
@@ -152,3 +154,43 @@ def test_sample_mode_is_reproducible_for_a_seed():
     # beam search keeps each word's location with its hypothesis, as greedy does
     for r in model.caption_tensors(images, DecodeOptions(beam_size=3, hard_mode="argmax")):
         assert r.locations == [divmod(int(a.argmax()), a.shape[1]) for a in r.attention]
+
+
+@pytest.mark.parametrize("sum_cost", [False, True])
+def test_capgen_scale_gradient_equals_a_transcription_of_capgens_known_grads(sum_cost):
+    """capgen.py: grads = T.grad(cost.mean() + alpha_reg, known_grads={alphas: masked_cost / 10 *
+    (alpha_sample / alphas) + alpha_entropy_c * (log alphas + 1)}), masked_cost the step's NLL, or with
+    RL_sumCost (baseline_time - masked_cost.mean(0)) / 10 * (-alpha_sample / alphas) + ...;
+    alphas (T, N, L) time-major; alpha_sample one-hot, or alphas
+    in an expected-context row. The known gradient replaces the penalty's, which reaches the
+    parameters only through alphas. Transcribed with autograd.grad(alphas, grad_outputs=known)."""
+    from caption.image.losses import capgen_surrogate, soft_attention_loss
+    dec, feats, tgt = _problem()
+    rows, b, entropy_c, alpha_c = 6, 1.7, 0.01, 1.0
+    targets = tgt[:, 1:].expand(rows, -1)
+    expected = torch.tensor([True, False, False, True, False, False])
+    mask = torch.tensor([[1, 1], [1, 0], [1, 1], [1, 1], [1, 0], [1, 1]], dtype=torch.bool)
+    out = dec(feats, tgt[:, :-1].expand(rows, -1), torch.zeros(rows, dtype=torch.long), hard=True,
+              expected=expected, generator=torch.Generator().manual_seed(3))
+    params = list(dec.parameters())
+    grad = lambda y, **kw: torch.autograd.grad(y, params, retain_graph=True, allow_unused=True, **kw)  # noqa: E731
+    flat = lambda gs: torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(gs, params)])  # noqa: E731
+
+    steps = step_nll(out.logits, targets, mask)                                          # (N, T)
+    loss, _ = soft_attention_loss(out.logits, targets, mask, out.alpha.detach(), alpha_c)
+    ours = flat(grad(loss.mean() + capgen_surrogate(steps, out.log_prob, out.alpha, b, ~expected, 0.1,
+                                                    entropy_c, sum_cost)))
+
+    alphas, masked_cost = out.alpha.transpose(0, 1), steps.t()                          # (T, N, L), (T, N)
+    alpha_sample = torch.where(expected[None, :, None], alphas, F.one_hot(out.location.t(), L).double())
+    if sum_cost:
+        known = (b - masked_cost.mean(0))[None, :, None] / 10. * (-alpha_sample / alphas)
+    else:
+        known = masked_cost[:, :, None] / 10. * (alpha_sample / alphas)
+    known = known + entropy_c * (torch.log(alphas) + 1)
+    capgen = flat(grad(masked_cost.sum(0).mean())) + flat(grad(alphas, grad_outputs=known.detach()))
+    assert torch.allclose(ours, capgen, rtol=1e-6, atol=1e-9)      # step_nll works in float32
+    # and it is not the per-caption objective's gradient (the scale differs)
+    per_caption = flat(grad((loss + reinforce_surrogate(steps.sum(1), out.log_prob, out.entropy, mask, b,
+                                                        ~expected, 0.1, entropy_c)).mean()))
+    assert not torch.allclose(ours, per_caption, rtol=1e-3)

@@ -155,3 +155,61 @@ def test_a_step_field_that_a_hypothesis_lacks_is_refused():
         return torch.log_softmax(torch.zeros(len(tokens), 5), -1), state, {"colour": torch.zeros(len(tokens))}
     with pytest.raises(ValueError, match="colour"):
         search.greedy(step, torch.zeros(1), None, 1, START, END, 3)
+
+
+def _authors_beam(step, state, memory, start, end, max_len, k, normalize):
+    """A transcription of the authors' gen_sample (capgen.py, stochastic=False) and of the choice
+    in generate_caps.py for one source: finished hypotheses leave the beam, which narrows to
+    k - dead; the winner has the least summed NLL (per token, <eos> counted, with -n)."""
+    samples, sample_scores = [], []
+    live = [([], 0.0, state)]                             # (tokens, summed NLL, state)
+    for _ in range(max_len):
+        cands = []
+        for tokens, nll, st in live:
+            logp, st2, _ = step(torch.tensor([tokens[-1] if tokens else start]), st, memory)
+            for w in range(logp.shape[-1]):
+                cands.append((nll - float(logp[0, w]), tokens + [w], st2))
+        cands.sort(key=lambda c: c[0])
+        live = []
+        for nll, tokens, st in cands[:k - len(samples)]:
+            if tokens[-1] == end:
+                samples.append(tokens)
+                sample_scores.append(nll)
+            else:
+                live.append((tokens, nll, st))
+        if not live or len(samples) >= k:
+            break
+    for tokens, nll, _ in live:
+        samples.append(tokens)
+        sample_scores.append(nll)
+    scores = [s / len(t) if normalize else s for s, t in zip(sample_scores, samples)]
+    best = min(range(len(scores)), key=scores.__getitem__)
+    return [t for t in samples[best] if t != end], -sample_scores[best]
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_shrinking_beam_equals_the_authors_gen_sample(normalize):
+    """Random Markov tables, several sources decoded together, against the per-source transcription."""
+    torch.manual_seed(0)
+    Vn, Bn, K = 7, 12, 3
+    tables = torch.log_softmax(torch.randn(Bn, Vn, Vn) * 2, -1)          # (source, previous, next)
+
+    def step(tokens, state, memory):
+        return tables[memory, tokens], state, None
+    memory = torch.arange(Bn)
+    found = search.beam_search(step, torch.zeros(Bn), memory, Bn, 1, 2, 6, K,
+                               length_penalty=1.0 if normalize else 0.0, shrink=True)
+    differs = 0
+    for b in range(Bn):
+        tokens, score = _authors_beam(lambda t, s, m: step(t, s, m), torch.zeros(1), torch.tensor([b]),
+                                      1, 2, 6, K, normalize)
+        assert found[b].tokens == tokens and found[b].score == pytest.approx(score, abs=1e-5)
+        [kept] = search.beam_search(step, torch.zeros(1), torch.tensor([b]), 1, 1, 2, 6, K,
+                                    length_penalty=1.0 if normalize else 0.0)
+        differs += kept.tokens != tokens
+    options = DecodeOptions(beam_size=K, length_norm=normalize, shrink_beam=True)
+    assert [h.tokens for h in search.decode(step, torch.zeros(Bn), memory, Bn, 1, 2, 6, options)] == \
+        [h.tokens for h in found]
+    with pytest.raises(OptionError, match="shrink_beam must be True or False"):
+        DecodeOptions(shrink_beam="yes")
+    assert differs >= 1      # on these tables the two beams part ways somewhere: the test can tell them apart

@@ -14,7 +14,7 @@ from caption.text.translator import Translator
 def tiny(pairs, **kw):
     torch.manual_seed(0)
     cfg = Seq2SeqConfig(embed_dim=8, hidden_dim=16, **kw)
-    model, vocab = build_translator(pairs, [], cfg, torch.device("cpu"))
+    model, vocab = build_translator(pairs, cfg, torch.device("cpu"))
     return model, vocab
 
 
@@ -51,7 +51,7 @@ def test_tiny_model_overfits_a_few_examples(kw):
     pairs = generate_dates(8, seed=2)
     model, vocab = tiny(pairs, **kw)
     cfg = Seq2SeqTrainConfig(epochs=150, batch_size=8, lr=0.02, lr_final=1e-3, seed=0)
-    history = train_translator(model, vocab, pairs, pairs, cfg, progress=False, log=lambda s: None)
+    history, _ = train_translator(model, vocab, pairs, pairs, cfg, progress=False, log=lambda s: None)
     assert history[0].correct < 8
     assert history[-1].correct == 8 and history[-1].loss < 0.05
 
@@ -82,3 +82,33 @@ def test_exact_matches_counts_what_the_translator_outputs():
     correct, outputs = exact_matches(model, data, vocab, batch_size=5)
     assert outputs == Translator(model, vocab).translate([s for s, _ in pairs])
     assert correct == sum(o == t for o, t in zip(outputs, data.targets))
+
+
+def test_the_epoch_is_chosen_on_validation_and_the_test_set_is_decoded_once(tmp_path, monkeypatch):
+    """Vocabulary and lengths from the training part alone (a test character it never saw is <unk>);
+    the kept model is the best validation epoch's, and the test set is decoded exactly once."""
+    import caption.text.train as train_mod
+    from caption.text.data import validation_split
+    pairs = generate_dates(60, seed=3)
+    train_pairs, val_pairs = validation_split(pairs[:50], 0.2)
+    assert len(val_pairs) == 10 and train_pairs + val_pairs == pairs[:50]
+    test_pairs = [("¤" + s, t) for s, t in pairs[50:]]                     # '¤' only in the test sources
+    model, vocab = tiny(train_pairs)
+    assert "¤" not in vocab and vocab.itos == tiny(train_pairs + val_pairs[:0])[1].itos
+    assert model.config.max_source_len == max(len(s) for s, _ in train_pairs)
+    decoded = []
+    real = train_mod.exact_matches
+    monkeypatch.setattr(train_mod, "exact_matches", lambda m, data, *a, **k: decoded.append(data.targets) or real(m, data, *a, **k))
+    cfg = Seq2SeqTrainConfig(epochs=4, batch_size=8, lr=0.02, lr_final=1e-3, seed=0)
+    path = tmp_path / "m.pt"
+    history, test = train_translator(model, vocab, train_pairs, val_pairs, cfg, out=path, progress=False,
+                                     log=lambda s: None, test_pairs=test_pairs)
+    targets = [t for _, t in test_pairs]
+    assert [d == targets for d in decoded] == [False] * 4 + [True]          # 4 validation decodes, 1 test
+    best = max(history, key=lambda r: r.correct)                          # the first of equals
+    assert test.epoch == best.epoch and test.total == 10
+    meta = checkpoint.load(path, kind="seq2seq")["meta"]
+    assert meta["epoch"] == best.epoch and meta["test_correct"] == test.correct
+    assert meta["val_correct"] == best.correct and meta["val_total"] == 10
+    assert test.correct == real(Translator.from_checkpoint(checkpoint.load(path, kind="seq2seq")).model,
+                                to_tensors(test_pairs, vocab), vocab)[0]

@@ -9,7 +9,7 @@ from ..errors import EXIT_INPUT, DataError, InputError
 from .datasets import add_dataset_flags, log_line, read_dataset
 from .flags import add_decode_flags, add_device_flags, decode_options
 
-DECODE = {"beam_size": 3, "hard_mode": "expected", "seed": 0}
+DECODE = {"beam_size": 3, "hard_mode": "expected", "seed": 0, "length_norm": True, "shrink_beam": False}
 SCENE_COLUMNS = [("bleu1", "B-1", 1), ("bleu2", "B-2", 1), ("bleu3", "B-3", 1), ("bleu4", "B-4", 1),
                  ("object_f1", "obj F1", 3), ("object_f1_3-4", "F1 3-4 obj", 3),
                  ("attention_mass", "alpha in box", 3), ("attention_argmax_in_box", "argmax in box", 3),

@@ -39,9 +39,14 @@ def add_config_flags(p: argparse.ArgumentParser, cls) -> None:
 
 
 def config_from(cls, args: argparse.Namespace):
-    """The config with the flags given; every field checked (`config.check`) before any work."""
-    from ..config import check
+    """The config with the flags given, over the values of --recipe where the command has it;
+    every field checked (`config.check`) before any work."""
+    from ..config import RECIPES, check
     cfg = cls()
+    recipe = RECIPES.get(getattr(args, "recipe", None) or "", {})
+    for f in fields(cls):
+        if f.name in recipe:
+            setattr(cfg, f.name, recipe[f.name])
     for f in fields(cls):
         value = getattr(args, f.name, None)
         if value is not None:
@@ -62,6 +67,10 @@ def add_decode_flags(p: argparse.ArgumentParser, **defaults) -> None:
         if f.name not in defaults:
             continue
         default, choices = defaults[f.name], f.metadata.get("choices")
+        if hints[f.name] is bool:
+            p.add_argument(f.metadata["flag"], default=default, action=argparse.BooleanOptionalAction,
+                           help=f"{f.metadata['help']} (default: {'on' if default else 'off'})")
+            continue
         kind = {} if choices else {"type": _scalar(hints[f.name])}
         p.add_argument(f.metadata["flag"], default=default, choices=choices, **kind,
                        help=f"{f.metadata['help']} (default: {default})")

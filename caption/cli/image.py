@@ -12,7 +12,7 @@ from ..fileio import folder, output_path, save_png
 from .flags import add_decode_flags, add_device_flags, decode_options
 
 DEMO_SEED = 7     # scenes no split uses (train 0, val 1, test 2)
-DECODE = {"beam_size": 3, "hard_mode": "expected", "seed": 0}   # the decoding flags' defaults here
+DECODE = {"beam_size": 3, "hard_mode": "expected", "seed": 0, "length_norm": True, "shrink_beam": False}   # the decoding flags' defaults here
 
 
 def add_parsers(sub) -> None:

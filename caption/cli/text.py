@@ -37,7 +37,7 @@ def add_parsers(sub) -> None:
                                         "output line and an error on standard error; the exit status is then 1.")
     tl.add_argument("sources", nargs="+", metavar="SOURCE", help="text to convert, or - for standard input")
     tl.add_argument("--model", type=Path, help=model_help)
-    add_decode_flags(tl, beam_size=1)
+    add_decode_flags(tl, beam_size=1, length_norm=True, shrink_beam=False)
     tl.set_defaults(run=cmd_translate)
 
     at = s2s_sub.add_parser("attention", help="write the attention matrix of one source as a PNG",
@@ -67,20 +67,21 @@ def _load_translator(path: Path | None):
 
 def cmd_train(args) -> int:
     import torch
-    from ..text.data import book_split, generate, read_pairs
+    from ..text.data import book_split, generate, read_pairs, validation_split
     from ..text.train import build_translator, train_translator
     pairs = read_pairs(args.data) if args.data else generate(args.task, args.n, seed=1)
-    train_pairs, test_pairs = book_split(pairs)
     model_cfg = config_from(Seq2SeqConfig, args)
     train_cfg = config_from(Seq2SeqTrainConfig, args)
+    train_pairs, test_pairs = book_split(pairs)
+    train_pairs, val_pairs = validation_split(train_pairs, train_cfg.val_fraction)
     torch.manual_seed(train_cfg.seed)
-    model, vocab = build_translator(train_pairs, test_pairs, model_cfg)
-    print(f"{len(train_pairs)} train / {len(test_pairs)} test examples, {len(vocab)} symbols, "
-          f"{sum(p.numel() for p in model.parameters()):,} parameters")
-    history = train_translator(model, vocab, train_pairs, test_pairs, train_cfg, out=args.out,
-                               progress=not args.quiet)
-    best = max(history, key=lambda r: r.correct)
-    print(f"best: epoch {best.epoch}, {best.correct}/{best.total} exact; saved to {args.out}")
+    model, vocab = build_translator(train_pairs, model_cfg)
+    print(f"{len(train_pairs)} train / {len(val_pairs)} validation / {len(test_pairs)} test examples, "
+          f"{len(vocab)} symbols (from the training part), {sum(p.numel() for p in model.parameters()):,} parameters")
+    history, test = train_translator(model, vocab, train_pairs, val_pairs, train_cfg, out=args.out,
+                                     progress=not args.quiet, test_pairs=test_pairs)
+    print(f"kept epoch {test.epoch} (validation {max(r.correct for r in history)}/{history[0].total}); "
+          f"test {test.correct}/{test.total} exact; saved to {args.out}")
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import CaptionConfig, CaptionTrainConfig
+from ..config import RECIPES, CaptionConfig, CaptionTrainConfig
 from ..errors import InputError
 from .datasets import add_dataset_flags, log_line, read_dataset
 from .flags import add_config_flags, config_from
@@ -25,6 +25,11 @@ def add_parsers(sub) -> None:
     tr.add_argument("--out", type=Path, required=True, help="where to write the best checkpoint")
     tr.add_argument("--resume", action="store_true", help="continue from OUT.last.pt (after its last epoch, or inside an epoch with --save-every); refused when there is none")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.add_argument("--recipe", choices=sorted(RECIPES),
+                    help="set many fields at once, the flags given still winning: capgen-coco is the authors' "
+                         "COCO model and training (embedding 512, LSTM 1800, attention 512, 2-layer init and "
+                         "attention MLPs, dropout 0.5 on h and before the output, a zero first word, Adam 2e-4 "
+                         "without decay or clipping, the 10,000 most frequent words; docs/paper.md)")
     add_config_flags(tr, CaptionConfig)
     add_config_flags(tr, CaptionTrainConfig)
     tr.set_defaults(run=cmd_train)
@@ -86,7 +91,7 @@ def cmd_train(args) -> int:
             model_cfg.image_size = 224           # the paper's input for backbones (VGG conv5: 14 x 14)
         train_set, val_set = _splits(args, model_cfg.image_size, train_cfg)
     torch.manual_seed(train_cfg.seed)
-    model, vocab = build_captioner(train_set, model_cfg, train_cfg.min_count, device)
+    model, vocab = build_captioner(train_set, model_cfg, train_cfg.min_count, device, train_cfg.vocab_size)
     if args.features and model.encoder.weights_sha256 != manifest["sha256"]:
         raise InputError(f"{model_cfg.encoder_weights}: not the weights the feature cache {args.features} was "
                          f"made with (sha256 differs)")

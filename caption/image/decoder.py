@@ -26,8 +26,10 @@ from torch import Tensor
 from ..attention import Attention, AttentionOutput
 from ..config import ATTENTION, CaptionConfig
 from ..search import tree_map
-from ..vocab import PAD_ID
+from ..vocab import PAD_ID, SPECIALS, START
 from .recurrent_linear import RecurrentLinear
+
+START_ID = SPECIALS.index(START)
 
 
 @dataclass
@@ -36,6 +38,7 @@ class DecoderOutput:
     alpha: Tensor | None             # (N, T, L); None without attention
     log_prob: Tensor | None = None   # (N, T) hard: log alpha at the sampled location
     entropy: Tensor | None = None    # (N, T) hard: entropy of alpha_t
+    location: Tensor | None = None   # (N, T) hard: the sampled location s_t (drawn for every caption)
 
 
 def _lstm_cell(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
@@ -53,8 +56,11 @@ class Decoder(nn.Module):
             raise ValueError(f"attention must be one of {ATTENTION}, got {c.attention!r}")
         D, E, H, V = feature_dim, c.embed_dim, c.hidden_dim, vocab_size
         self.embed = nn.Embedding(V, E, padding_idx=PAD_ID)
+        # the authors' n_layers_init 2: ReLU(W mean + b) first, with dropout under their use_dropout
+        self.init_mlp = nn.Linear(D, D) if c.init_layers == 2 else None
         self.init_h, self.init_c = nn.Linear(D, H), nn.Linear(D, H)
-        self.attention = Attention(H, D, c.attn_dim, "additive") if c.attention != "none" else None
+        self.attention = Attention(H, D, c.attn_dim, "additive", key_layers=c.attn_layers) \
+            if c.attention != "none" else None
         self.beta = nn.Linear(H, 1) if c.selector and self.attention is not None else None
         self.lstm = nn.LSTMCell(E + D, H)
         self.out_h = nn.Linear(H, E)                 # L_h
@@ -73,7 +79,18 @@ class Decoder(nn.Module):
 
     def init_state(self, memory: dict) -> tuple[Tensor, Tensor]:
         mean = memory["mean"]                                               # (B, D)
+        if self.init_mlp is not None:
+            mean = torch.relu(self.init_mlp(mean))
+            mean = self.drop(mean) if self.config.dropout_h else mean
         return torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))  # (B, H) each
+
+    def embed_words(self, tokens: Tensor) -> Tensor:
+        """E y_{t-1} for tokens (N, [T]); with start_zero <start> reads as a zero vector, as the
+        authors' shifted embeddings."""
+        emb = self.embed(tokens)                                            # (N, [T,] E)
+        if not self.config.start_zero:
+            return emb
+        return emb * (tokens != START_ID).unsqueeze(-1).to(emb.dtype)
 
     def _context(self, h: Tensor, memory: dict, hard: bool, expected, argmax: bool, generator):
         """z_t from h_{t-1}: (context (N, D), attention output or None). The memory holds N rows,
@@ -94,6 +111,7 @@ class Decoder(nn.Module):
         return z, att
 
     def _logits(self, emb: Tensor, h: Tensor, z: Tensor) -> Tensor:
+        h = self.drop(h) if self.config.dropout_h else h                    # the authors' use_dropout
         return self.out(self.drop(torch.tanh(emb + self.out_h(h) + self.out_z(z))))  # eq. 7
 
     def forward(self, feats: Tensor, tgt_in: Tensor, image_of: Tensor | None = None, *,
@@ -108,7 +126,7 @@ class Decoder(nn.Module):
         if image_of is not None:
             memory = tree_map(lambda x: x.index_select(0, image_of), memory)  # (N, ...)
         h, c = self.init_state(memory)                                      # (N, H)
-        emb = self.embed(tgt_in)                                            # (N, T, E)
+        emb = self.embed_words(tgt_in)                                      # (N, T, E)
         # The LSTM's input is [E y_{t-1}; z_t] (eq. 1): the word half does not depend on the
         # recurrence, so it is one GEMM over all T steps, with both biases folded in.
         # The rest, [z_t; h_{t-1}] W^T, is one product per step; the weight gradient of both
@@ -116,7 +134,7 @@ class Decoder(nn.Module):
         lstm = self.lstm
         recurrent = RecurrentLinear(torch.cat([lstm.weight_ih, lstm.weight_hh], 1), emb)  # (4H, E + D + H)
         word_gates = recurrent.pre_out + (lstm.bias_ih + lstm.bias_hh)      # (N, T, 4H)
-        hs, zs, alphas, log_probs, entropies = [], [], [], [], []
+        hs, zs, alphas, log_probs, entropies, locations = [], [], [], [], [], []
         for t in range(T):
             z, att = self._context(h, memory, hard, expected, False, generator)
             gates = word_gates[:, t] + recurrent(torch.cat([z, h], -1))      # (N, 4H)
@@ -128,10 +146,11 @@ class Decoder(nn.Module):
                 if hard:
                     log_probs.append(att.log_prob)
                     entropies.append(att.entropy)
+                    locations.append(att.index)
         # The output layer does not feed back, so it runs once over all T steps.
         logits = self._logits(emb, torch.stack(hs, 1), torch.stack(zs, 1))  # (N, T, V)
         stack = lambda xs: torch.stack(xs, 1) if xs else None               # noqa: E731
-        return DecoderOutput(logits, stack(alphas), stack(log_probs), stack(entropies))
+        return DecoderOutput(logits, stack(alphas), stack(log_probs), stack(entropies), stack(locations))
 
     def step(self, tokens: Tensor, state: tuple[Tensor, Tensor], memory: dict, *,
              hard_mode: str = "expected", generator: torch.Generator | None = None):
@@ -144,7 +163,7 @@ class Decoder(nn.Module):
         h, c = state
         hard = self.config.attention == "hard" and hard_mode != "expected"
         z, att = self._context(h, memory, hard, False, hard_mode == "argmax", generator)
-        emb = self.embed(tokens)                                            # (N, E)
+        emb = self.embed_words(tokens)                                      # (N, E)
         h, c = self.lstm(torch.cat([emb, z], -1), (h, c))                   # (N, H)
         logp = F.log_softmax(self._logits(emb, h, z), -1)                   # (N, V)
         if att is None:   # no attention: report the uniform weights the mean amounts to

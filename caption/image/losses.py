@@ -86,3 +86,37 @@ def update_baseline_by_remaining(baseline: Tensor, reward: Tensor, left: Tensor,
     counts = torch.zeros_like(baseline).index_add_(0, idx, torch.ones_like(r))       # (R,)
     mean = sums / counts.clamp(min=1)
     return torch.where(counts > 0, decay * baseline + (1 - decay) * mean, baseline)
+
+
+def capgen_surrogate(steps: Tensor, log_prob: Tensor, alpha: Tensor, baseline: Tensor | float,
+                     sampled: Tensor | None = None, reinforce_weight: float = 0.1,
+                     entropy_weight: float = 0.0, sum_cost: bool = False) -> Tensor:
+    """The hard-attention terms as the authors' capgen.py trains them, one number for the minibatch:
+    its gradient is capgen's `known_grads` on alpha, summed over the minibatch (it bypasses the
+    `cost.mean()` that averages the NLL), which in our tensors reads
+
+        d/d alpha[n, t, i] = lambda_r * R[n, t] * s[n, t, i] / alpha[n, t, i] + lambda_e * (log alpha[n, t, i] + 1)
+
+    with s the one-hot sampled location (alpha itself for a caption given the expected context, so
+    that s / alpha = 1 and, alpha being a softmax, that term adds nothing) and R the reward:
+    the NLL of step t alone, padding 0 and no baseline (capgen's default, RL_sumCost=False, which
+    its COCO script runs), or with `sum_cost` (RL_sumCost=True) sum_t NLL / T - baseline, T the
+    minibatch's padded length (capgen writes (b - mean NLL) * (-s / alpha)). capgen's lambda_r is 1/10.
+
+    steps (N, T) masked step NLL; log_prob (N, T) = log alpha_t(s_t); alpha (N, T, L); sampled (N,).
+    The entropy term runs over every step, padding included, as capgen's alphas do. The penalty's
+    gradient through alpha, which capgen's known gradient replaces, is the caller's to drop."""
+    N, T = steps.shape
+    if sum_cost:
+        reward = (steps.sum(1, keepdim=True) / T - baseline).expand(N, T)             # (N, T)
+    else:
+        reward = steps
+    term = reinforce_weight * (reward.detach() * log_prob)                             # (N, T)
+    if sampled is not None:
+        term = term * sampled.unsqueeze(1)
+    return term.sum() + entropy_weight * torch.special.xlogy(alpha, alpha).sum()
+
+
+def update_capgen_baseline(baseline: Tensor, steps: Tensor, decay: float = 0.9) -> Tensor:
+    """capgen's baseline_time <- decay * b + (1 - decay) * the mean step NLL over the padded (T, N)."""
+    return decay * baseline + (1 - decay) * steps.detach().mean()

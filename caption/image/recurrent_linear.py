@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 
 class _Box:
@@ -30,6 +31,7 @@ class _Box:
         self.pre = None if pre is None else pre.detach()
         self.inputs: list[Tensor] = []
         self.grads: dict[int, Tensor] = {}
+        self.task = None       # the backward pass the grads belong to (a partial one leaves none behind)
         self.cast: dict[torch.dtype, Tensor] = {}
 
     def weight_as(self, dtype: torch.dtype) -> Tensor:
@@ -50,12 +52,15 @@ class _Collect(torch.autograd.Function):
         return weight.new_zeros(())
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, _grad: Tensor):
         box, W = ctx.box, ctx.box.weight
         steps = sorted(box.grads)
         if not steps:
             return None, None
         G = torch.cat([box.grads[t] for t in steps])                          # (N * T, O)
+        if G.dtype == torch.float16:   # one sum over N * T rows: in fp32, where fp16 could overflow
+            G = G.float()
         X = torch.cat([box.inputs[t] for t in steps]).to(G.dtype)             # (N * T, I)
         box.grads = {}     # a second backward (retain_graph) gathers afresh
         if box.pre is not None:
@@ -77,8 +82,12 @@ class _Step(torch.autograd.Function):
         return x.to(dtype) @ w.t()                                            # (N, O)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: Tensor):
         box, w = ctx.box, ctx.w
+        task = torch._C._current_graph_task_id()
+        if task != box.task:           # a new backward pass: what an earlier, partial one left is stale
+            box.grads, box.task = {}, task
         g = grad.to(w.dtype)
         box.grads[ctx.t] = box.grads[ctx.t] + g if ctx.t in box.grads else g
         grad_x = (g @ w).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None  # (N, I)

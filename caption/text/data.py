@@ -79,6 +79,17 @@ def book_split(pairs: list, seed: int = 1984) -> tuple[list, list]:
     return shuffled[:split_at], shuffled[split_at:]
 
 
+def validation_split(train_pairs: list, fraction: float = 0.1) -> tuple[list, list]:
+    """Model selection without the test set: the last `fraction` of the (already shuffled) training
+    part is held out. (train, validation); at least one of each."""
+    if not 0 < fraction < 1:
+        raise DataError(f"the validation fraction must be in (0, 1), got {fraction}")
+    n_val = max(1, int(len(train_pairs) * fraction))
+    if len(train_pairs) - n_val < 1:
+        raise DataError(f"{len(train_pairs)} training examples: too few to hold out a validation part")
+    return train_pairs[:-n_val], train_pairs[-n_val:]
+
+
 # --- generators -------------------------------------------------------------------------------
 _MONTHS = [dt.date(2000, m, 1).strftime("%B").lower() for m in range(1, 13)]
 _DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
@@ -147,17 +158,18 @@ class CharTensors:
         return self.src.shape[0]
 
 
-def encode_sources(sources: list[str], vocab: Vocab) -> tuple[Tensor, Tensor]:
-    """Right-padded (B, S) ids and (B,) lengths; characters must be in the vocabulary."""
+def encode_sources(sources: list[str], vocab: Vocab, unknown_ok: bool = False) -> tuple[Tensor, Tensor]:
+    """Right-padded (B, S) ids and (B,) lengths; characters must be in the vocabulary, unless
+    `unknown_ok` (held-out data scored as it is: a character training never saw reads as <unk>)."""
     S = max(len(s) for s in sources)
     src = torch.full((len(sources), S), vocab.pad, dtype=torch.long)
     for i, s in enumerate(sources):
-        src[i, :len(s)] = torch.tensor(vocab.encode(s, unknown_ok=False), dtype=torch.long)
+        src[i, :len(s)] = torch.tensor(vocab.encode(s, unknown_ok=unknown_ok), dtype=torch.long)
     return src, torch.tensor([len(s) for s in sources])
 
 
 def to_tensors(pairs: list[tuple[str, str]], vocab: Vocab) -> CharTensors:
-    src, src_len = encode_sources([s for s, _ in pairs], vocab)
+    src, src_len = encode_sources([s for s, _ in pairs], vocab, unknown_ok=True)
     T = max(len(t) for _, t in pairs) + 2
     tgt = torch.full((len(pairs), T), vocab.pad, dtype=torch.long)
     for i, (_, t) in enumerate(pairs):

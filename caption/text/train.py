@@ -51,22 +51,36 @@ def exact_matches(model: Seq2Seq, data: CharTensors, vocab: Vocab, batch_size: i
     return correct, outputs
 
 
-def train_translator(model: Seq2Seq, vocab: Vocab, train_pairs: list, test_pairs: list,
+@dataclass
+class TestResult:
+    epoch: int                # the epoch chosen on the validation part
+    correct: int
+    total: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.total
+
+
+def train_translator(model: Seq2Seq, vocab: Vocab, train_pairs: list, val_pairs: list,
                      cfg: Seq2SeqTrainConfig, out: str | Path | None = None, progress: bool = True,
-                     log: Callable[[str], None] = print) -> list[EpochResult]:
+                     log: Callable[[str], None] = print, test_pairs: list | None = None,
+                     ) -> tuple[list[EpochResult], TestResult | None]:
     """Teacher-forced training with Adam, a linear learning-rate decay and gradient clipping;
-    test accuracy after every epoch; the best model so far saved (atomically) to `out`."""
+    exact-match accuracy on the validation pairs after every epoch, the best epoch's model kept
+    (saved atomically to `out`); then, with `test_pairs`, that model decoded once on them, the
+    figure that is reported. (history, test result or None)."""
     check(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     gen = torch.Generator().manual_seed(cfg.seed)
     device = next(model.parameters()).device
-    train_t, test_t = to_tensors(train_pairs, vocab), to_tensors(test_pairs, vocab)
+    train_t, val_t = to_tensors(train_pairs, vocab), to_tensors(val_pairs, vocab)
     n_batches = -(-len(train_t) // cfg.batch_size)
     opt, sched = adam_with_linear_decay(model.parameters(), cfg.lr, cfg.lr_final, cfg.epochs * n_batches,
                                         cfg.weight_decay)
     history: list[EpochResult] = []
-    best = -1
+    best, best_state, best_epoch = -1, None, 0
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         t0, loss_sum = time.perf_counter(), torch.zeros((), device=device)
@@ -78,26 +92,39 @@ def train_translator(model: Seq2Seq, vocab: Vocab, train_pairs: list, test_pairs
             loss_sum += loss.detach()
         train_seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
-        correct, _ = exact_matches(model, test_t, vocab, cfg.eval_batch_size)
+        correct, _ = exact_matches(model, val_t, vocab, cfg.eval_batch_size)
         result = EpochResult(epoch, train_seconds, time.perf_counter() - t1,
-                             float(loss_sum) / n_batches, correct, len(test_t))
+                             float(loss_sum) / n_batches, correct, len(val_t))
         history.append(result)
-        log(f"epoch {epoch}: loss {result.loss:.4f}  test {correct}/{len(test_t)} "
+        log(f"epoch {epoch}: loss {result.loss:.4f}  validation {correct}/{len(val_t)} "
             f"({100 * result.accuracy:.2f}%)  train {train_seconds:.1f}s  eval {result.eval_seconds:.2f}s")
-        if out is not None and correct > best:
-            best = correct
-            checkpoint.save(out, "seq2seq", model, vocab.itos,
-                            meta={"epoch": epoch, "correct": correct, "total": len(test_t), "train": asdict(cfg)})
-    return history
+        if correct > best:
+            best, best_epoch = correct, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if out is not None:
+                checkpoint.save(out, "seq2seq", model, vocab.itos,
+                                meta={"epoch": epoch, "val_correct": correct, "val_total": len(val_t),
+                                      "train": asdict(cfg)})
+    if test_pairs is None:
+        return history, None
+    model.load_state_dict(best_state)
+    correct, _ = exact_matches(model, to_tensors(test_pairs, vocab), vocab, cfg.eval_batch_size)
+    test = TestResult(best_epoch, correct, len(test_pairs))
+    log(f"test (once, with epoch {best_epoch}): {correct}/{len(test_pairs)} ({100 * test.accuracy:.2f}%)")
+    if out is not None:
+        checkpoint.save(out, "seq2seq", model, vocab.itos,
+                        meta={"epoch": best_epoch, "val_correct": best, "val_total": len(val_t),
+                              "test_correct": correct, "test_total": len(test_pairs), "train": asdict(cfg)})
+    return history, test
 
 
-def build_translator(train_pairs: list, test_pairs: list, config: Seq2SeqConfig,
+def build_translator(train_pairs: list, config: Seq2SeqConfig,
                      device: torch.device | None = None) -> tuple[Seq2Seq, Vocab]:
-    """A fresh model sized for the data: the vocabulary and maximum lengths come from it."""
+    """A fresh model sized for the training data alone: its vocabulary (a character it never saw
+    reads as <unk>) and maximum lengths."""
     check(config)
-    pairs = train_pairs + test_pairs
-    vocab = char_vocab(pairs)
-    config.max_source_len = max(len(s) for s, _ in pairs)
-    config.max_target_len = max(len(t) for _, t in pairs) + 1
+    vocab = char_vocab(train_pairs)
+    config.max_source_len = max(len(s) for s, _ in train_pairs)
+    config.max_target_len = max(len(t) for _, t in train_pairs) + 1
     model = Seq2Seq(config, len(vocab)).to(device or default_device())
     return model, vocab

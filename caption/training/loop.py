@@ -35,13 +35,13 @@ from .state import RESUMABLE, check_same_run, data_fingerprint, last_path  # noq
 
 
 def build_captioner(train_set: ImageSet, config: CaptionConfig, min_count: int | None = 1,
-                    device: torch.device | str | None = None) -> tuple[Captioner, Vocab]:
+                    device: torch.device | str | None = None, vocab_size: int | None = None) -> tuple[Captioner, Vocab]:
     """A fresh captioner and the vocabulary of the training captions (None: min_count 1 on
-    the built-in scenes, 5 on real data, as Karpathy's)."""
+    the built-in scenes, 5 on real data, as Karpathy's; vocab_size: the most frequent words only)."""
     check(config)
     if min_count is None:
         min_count = 1 if train_set.images is not None else 5
-    vocab = Vocab.build((w for caps in train_set.captions for w in caps), min_count)
+    vocab = Vocab.build((w for caps in train_set.captions for w in caps), min_count, vocab_size)
     model = Captioner(config, len(vocab))
     return model.to(device or default_device()), vocab
 

@@ -7,8 +7,9 @@ import torch
 
 from ..config import CaptionTrainConfig
 from ..image.captioner import Captioner
-from ..image.losses import (reinforce_surrogate, remaining, soft_attention_loss, step_nll, to_go, update_baseline,
-                            update_baseline_by_remaining)
+from .distributed import world
+from ..image.losses import (capgen_surrogate, reinforce_surrogate, remaining, soft_attention_loss, step_nll, to_go,
+                            update_baseline, update_baseline_by_remaining, update_capgen_baseline)
 
 
 def draw_expected(n: int, cfg: CaptionTrainConfig, generator: torch.Generator) -> torch.Tensor:
@@ -29,8 +30,19 @@ def objective(model: Captioner, images, tokens, image_of, mask, cfg: CaptionTrai
     hard = model.config.attention == "hard"
     expected = draw_expected(len(tokens), cfg, generator).to(tokens.device) if hard else False
     out = (forward or model)(images, tokens[:, :-1], image_of, features=features, hard=hard, expected=expected)
+    capgen = hard and cfg.reinforce_scale != "per-caption"
+    alpha = None if out.alpha is None else out.alpha.float()
+    # capgen's known gradient on alpha replaces the penalty's: its value stays in the loss, not its gradient
     loss, nll = soft_attention_loss(out.logits.float(), tokens[:, 1:], mask,
-                                    None if out.alpha is None else out.alpha.float(), model.config.alpha_c)
+                                    alpha.detach() if capgen else alpha, model.config.alpha_c)
+    if capgen:
+        steps, b = step_nll(out.logits.float(), tokens[:, 1:], mask), model.decoder.baseline     # (N, T)
+        extra = capgen_surrogate(steps, out.log_prob.float(), alpha, b, ~expected, cfg.reinforce_weight,
+                                 cfg.entropy_weight, sum_cost=cfg.reinforce_scale == "capgen-sumcost")
+        b.copy_(update_capgen_baseline(b, steps, cfg.baseline_decay))
+        # summed over the minibatch, as capgen's known_grads; DDP averages the processes' gradients,
+        # so each process's share of the sum counts W times, as on one process with the whole batch
+        return loss.mean() + extra * world().size, nll.mean()
     if hard and cfg.reward == "to-go":
         reward = to_go(step_nll(out.logits.float(), tokens[:, 1:], mask))                # (N, T)
         left, b = remaining(mask), model.decoder.baseline_to_go

@@ -19,18 +19,21 @@ def adam_with_linear_decay(params: Iterable[torch.nn.Parameter], lr: float, lr_f
 
 def optimizer_step(loss: Tensor, opt: torch.optim.Optimizer, sched, params: Iterable[torch.nn.Parameter],
                    clip: float, scaler: torch.amp.GradScaler | None = None) -> None:
-    """Backward, clip the global gradient norm, step the optimizer and the schedule. With fp16's
+    """Backward, clip the global gradient norm (clip 0: no clipping, as the authors' Adam), step the
+    optimizer and the schedule. With fp16's
     `scaler` the loss is scaled up for the backward pass and the gradients unscaled before clipping;
     a step whose gradients overflowed is skipped (and the scale lowered)."""
     opt.zero_grad(set_to_none=True)
     if scaler is None:
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, clip)
+        if clip:
+            torch.nn.utils.clip_grad_norm_(params, clip)
         opt.step()
     else:
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(params, clip)
+        if clip:
+            torch.nn.utils.clip_grad_norm_(params, clip)
         scaler.step(opt)
         scaler.update()
     sched.step()
