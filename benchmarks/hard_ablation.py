@@ -90,10 +90,15 @@ def main() -> int:
         test = test or scene_set(1000, "test", model.config.image_size)
         f1 = {m: evaluate_captions(model, test, DecodeOptions(beam_size=3, hard_mode=m))["object_f1"]
               for m in ("expected", "argmax")}
-        rows.append([name, " ".join(flags) or "-", len(r["val_f1"]), f"{r['wall'] / 60:.1f}",
-                     ", ".join(f"{x:.2f}" for x in r["val_f1"]), f"{max(r['val_f1']):.3f}",
-                     f"{f1['expected']:.3f}", f"{f1['argmax']:.3f}"])
-        print(" | ".join(map(str, rows[-1])), flush=True)
+        row = [name, " ".join(flags) or "-", len(r["val_f1"]), f"{r['wall'] / 60:.1f}",
+               ", ".join(f"{x:.2f}" for x in r["val_f1"]), f"{max(r['val_f1']):.3f}",
+               f"{f1['expected']:.3f}", f"{f1['argmax']:.3f}"]
+        out.with_suffix(".result.json").write_text(json.dumps(row))    # --only re-runs keep the others
+        print(" | ".join(map(str, row)), flush=True)
+    for i, name in enumerate(VARIANTS):
+        done = args.out / f"hard-{i}.result.json"
+        if done.is_file():
+            rows.append(json.loads(done.read_text()))
     body = (f"`caption train {' '.join(COMMON)} --train-size {args.train_size} --epochs {args.epochs}` plus "
             f"each variant's flags, every run stopped after {args.budget_minutes:g} minutes of wall time "
             f"(CNN pre-training included) or at its last epoch; the checkpoint of the best validation epoch is "
