@@ -20,7 +20,7 @@ Shape letters, one meaning across the package (comments such as `# (N, T, V)` us
     P, C    image side in pixels, image channels (or object labels)
     R       entries of the reward-to-go baseline, one per number of words left
 """
-__version__ = "0.2.0"   # checkpoint format 3 (caption/checkpoint.py)
+__version__ = "0.2.0"   # checkpoint format 4 (caption/checkpoint.py)
 
 __all__ = ["CaptionModel", "DecodeOptions", "load", "overlay", "__version__"]
 
