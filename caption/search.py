@@ -171,12 +171,14 @@ def beam_search(step: StepFn, state: Any, memory: Any, batch_size: int, start: i
     kept: dict[str, Tensor] = {}           # name -> (B, K, t, ...) per-token fields of each beam
     base = (torch.arange(B, device=device) * K).unsqueeze(1)                # (B, 1)
     slots = torch.arange(K, device=device).expand(B, K)                     # (B, K)
+    only_end = None
     for _ in range(max_len):
         logp, state, fields = step(tokens, state, memory)                   # (N, V)
         V = logp.shape[-1]
         logp = logp.view(B, K, V)                                           # (B, K, V)
-        only_end = torch.full((V,), float("-inf"), device=device)
-        only_end[end] = 0.0
+        if only_end is None:   # a finished beam's row: <end> at no cost, nothing else
+            only_end = torch.full((V,), float("-inf"), device=device)
+            only_end[end] = 0.0
         if shrink:   # finished slots are pinned; the live ones take the best live candidates, in rank order
             logp = logp.masked_fill(finished.unsqueeze(-1), float("-inf"))
             top, flat = (scores.unsqueeze(-1) + logp).view(B, K * V).topk(K, dim=-1)  # (B, K)

@@ -7,9 +7,8 @@ from pathlib import Path
 from ..checkpoint import default_checkpoint
 from ..errors import EXIT_INPUT, DataError, InputError
 from .datasets import add_dataset_flags, log_line, read_dataset
-from .flags import add_decode_flags, add_device_flags, decode_options
+from .flags import IMAGE_DECODE, add_decode_flags, add_device_flags, decode_options
 
-DECODE = {"beam_size": 3, "hard_mode": "expected", "seed": 0, "length_norm": True, "shrink_beam": False}
 SCENE_COLUMNS = [("bleu1", "B-1", 1), ("bleu2", "B-2", 1), ("bleu3", "B-3", 1), ("bleu4", "B-4", 1),
                  ("object_f1", "obj F1", 3), ("object_f1_3-4", "F1 3-4 obj", 3),
                  ("attention_mass", "alpha in box", 3), ("attention_argmax_in_box", "argmax in box", 3),
@@ -36,7 +35,7 @@ def add_parsers(sub) -> None:
     ev.add_argument("--model", type=Path, action="append", help=model_help + "; repeat to compare")
     add_dataset_flags(ev)
     ev.add_argument("--n", type=int, default=1000, help="built-in scenes to score (default: 1000)")
-    add_decode_flags(ev, **DECODE)
+    add_decode_flags(ev, **IMAGE_DECODE)
     add_device_flags(ev)
     ev.add_argument("--json", action="store_true", help="one JSON object per model instead of the table")
     ev.add_argument("--results", type=Path, help="also write the captions as a coco-caption results file "

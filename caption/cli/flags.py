@@ -59,6 +59,10 @@ def _dest(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
 
 
+# the decoding flags' defaults of the commands that caption images (predict, visualize, demo, compare, evaluate)
+IMAGE_DECODE = {"beam_size": 3, "hard_mode": "expected", "seed": 0, "length_norm": True, "shrink_beam": False}
+
+
 def add_decode_flags(p: argparse.ArgumentParser, **defaults) -> None:
     """The DecodeOptions fields named in `defaults` as flags (--beam, --hard-mode, --seed), with
     this command's defaults."""

@@ -9,17 +9,16 @@ from pathlib import Path
 from ..checkpoint import default_checkpoint
 from ..errors import EXIT_INPUT, InputError
 from ..fileio import folder, output_path, save_png
-from .flags import add_decode_flags, add_device_flags, decode_options
+from .flags import IMAGE_DECODE, add_decode_flags, add_device_flags, decode_options
 
 DEMO_SEED = 7     # scenes no split uses (train 0, val 1, test 2)
-DECODE = {"beam_size": 3, "hard_mode": "expected", "seed": 0, "length_norm": True, "shrink_beam": False}   # the decoding flags' defaults here
 
 
 def add_parsers(sub) -> None:
     model_help = f"checkpoint (default: the shipped model, {default_checkpoint('scenes-soft.pt')})"
     def decode_flags(p, run):
         p.add_argument("--model", type=Path, help=model_help)
-        add_decode_flags(p, **DECODE)
+        add_decode_flags(p, **IMAGE_DECODE)
         add_device_flags(p)
         p.set_defaults(run=run)
 
@@ -61,7 +60,7 @@ def add_parsers(sub) -> None:
     co.add_argument("--models", type=Path, nargs=2, metavar=("SOFT", "HARD"),
                     help="two checkpoints (default: the shipped scenes-soft.pt and scenes-hard.pt)")
     co.add_argument("--out", type=Path, required=True, help="PNG file to write")
-    add_decode_flags(co, **{**DECODE, "hard_mode": "argmax"})
+    add_decode_flags(co, **{**IMAGE_DECODE, "hard_mode": "argmax"})
     add_device_flags(co)
     co.set_defaults(run=cmd_compare)
 

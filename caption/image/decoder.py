@@ -103,8 +103,7 @@ class Decoder(nn.Module):
         att = self.attention(query, memory["values"], memory["keys"], mode="hard" if hard else "soft",
                              expected=expected, argmax=argmax, generator=generator)
         if N != B:
-            att = AttentionOutput(*(None if x is None else x.flatten(0, 1) for x in
-                                    (att.context, att.alpha, att.index, att.log_prob, att.entropy)))
+            att = AttentionOutput(**{k: None if x is None else x.flatten(0, 1) for k, x in vars(att).items()})
         z = att.context
         if self.beta is not None:
             z = torch.sigmoid(self.beta(h)) * z                             # (N, D)

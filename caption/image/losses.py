@@ -38,11 +38,14 @@ def doubly_stochastic_penalty(alpha: Tensor, mask: Tensor) -> Tensor:
 def soft_attention_loss(logits: Tensor, targets: Tensor, mask: Tensor, alpha: Tensor | None,
                         alpha_c: float = 1.0) -> tuple[Tensor, Tensor]:
     """The soft model's objective (eq. 14) per caption: (NLL + lambda * penalty (N,), NLL (N,))."""
-    nll = caption_nll(logits, targets, mask)                                          # (N,)
-    loss = nll
-    if alpha is not None and alpha_c:
-        loss = loss + alpha_c * doubly_stochastic_penalty(alpha, mask)
-    return loss, nll
+    return penalised(caption_nll(logits, targets, mask), alpha, mask, alpha_c)
+
+
+def penalised(nll: Tensor, alpha: Tensor | None, mask: Tensor, alpha_c: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Eq. 14 from the caption NLL (N,) already summed: (NLL + lambda * penalty (N,), NLL (N,))."""
+    if alpha is None or not alpha_c:
+        return nll, nll
+    return nll + alpha_c * doubly_stochastic_penalty(alpha, mask), nll
 
 
 def reinforce_surrogate(nll: Tensor, log_prob: Tensor, entropy: Tensor, mask: Tensor, baseline: Tensor | float,

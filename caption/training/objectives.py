@@ -8,7 +8,7 @@ import torch
 from ..config import CaptionTrainConfig
 from ..image.captioner import Captioner
 from .distributed import world
-from ..image.losses import (capgen_surrogate, reinforce_surrogate, remaining, soft_attention_loss, step_nll, to_go,
+from ..image.losses import (capgen_surrogate, penalised, reinforce_surrogate, remaining, step_nll, to_go,
                             update_baseline, update_baseline_by_remaining, update_capgen_baseline)
 
 
@@ -32,11 +32,11 @@ def objective(model: Captioner, images, tokens, image_of, mask, cfg: CaptionTrai
     out = (forward or model)(images, tokens[:, :-1], image_of, features=features, hard=hard, expected=expected)
     capgen = hard and cfg.reinforce_scale != "per-caption"
     alpha = None if out.alpha is None else out.alpha.float()
+    steps = step_nll(out.logits.float(), tokens[:, 1:], mask)                          # (N, T), once
     # capgen's known gradient on alpha replaces the penalty's: its value stays in the loss, not its gradient
-    loss, nll = soft_attention_loss(out.logits.float(), tokens[:, 1:], mask,
-                                    alpha.detach() if capgen else alpha, model.config.alpha_c)
+    loss, nll = penalised(steps.sum(1), alpha.detach() if capgen else alpha, mask, model.config.alpha_c)
     if capgen:
-        steps, b = step_nll(out.logits.float(), tokens[:, 1:], mask), model.decoder.baseline     # (N, T)
+        b = model.decoder.baseline
         extra = capgen_surrogate(steps, out.log_prob.float(), alpha, b, ~expected, cfg.reinforce_weight,
                                  cfg.entropy_weight, sum_cost=cfg.reinforce_scale == "capgen-sumcost")
         b.copy_(update_capgen_baseline(b, steps, cfg.baseline_decay))
@@ -44,7 +44,7 @@ def objective(model: Captioner, images, tokens, image_of, mask, cfg: CaptionTrai
         # so each process's share of the sum counts W times, as on one process with the whole batch
         return loss.mean() + extra * world().size, nll.mean()
     if hard and cfg.reward == "to-go":
-        reward = to_go(step_nll(out.logits.float(), tokens[:, 1:], mask))                # (N, T)
+        reward = to_go(steps)                                                            # (N, T)
         left, b = remaining(mask), model.decoder.baseline_to_go
         loss = loss + reinforce_surrogate(reward, out.log_prob.float(), out.entropy.float(), mask, b[left],
                                           ~expected, cfg.reinforce_weight, cfg.entropy_weight)
