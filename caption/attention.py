@@ -119,7 +119,7 @@ class AdditiveScore(torch.autograd.Function):
                              device=half.device)
         grad_q = torch.empty(B, T, A, dtype=half.dtype, device=half.device)
         grad_k = torch.empty(B, S, A, dtype=half.dtype, device=half.device)
-        quarter = torch.tensor(0.25, dtype=half.dtype, device=half.device)
+        quarter = half.new_full((), 0.25)          # made on the device: no host copy (CUDA graphs forbid one)
         for c in _chunks(B, T * S * A, half.device):
             u, gc = half[c], grad[c]
             grad_v += (gc.reshape(1, -1) @ u.reshape(-1, A)).view(A)        # sum grad * tanh / 2

@@ -127,9 +127,10 @@ class CaptionTrainConfig:
     eval_beam: int = option(1, "beam size of the validation decode after each epoch")
     device: str | None = option(None, "cpu, cuda or cuda:N (default: CUDA when present; under torchrun each "
                                       "process takes the GPU of its LOCAL_RANK)")
-    # auto: the fastest measured not to hurt the scenes model (BENCHMARKS.md, precision)
+    # auto: the fastest measured not to hurt the scenes model (BENCHMARKS.md, precision on cuda)
     precision: str = option("auto", "fp32, bf16 autocast (CPU and CUDA) or fp16 autocast with gradient scaling "
-                                    "(CUDA); auto: bf16 on a CUDA device that has it, fp32 on the CPU",
+                                    "(CUDA); auto: fp32, which trained the scenes model as fast as bf16 on a GPU "
+                                    "and scored higher (at COCO sizes bf16 was 1.25x faster: BENCHMARKS.md)",
                             ("auto", "fp32", "bf16", "fp16"))
     threads: int | None = option(None, "torch CPU threads")
     # a state written inside an epoch resumes at the next batch, bit for bit

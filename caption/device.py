@@ -35,14 +35,17 @@ def resolve_device(name: str | None) -> torch.device:
     return torch.device(name)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """auto: bf16 on a CUDA device that has it, fp32 on the CPU (see BENCHMARKS.md, precision);
-    fp16 needs CUDA (its gradient scaler does)."""
+def resolve_precision(precision: str, device: torch.device, training: bool = False) -> str:
+    """auto, the fastest precision measured not to hurt the scenes models (BENCHMARKS.md, precision
+    on cuda): for training fp32 on every device (at the scenes sizes bf16 trained no faster, on an
+    H200 or on the CPU, and scored lower on the H200; at COCO sizes it was faster there, where
+    --precision bf16 is the user's call); for decoding bf16 on a CUDA device that has it (the same
+    scores, a little faster), else fp32. fp16 needs CUDA (its gradient scaler does)."""
     from .errors import OptionError
     if precision not in PRECISIONS:
         raise OptionError("precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "auto":
-        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if not training and device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     if precision == "fp16" and device.type != "cuda":
         raise OptionError("precision", "fp16 needs a CUDA device; on the CPU use bf16 or fp32")
     return precision

@@ -12,7 +12,7 @@ from caption.cli import main
 
 FLAGS = ["--dataset", "scenes", "--train-size", "32", "--val-size", "4", "--image-size", "48", "--feature-dim", "8",
          "--embed-dim", "8", "--hidden-dim", "16", "--attn-dim", "8", "--batch-size", "8", "--pretrain-epochs", "0",
-         "--dropout", "0", "--quiet", "--log-every", "1"]
+         "--dropout", "0", "--quiet", "--log-every", "1", "--device", "cpu"]   # gloo, also where a GPU is
 
 
 def _train(out, processes, *extra):
@@ -126,6 +126,32 @@ def test_a_device_or_precision_this_machine_lacks_is_one_line_before_any_work(tm
         code = e.code
     assert code in (1, 2) and message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("device", [None, "cuda"])
+def test_under_torchrun_each_process_takes_its_own_gpu_and_more_processes_than_gpus_is_one_line(
+        monkeypatch, device):
+    from caption.config import CaptionTrainConfig
+    from caption.errors import OptionError
+    from caption.training.loop import train_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    cfg = CaptionTrainConfig(device=device)
+    assert train_device(cfg) == torch.device("cuda", 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")           # 3 processes on a node of 2 GPUs
+    with pytest.raises(OptionError, match=r"torchrun started 3 processes on this node, which has 2 GPU\(s\); "
+                                          r"start one per GPU \(--nproc_per_node 2\) or train on the CPU"):
+        train_device(cfg)
+    assert train_device(CaptionTrainConfig(device="cpu")) == torch.device("cpu")
+    with pytest.raises(OptionError, match=r"cuda:1: torchrun started 3 processes on this node and NCCL needs "
+                                          r"one GPU each"):
+        train_device(CaptionTrainConfig(device="cuda:1"))      # every process on one GPU
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")                # one process per node: the GPU named
+    assert train_device(CaptionTrainConfig(device="cuda:1")) == torch.device("cuda", 1)
 
 
 def test_tensorboard_without_its_package_is_one_line(tmp_path, capsys, monkeypatch):

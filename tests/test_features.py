@@ -13,6 +13,7 @@ from caption.config import CaptionConfig
 from caption.data.features import read_features, write_features
 from caption.data.images import load_image
 from caption.data.readers import read_folder
+from caption.device import default_device
 from caption.image.encoder import Encoder
 from layouts import write_coco
 
@@ -35,9 +36,11 @@ def test_cached_features_equal_a_fresh_encoder_pass_and_train_a_checkpoint_witho
         f"train: 5 images -> {cache / 'train.npy'} (grid 2x2, D 512)", f"val: 3 images -> {cache / 'val.npy'} (grid 2x2, D 512)"]
     manifest, val, feats = read_features(cache, "val")
     assert manifest["encoder"] == "resnet18" and manifest["grid"] == [2, 2] and feats.dtype == torch.float16
-    enc = Encoder(CaptionConfig(encoder="resnet18", encoder_weights=weights, image_size=SIZE, grid=2)).eval()
+    enc = Encoder(CaptionConfig(encoder="resnet18", encoder_weights=weights, image_size=SIZE, grid=2))
+    enc = enc.to(default_device()).eval()           # where the command ran (CUDA's convolutions use TF32)
     with torch.no_grad():
-        fresh = enc.features(torch.stack([load_image(n, SIZE, crop=True) for n in val.names]).float() / 255)
+        fresh = enc.features(torch.stack([load_image(n, SIZE, crop=True) for n in val.names]).float().to(
+            default_device()) / 255).cpu()
     torch.testing.assert_close(feats.float(), fresh, atol=2e-3, rtol=2e-3)        # fp16 storage
     assert val.image_ids == [500, 501, 502] and len(val.texts[0]) == 5
 
@@ -51,7 +54,7 @@ def test_cached_features_equal_a_fresh_encoder_pass_and_train_a_checkpoint_witho
     assert out.stat().st_size < 1_000_000 < (tmp_path / "r18.pth").stat().st_size
     model = load(out, device="cpu")                                    # reads the backbone from its file
     for name, p in enc.trunk.state_dict().items():
-        assert torch.equal(model.model.encoder.trunk.state_dict()[name], p)
+        assert torch.equal(model.model.encoder.trunk.state_dict()[name], p.cpu())
     from_images = model.caption(val.names, beam_size=1)
     from caption.data.loader import batches_of
     from_cache = model.caption_batches(batches_of(feats, torch.arange(3), 3), features=True,
@@ -128,6 +131,11 @@ def test_features_need_files_on_disk_and_one_captions_file_per_folder_split(tmp_
     assert main(["features", "--dataset", "folder", "--data", "x.json", "--encoder", "resnet18",
                  "--encoder-weights", "w.pth", "--out", str(tmp_path)]) == 1
     assert "--data for train, --val-data for val" in capsys.readouterr().err
+    assert main(["features", "--dataset", "coco", "--data", "x", "--encoder", "resnet18", "--encoder-weights",
+                 "w.pth", "--out", str(tmp_path / "c"), "--device", "tpu"]) == 1
+    err = capsys.readouterr().err
+    assert "--device must be cpu, cuda or cuda:N, got 'tpu'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists()                     # refused before any work
 
 
 def test_a_checkpoint_finds_its_backbone_beside_it_after_a_move(tmp_path, monkeypatch):

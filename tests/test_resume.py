@@ -11,6 +11,13 @@ from caption.data.scenes import scene_set
 from caption.training.loop import build_captioner, last_path, train_captioner
 
 SMALL = dict(feature_dim=8, embed_dim=8, hidden_dim=16, attn_dim=8, max_len=20, image_size=48)
+# The trainer takes the default device. On a GPU, CUDA's atomic adds (index_select's backward) sum
+# in no fixed order, so a run repeats only to float rounding there; on the CPU, bit for bit.
+ON_GPU = torch.cuda.is_available()
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5) if ON_GPU else torch.equal(a, b)
 
 
 def _run(tmp_path, name, epochs, resume, attention, dropout):
@@ -40,7 +47,7 @@ def test_interrupted_and_resumed_equals_straight_bit_for_bit(tmp_path, attention
     torch.rand(7)
     resumed = _run(tmp_path, "b.pt", 3, True, attention, dropout)
     for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
-        assert torch.equal(a, b), k
+        assert _same(a, b), k
     meta = checkpoint.load(last_path(tmp_path / "b.pt"))["meta"]
     assert meta["epoch"] == 3 and set(meta["rng"]) >= {"python", "numpy", "torch", "cuda", "batches"}
 
@@ -103,7 +110,7 @@ def test_a_state_saved_inside_an_epoch_resumes_at_the_next_batch_bit_for_bit(tmp
     resumed, logs = run("b.pt", True, 1e-9)
     assert any("after batch 1 of epoch 2" in line for line in logs)
     for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
-        assert torch.equal(a, b), k
+        assert _same(a, b), k
     meta = checkpoint.load(last_path(tmp_path / "b.pt"))["meta"]
     assert meta["epoch"] == 3 and meta["partial"] is None and len(meta["history"]) == 3
 
@@ -137,11 +144,16 @@ def test_kill_9_at_a_random_moment_then_the_next_run_ends_as_a_straight_run_and_
     straight = checkpoint.load(last_path(tmp_path / "a" / "m.pt"))
     again = checkpoint.load(last_path(killed))
     for k, v in straight["state_dict"].items():
-        assert torch.equal(v, again["state_dict"][k]), (moment, k)
-    assert [h["loss_per_word"] for h in straight["meta"]["history"]] == \
-        [h["loss_per_word"] for h in again["meta"]["history"]], moment
+        assert _same(v, again["state_dict"][k]), (moment, k)
+    losses = [h["loss_per_word"] for h in straight["meta"]["history"]]
+    assert [h["loss_per_word"] for h in again["meta"]["history"]] == (pytest.approx(losses, rel=1e-5) if ON_GPU
+                                                                      else losses), moment
     assert sorted(p.name for p in killed.parent.iterdir()) == ["m.history.jsonl", "m.last.pt", "m.pt"], moment
-    assert _history(tmp_path / "a" / "m.pt") == _history(killed), moment      # each line once, none lost
+    a, b = _history(tmp_path / "a" / "m.pt"), _history(killed)               # each line once, none lost
+    assert [r.keys() for r in a] == [r.keys() for r in b], moment
+    for x, y in zip(a, b):
+        assert y == ({k: pytest.approx(v, rel=1e-5) if isinstance(v, float) else v for k, v in x.items()}
+                     if ON_GPU else x), moment
 
 
 def _history(out):

@@ -48,6 +48,7 @@ def add_parsers(sub) -> None:
     fe.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
     fe.add_argument("--workers", type=int, default=2, help="processes decoding images (default: 2)")
     fe.add_argument("--quiet", action="store_true", help="no progress bar")
+    fe.add_argument("--device", help="cpu, cuda or cuda:N for the backbone (default: CUDA when present)")
     for name in ("encoder", "encoder_weights", "image_size", "grid"):
         _copy_flag(fe, tr, name)
     fe.set_defaults(run=cmd_features)
@@ -67,7 +68,7 @@ def cmd_train(args) -> int:
     from ..training.loop import build_captioner, train_captioner, train_device
     model_cfg, train_cfg = config_from(CaptionConfig, args), config_from(CaptionTrainConfig, args)
     device = train_device(train_cfg)                 # a device or precision this machine lacks: before any work
-    resolve_precision(train_cfg.precision, device)
+    resolve_precision(train_cfg.precision, device, training=True)
     check_tensorboard(train_cfg.tensorboard)
     say = print if world().main else (lambda *a, **k: None)
     features = None
@@ -122,7 +123,7 @@ def _splits(args, image_size: int, cfg: CaptionTrainConfig):
 def cmd_features(args) -> int:
     import torch
     from ..data.features import write_features
-    from ..device import default_device
+    from ..device import resolve_device
     from ..image.encoder import Encoder
     if args.encoder in (None, "cnn") or not args.encoder_weights:
         raise InputError("caption features needs a torchvision backbone and its weights: --encoder vgg19 "
@@ -132,6 +133,7 @@ def cmd_features(args) -> int:
     if args.dataset == "scenes":
         raise InputError("caption features reads images from disk: give --dataset coco, karpathy, flickr8k or folder "
                          "(the built-in scenes train the built-in CNN)")
+    device = resolve_device(args.device)           # one this machine lacks: one line, before any work
     from ..fileio import folder
     folder(args.out)
     splits = args.split or ["train", "val"]
@@ -139,7 +141,7 @@ def cmd_features(args) -> int:
         raise InputError("--dataset folder has one captions file per split: --data for train, --val-data for val")
     config = CaptionConfig(encoder=args.encoder, encoder_weights=str(Path(args.encoder_weights).resolve()),
                            image_size=args.image_size or 224, grid=args.grid)
-    encoder = Encoder(config).to(default_device())
+    encoder = Encoder(config).to(device)
     for split in splits:
         data = read_dataset(args, split, config.image_size, 0, folder=args.val_data if split == "val" else None)
         with torch.inference_mode():

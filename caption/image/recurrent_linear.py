@@ -64,7 +64,7 @@ class _Collect(torch.autograd.Function):
         X = torch.cat([box.inputs[t] for t in steps]).to(G.dtype)             # (N * T, I)
         box.grads = {}     # a second backward (retain_graph) gathers afresh
         if box.pre is not None:
-            pre = box.pre.transpose(0, 1)[steps].flatten(0, 1).to(G.dtype)   # (N * T, P), rows as G
+            pre = torch.cat([box.pre[:, t] for t in steps]).to(G.dtype)       # (N * T, P), rows as G
             X = torch.cat([pre, X], 1)                                        # (N * T, P + I)
         return (G.t() @ X).to(W.dtype), None                                  # (O, P + I)
 

@@ -61,7 +61,8 @@ class Seq2Seq(nn.Module):
             h, c = (x.view(self.config.num_layers, 2, B, -1).permute(0, 2, 1, 3).reshape(
                 self.config.num_layers, B, -1) for x in (h, c))
         if self.bridge is not None:
-            h, c = torch.tanh(self.bridge(h)).chunk(2, dim=-1)                 # (layers, B, H)
+            # contiguous: cuDNN's LSTM refuses the strided halves of a chunk as its state
+            h, c = (x.contiguous() for x in torch.tanh(self.bridge(h)).chunk(2, dim=-1))   # (layers, B, H)
         memory = (values, self.attention.project_keys(values), mask)
         return memory, (h, c)
 

@@ -37,8 +37,16 @@ def world() -> World:
     return World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def local_size(w: World) -> int:
+    """How many processes torchrun started on this node (LOCAL_WORLD_SIZE; the world size if unset)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", w.size))
+
+
 def start(w: World, device: torch.device) -> None:
-    """Join the process group: NCCL on GPUs, gloo on the CPU."""
+    """Join the process group: NCCL on GPUs, gloo on the CPU. On a GPU this process's device becomes
+    the current one, which NCCL's collectives (barrier, all_gather_object) use."""
+    if w.distributed and device.type == "cuda":
+        torch.cuda.set_device(device)
     if w.distributed and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 

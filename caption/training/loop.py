@@ -20,7 +20,7 @@ from ..config import REWARDS, CaptionConfig, CaptionTrainConfig, check
 from ..data.images import ImageSet, caption_targets, center_crop, check_image_set
 from ..data.loader import batches, source
 from ..device import autocast, default_device, grad_scaler, resolve_device, resolve_precision
-from ..errors import CheckpointError, InputError
+from ..errors import CheckpointError, InputError, OptionError
 from ..fileio import output_path, remove_stale_temps, run_lock
 from ..image.captioner import Captioner
 from ..metrics.evaluate import evaluate_captions, selection_score, summary
@@ -47,11 +47,24 @@ def build_captioner(train_set: ImageSet, config: CaptionConfig, min_count: int |
 
 
 def train_device(cfg: CaptionTrainConfig) -> torch.device:
-    """--device, or under torchrun on a GPU machine the GPU of this process's LOCAL_RANK."""
+    """--device, or under torchrun on a GPU machine (no --device, or --device cuda) the GPU of this
+    process's LOCAL_RANK: one process per GPU, as NCCL requires."""
     w = dist.world()
-    if cfg.device is None and w.distributed and torch.cuda.is_available():
-        return torch.device("cuda", w.local_rank % torch.cuda.device_count())
-    return resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
+    if not (w.distributed and device.type == "cuda"):
+        return device
+    gpus, local = torch.cuda.device_count(), dist.local_size(w)
+    if cfg.device not in (None, "cuda"):
+        if local > 1:
+            raise OptionError("device", f"{cfg.device}: torchrun started {local} processes on this node and NCCL "
+                                        f"needs one GPU each; give --device cuda (each process takes the GPU of "
+                                        f"its LOCAL_RANK) or set CUDA_VISIBLE_DEVICES")
+        return device
+    if local > gpus:
+        raise OptionError("device", f"cuda: torchrun started {local} processes on this node, which has {gpus} "
+                                    f"GPU(s); start one per GPU (--nproc_per_node {gpus}) or train on the CPU "
+                                    f"(--device cpu)")
+    return torch.device("cuda", w.local_rank)
 
 
 def train_captioner(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSet,
@@ -72,7 +85,7 @@ def train_captioner(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set
     check_image_set(val_set, "the validation set")      # before an epoch is spent, not after it
     check_tensorboard(cfg.tensorboard)
     device = train_device(cfg)
-    resolve_precision(cfg.precision, device)
+    resolve_precision(cfg.precision, device, training=True)
     for target in (out, last_path(out), history_path(out)):
         output_path(target)
     if resume and not last_path(out).is_file():
@@ -100,7 +113,7 @@ def _train(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSe
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     model.to(device)
-    precision = resolve_precision(cfg.precision, device)
+    precision = resolve_precision(cfg.precision, device, training=True)
     gen = torch.Generator().manual_seed(cfg.seed)
     targets = caption_targets(train_set, vocab, model.config.max_len, cfg.max_words)
     if targets.cut:
