@@ -58,7 +58,7 @@ def train_device(cfg: CaptionTrainConfig) -> torch.device:
         if local > 1:
             raise OptionError("device", f"{cfg.device}: torchrun started {local} processes on this node and NCCL "
                                         f"needs one GPU each; give --device cuda (each process takes the GPU of "
-                                        f"its LOCAL_RANK) or set CUDA_VISIBLE_DEVICES")
+                                        f"its LOCAL_RANK)")
         return device
     if local > gpus:
         raise OptionError("device", f"cuda: torchrun started {local} processes on this node, which has {gpus} "
