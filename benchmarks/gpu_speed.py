@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import fields
 from pathlib import Path
 
@@ -71,18 +71,15 @@ def matmul_rate(precision: str, device: torch.device, n: int) -> float:
         return 2 * n ** 3 / timed(lambda: torch.mm(a, b), 10) / 1e9
 
 
-class tf32:
+@contextmanager
+def tf32(on: bool):
     """TF32 products for fp32 tensors inside the block (PyTorch's default leaves them off)."""
-
-    def __init__(self, on: bool):
-        self.on = on
-
-    def __enter__(self):
-        self.saved = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = self.on
-
-    def __exit__(self, *exc):
-        torch.backends.cuda.matmul.allow_tf32 = self.saved
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = on
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def cast(device: torch.device, precision: str, cache: bool = True):

@@ -18,6 +18,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    local_size: int = 1      # the processes torchrun started on this node
 
     @property
     def main(self) -> bool:
@@ -34,12 +35,8 @@ def world() -> World:
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         return World()
-    return World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def local_size(w: World) -> int:
-    """How many processes torchrun started on this node (LOCAL_WORLD_SIZE; the world size if unset)."""
-    return int(os.environ.get("LOCAL_WORLD_SIZE", w.size))
+    return World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")),
+                 int(os.environ.get("LOCAL_WORLD_SIZE", size)))
 
 
 def start(w: World, device: torch.device) -> None:

@@ -53,7 +53,7 @@ def train_device(cfg: CaptionTrainConfig) -> torch.device:
     device = resolve_device(cfg.device)
     if not (w.distributed and device.type == "cuda"):
         return device
-    gpus, local = torch.cuda.device_count(), dist.local_size(w)
+    gpus, local = torch.cuda.device_count(), w.local_size
     if cfg.device not in (None, "cuda"):
         if local > 1:
             raise OptionError("device", f"{cfg.device}: torchrun started {local} processes on this node and NCCL "
