@@ -11,9 +11,12 @@ Achieved GFLOP/s counts the matrix products the step needs (2 flops a multiply-a
 forward, but only weight and alpha gradients for the key projection and the context: the annotations
 need no gradient; train_flops) and is
 printed beside this machine's fp32 and bf16 matmul rates, measured in the same run (the best of
-several measurements, taken before each table row, so that a slow moment of a shared machine
-does not flatter the ratios). "x floor" is our time over the time of the same matrix work at that
-GEMM rate: 1.0 would be a decoder that does nothing but full-speed GEMMs.
+several measurements, taken before each configuration and once at the end, so that a slow moment
+of a shared machine does not flatter the ratios). fp32 has two: torch.mm's (MKL, which takes its AVX2 path on AMD
+processors) and oneDNN's (caption.matmul, which the package uses for fp32 on the CPU); the machine's
+rate is the faster. "x floor" is our time over the time of the same matrix work at that GEMM rate:
+1.0 would be a decoder that does nothing but full-speed GEMMs. The fp32 step is also timed with
+caption.matmul's routing off, against torch.mm's rate.
 
     python benchmarks/decoder_speed.py [--repeats 3] [--baseline-images 10] [--plain-malloc] [--no-write]
 """
@@ -29,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.report import publish, table  # noqa: E402
-from caption import search  # noqa: E402
+from caption import matmul, search  # noqa: E402
 from caption.config import CaptionConfig  # noqa: E402
 from caption.device import keep_freed_memory  # noqa: E402
 from caption.image.decoder import Decoder  # noqa: E402
@@ -37,17 +40,40 @@ from caption.image.decoder import Decoder  # noqa: E402
 L, A, E, V, B, T, K, IMAGES = 196, 512, 512, 10000, 32, 20, 5, 100
 
 
-def matmul_rate(dtype: torch.dtype, n: int = 2048, reps: int = 5, tries: int = 3) -> float:
-    """GFLOP/s of an n x n x n matrix product: the best of `tries` timings of `reps` products."""
+def matmul_rate(dtype: torch.dtype, n: int = 2048, reps: int = 5, tries: int = 3, onednn: bool = False) -> float:
+    """GFLOP/s of an n x n x n matrix product, torch.mm's (MKL in fp32) or oneDNN's (caption.matmul):
+    the best of `tries` timings of `reps` products."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    torch.mm(a, b)
+    product = matmul.mm if onednn else torch.mm
+    with matmul.backend("onednn" if onednn else "torch"):
+        product(a, b)
+        best = 0.0
+        for _ in range(tries):
+            t = time.perf_counter()
+            for _ in range(reps):
+                product(a, b)
+            best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def stream_rate(D: int, tries: int = 5) -> float:
+    """GB/s of one pass over a (B, L, D) fp32 tensor (a sum): the rate at which a step can read the
+    annotations, the best of `tries`."""
+    a = torch.randn(B, L, D)
+    a.sum()
     best = 0.0
     for _ in range(tries):
         t = time.perf_counter()
-        for _ in range(reps):
-            torch.mm(a, b)
-        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9)
+        a.sum()
+        best = max(best, a.numel() * 4 / (time.perf_counter() - t) / 1e9)
     return best
+
+
+def context_bytes(D: int) -> float:
+    """Bytes the soft context must read per training step: the annotations once forward (z_t) and
+    once backward (alpha's gradient) at each of T steps. Each read is a matrix-vector product per
+    image: memory-bound, however fast the GEMMs."""
+    return 2 * T * B * L * D * 4
 
 
 def step_macs(D: int, H: int, rows: int) -> float:
@@ -120,26 +146,33 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     kept = False if args.plain_malloc else keep_freed_memory()      # as the command line does
-    fp32, bf16 = matmul_rate(torch.float32), matmul_rate(torch.bfloat16)
-    print(f"matmul 2048^3: fp32 {fp32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s", flush=True)
-    train_rows, beam_rows = [], []
+    if not matmul.available():
+        print("this build of PyTorch has no oneDNN inner product: both fp32 columns time torch's matmul")
+    mkl, dnn, bf16 = 0.0, 0.0, 0.0
+
+    def measure_rates():
+        nonlocal mkl, dnn, bf16
+        mkl = max(mkl, matmul_rate(torch.float32))
+        dnn = max(dnn, matmul_rate(torch.float32, onednn=True))
+        bf16 = max(bf16, matmul_rate(torch.bfloat16))
+        print(f"matmul 2048^3: fp32 torch.mm {mkl:.0f}, oneDNN {dnn:.0f} GFLOP/s; bf16 {bf16:.0f} GFLOP/s",
+              flush=True)
+    measured, beam_rows = [], []
     for D in (512, 2048):
         for H in (512, 1800):
-            fp32 = max(fp32, matmul_rate(torch.float32))
-            bf16 = max(bf16, matmul_rate(torch.bfloat16))
+            measure_rates()
             cfg = CaptionConfig(embed_dim=E, hidden_dim=H, attn_dim=A, dropout=0.0)
             dec = Decoder(cfg, D, V)
             feats, tgt = torch.randn(B, L, D), torch.randint(4, V, (B, T + 1))
             ours_flops, base_flops = train_flops(D, H, B), train_flops(D, H, B, per_step_projection=True)
             t32 = timed(train_step(dec, feats, tgt, False, False), args.repeats)
+            with matmul.backend("torch"):
+                tmkl = timed(train_step(dec, feats, tgt, False, False), args.repeats)
             t16 = timed(train_step(dec, feats, tgt, False, True), args.repeats)
             tb = timed(train_step(dec, feats, tgt, True, False), args.repeats)
-            floor32, floor16 = ours_flops / fp32 / 1e9, ours_flops / bf16 / 1e9
-            train_rows.append([D, H, f"{1000 * t32:.0f}", f"{ours_flops / t32 / 1e9:.0f}", f"{t32 / floor32:.2f}",
-                               f"{1000 * t16:.0f}", f"{ours_flops / t16 / 1e9:.0f}", f"{t16 / floor16:.2f}",
-                               f"{1000 * tb:.0f}", f"{base_flops / tb / 1e9:.0f}",
-                               f"{tb / t32:.1f}x", f"{base_flops / ours_flops:.1f}x", f"{t32 / t16:.2f}x"])
-            print("train", " | ".join(map(str, train_rows[-1])), flush=True)
+            measured.append((D, H, ours_flops, base_flops, t32, tmkl, t16, tb, stream_rate(D)))
+            print(f"train D {D} H {H}: fp32 {1000 * t32:.0f} ms, on torch's matmul {1000 * tmkl:.0f} ms, "
+                  f"bf16 {1000 * t16:.0f} ms, per-step projection {1000 * tb:.0f} ms", flush=True)
 
             dec.eval()
             imgs = torch.randn(IMAGES, L, D)
@@ -162,15 +195,38 @@ def main() -> int:
             beam_rows.append([D, H, f"{tbeam:.2f}", f"{beam_flops / tbeam / 1e9:.0f}", f"{tone:.1f}",
                               f"{one_flops / tone / 1e9:.0f}", f"{tone / tbeam:.1f}x", f"{one_flops / beam_flops:.1f}x"])
             print("beam", " | ".join(map(str, beam_rows[-1])), flush=True)
-    body = (f"Matrix products on this machine (2048 x 2048, the best of this run): fp32 **{fp32:.0f}** GFLOP/s, "
-            f"bf16 **{bf16:.0f}** GFLOP/s. glibc malloc: {'freed memory kept for reuse (caption.device.keep_freed_memory, as the CLI)' if kept else 'default settings'}.\n\nTeacher-forced training step (forward + backward), B={B}, T={T}, "
+    measure_rates()   # once more: every ratio below is taken at the best rates of the whole run
+    fp32 = max(mkl, dnn)       # this machine's fp32 GEMM rate: the faster library's
+    train_rows = []
+    for D, H, ours_flops, base_flops, t32, tmkl, t16, tb, streaming in measured:
+        floor32, floor16, floor_mkl = (ours_flops / rate / 1e9 for rate in (fp32, bf16, mkl))
+        # the floor with the context's reads at the streaming rate in place of GEMM-rate flops
+        streamed = floor32 - 2 * T * B * L * D * 2 / fp32 / 1e9 + context_bytes(D) / streaming / 1e9
+        train_rows.append([D, H, f"{1000 * t32:.0f}", f"{ours_flops / t32 / 1e9:.0f}", f"{t32 / floor32:.2f}",
+                           f"{t32 / streamed:.2f}", f"{1000 * tmkl:.0f}", f"{tmkl / floor_mkl:.2f}",
+                           f"{tmkl / t32:.2f}x",
+                           f"{1000 * t16:.0f}", f"{ours_flops / t16 / 1e9:.0f}", f"{t16 / floor16:.2f}",
+                           f"{1000 * tb:.0f}", f"{tb / t32:.1f}x", f"{base_flops / ours_flops:.1f}x",
+                           f"{t32 / t16:.2f}x"])
+    body = (f"Matrix products on this machine (2048 x 2048, the best of this run): fp32 **{mkl:.0f}** GFLOP/s "
+            f"by torch.mm (MKL), **{dnn:.0f}** GFLOP/s by oneDNN (caption.matmul); bf16 **{bf16:.0f}** GFLOP/s "
+            f"(torch.mm, which is oneDNN in bf16). The fp32 floor is taken at the faster fp32 rate. glibc malloc: {'freed memory kept for reuse (caption.device.keep_freed_memory, as the CLI)' if kept else 'default settings'}.\n\nTeacher-forced training step (forward + backward), B={B}, T={T}, "
             f"L={L}, attention {A}, embedding {E}, V={V}; ms per step, achieved GFLOP/s, and our time over "
             f"the matrix work the step needs at the GEMM rate of the same precision (x floor; the key projection and "
             f"the context product take only their weight and alpha gradients: the annotations need none):\n\n" +
-            table(["D", "H", "ours fp32 ms", "GFLOP/s", "x floor", "ours bf16 ms", "GFLOP/s", "x floor",
-                   "per-step projection ms",
-                   "GFLOP/s", "speed-up vs baseline", "FLOP ratio (bound at equal efficiency)", "bf16 speed-up"],
+            table(["D", "H", "ours fp32 ms", "GFLOP/s", "x floor", "x floor, context streamed",
+                   "fp32 on torch's matmul, ms",
+                   "x floor at torch.mm's rate", "oneDNN speed-up", "ours bf16 ms", "GFLOP/s", "x floor",
+                   "per-step projection ms", "speed-up vs baseline", "FLOP ratio (bound at equal efficiency)",
+                   "bf16 speed-up"],
                   train_rows) +
+            "\n\nThe fp32 and bf16 columns route products as the package does (caption.matmul: oneDNN for "
+            "fp32 on the CPU); \"on torch's matmul\" is the same step with that routing off, its floor "
+            "taken at torch.mm's own rate. The per-step-projection baseline runs on the package's routing "
+            "too, so its speed-up is the design's alone. \"Context streamed\" replaces the context "
+            "product's flops in the floor by its reads of the annotations (twice per step, forward and "
+            "for alpha's gradient) at the rate this run summed a tensor of their size: a floor that no "
+            "GEMM speed can lower." +
             f"\n\nBeam search, K={K}, {IMAGES} images, {T} steps (no early stop): ours batches all "
             f"{IMAGES * K} rows, each image's keys and values shared by its beams; the baseline decodes one image at a time with the per-step projection "
             f"({args.baseline_images} images timed, scaled to {IMAGES}):\n\n" +

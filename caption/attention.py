@@ -31,6 +31,8 @@ import torch.nn as nn
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .matmul import Linear
+
 SCORES = ("additive", "dot", "general")
 LOCAL = (None, "local-m", "local-p")
 
@@ -46,10 +48,12 @@ class AttentionOutput:
 
 def _score_chunk(q: Tensor, keys: Tensor, w: Tensor, half: Tensor, e: Tensor) -> None:
     """half <- tanh(q + k) / 2 = sigmoid(2 (q + k)) - 1/2 (b, T, S, A) and e <- v^T tanh(q + k) =
-    2 (half @ v) (b, T, S), in place; w is v in half's dtype."""
+    2 (half @ v) (b, T, S), in place; w is v in half's dtype. 2 (q + k) is formed as 2 q + 2 k in
+    the one pass of the sum (doubling is exact: the same numbers as doubling the sum)."""
+    q2 = 2 * q
     for t in range(q.shape[1]):
-        torch.add(keys, q[:, t].unsqueeze(1), out=half[:, t])              # (b, S, A)
-    half.mul_(2).sigmoid_().sub_(0.5)
+        torch.add(q2[:, t].unsqueeze(1), keys, alpha=2, out=half[:, t])    # (b, S, A)
+    half.sigmoid_().sub_(0.5)
     torch.matmul(half, w, out=e).mul_(2)
 
 
@@ -148,16 +152,16 @@ class Attention(nn.Module):
         self.score, self.local, self.window = score, local, window
         if score == "additive":
             attn_dim = attn_dim or query_dim
-            self.key_proj = nn.Linear(key_dim, attn_dim)
-            self.query_proj = nn.Linear(query_dim, attn_dim, bias=False)
-            self.v = nn.Linear(attn_dim, 1, bias=False)
+            self.key_proj = Linear(key_dim, attn_dim)
+            self.query_proj = Linear(query_dim, attn_dim, bias=False)
+            self.v = Linear(attn_dim, 1, bias=False)
             # the authors' n_layers_att 2: a second layer on the source side, k = tanh(W2 (W1 a + b1) + b2)
-            self.key_proj2 = nn.Linear(attn_dim, attn_dim) if key_layers == 2 else None
+            self.key_proj2 = Linear(attn_dim, attn_dim) if key_layers == 2 else None
         elif score == "general":
-            self.key_proj = nn.Linear(key_dim, query_dim, bias=False)  # W_a k, so score = q . (W_a k)
+            self.key_proj = Linear(key_dim, query_dim, bias=False)  # W_a k, so score = q . (W_a k)
         if local == "local-p":
-            self.pos_proj = nn.Sequential(nn.Linear(query_dim, query_dim), nn.Tanh(),
-                                          nn.Linear(query_dim, 1, bias=False))  # v_p^T tanh(W_p h)
+            self.pos_proj = nn.Sequential(Linear(query_dim, query_dim), nn.Tanh(),
+                                          Linear(query_dim, 1, bias=False))  # v_p^T tanh(W_p h)
 
     def project_keys(self, keys: Tensor) -> Tensor:
         """Source-only part of the score, computed once per source: (B, S, D) -> (B, S, A)."""

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from ..attention import Attention, AttentionOutput
 from ..config import ATTENTION, CaptionConfig
+from ..matmul import Linear, linear
 from ..search import tree_map
 from ..vocab import PAD_ID, SPECIALS, START
 from .recurrent_linear import RecurrentLinear
@@ -57,16 +58,16 @@ class Decoder(nn.Module):
         D, E, H, V = feature_dim, c.embed_dim, c.hidden_dim, vocab_size
         self.embed = nn.Embedding(V, E, padding_idx=PAD_ID)
         # the authors' n_layers_init 2: ReLU(W mean + b) first, with dropout under their use_dropout
-        self.init_mlp = nn.Linear(D, D) if c.init_layers == 2 else None
-        self.init_h, self.init_c = nn.Linear(D, H), nn.Linear(D, H)
+        self.init_mlp = Linear(D, D) if c.init_layers == 2 else None
+        self.init_h, self.init_c = Linear(D, H), Linear(D, H)
         self.attention = Attention(H, D, c.attn_dim, "additive", key_layers=c.attn_layers) \
             if c.attention != "none" else None
-        self.beta = nn.Linear(H, 1) if c.selector and self.attention is not None else None
+        self.beta = Linear(H, 1) if c.selector and self.attention is not None else None
         self.lstm = nn.LSTMCell(E + D, H)
-        self.out_h = nn.Linear(H, E)                 # L_h
-        self.out_z = nn.Linear(D, E, bias=False)     # L_z
+        self.out_h = Linear(H, E)                    # L_h
+        self.out_z = Linear(D, E, bias=False)        # L_z
         self.drop = nn.Dropout(c.dropout)
-        self.out = nn.Linear(E, V)                   # L_o
+        self.out = Linear(E, V)                      # L_o
         if c.attention == "hard":   # REINFORCE's moving-average baseline of the NLL, saved with the model
             self.register_buffer("baseline", torch.zeros(()))
             # and, for the reward to go, one per number of words left (at most max_len)
@@ -163,7 +164,9 @@ class Decoder(nn.Module):
         hard = self.config.attention == "hard" and hard_mode != "expected"
         z, att = self._context(h, memory, hard, False, hard_mode == "argmax", generator)
         emb = self.embed_words(tokens)                                      # (N, E)
-        h, c = self.lstm(torch.cat([emb, z], -1), (h, c))                   # (N, H)
+        lstm = self.lstm   # nn.LSTMCell's own update, with its products through caption.matmul
+        gates = linear(torch.cat([emb, z], -1), lstm.weight_ih, lstm.bias_ih) + linear(h, lstm.weight_hh, lstm.bias_hh)
+        h, c = _lstm_cell(gates, c)                                         # (N, H)
         logp = F.log_softmax(self._logits(emb, h, z), -1)                   # (N, V)
         if att is None:   # no attention: report the uniform weights the mean amounts to
             L = memory["values"].shape[1]

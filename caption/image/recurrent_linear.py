@@ -21,18 +21,21 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from ..matmul import available, linear, mm
+
 
 class _Box:
     """What the steps share: the inputs x_t of the forward pass and the gradients g_t of the backward."""
 
     def __init__(self, weight: Tensor, pre: Tensor | None):
         P = 0 if pre is None else pre.shape[-1]
-        self.weight = weight.detach()[:, P:]                                  # the per-step columns
+        self.weight = weight.detach()[:, P:].contiguous()                     # the per-step columns
         self.pre = None if pre is None else pre.detach()
         self.inputs: list[Tensor] = []
         self.grads: dict[int, Tensor] = {}
         self.task = None       # the backward pass the grads belong to (a partial one leaves none behind)
         self.cast: dict[torch.dtype, Tensor] = {}
+        self.onednn = available()   # the backward pass routes its products as the forward did
 
     def weight_as(self, dtype: torch.dtype) -> Tensor:
         """The weight in `dtype` (autocast), cast once per forward pass, not once per step."""
@@ -66,7 +69,7 @@ class _Collect(torch.autograd.Function):
         if box.pre is not None:
             pre = torch.cat([box.pre[:, t] for t in steps]).to(G.dtype)       # (N * T, P), rows as G
             X = torch.cat([pre, X], 1)                                        # (N * T, P + I)
-        return (G.t() @ X).to(W.dtype), None                                  # (O, P + I)
+        return mm(G.t(), X, box.onednn).to(W.dtype), None                     # (O, P + I)
 
 
 class _Step(torch.autograd.Function):
@@ -79,7 +82,7 @@ class _Step(torch.autograd.Function):
             if torch.is_autocast_enabled(x.device.type) else x.dtype
         w = box.weight_as(dtype)
         ctx.w = w                                                             # the weight as used
-        return x.to(dtype) @ w.t()                                            # (N, O)
+        return mm(x.to(dtype), w.t(), box.onednn)                             # (N, O)
 
     @staticmethod
     @once_differentiable
@@ -90,7 +93,7 @@ class _Step(torch.autograd.Function):
             box.grads, box.task = {}, task
         g = grad.to(w.dtype)
         box.grads[ctx.t] = box.grads[ctx.t] + g if ctx.t in box.grads else g
-        grad_x = (g @ w).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None  # (N, I)
+        grad_x = mm(g, w, box.onednn).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None  # (N, I)
         return grad_x, grad.new_zeros(()), None, None
 
 
@@ -103,11 +106,11 @@ class RecurrentLinear:
         self.box = _Box(weight, pre)
         self.token = _Collect.apply(weight, self.box) if weight.requires_grad and torch.is_grad_enabled() else None
         # the gradient reaches `pre` through this product; the weight's through the token
-        self.pre_out = None if pre is None else torch.nn.functional.linear(
-            pre, weight.detach()[:, :P] if self.token is not None else weight[:, :P])  # (N, T, O)
+        self.pre_out = None if pre is None else linear(
+            pre, (weight.detach() if self.token is not None else weight)[:, :P].contiguous())  # (N, T, O)
 
     def __call__(self, x: Tensor) -> Tensor:
         if self.token is None:
-            return torch.nn.functional.linear(x, self.box.weight)
+            return linear(x, self.box.weight)
         self.box.inputs.append(x.detach())
         return _Step.apply(x, self.token, self.box, len(self.box.inputs) - 1)
