@@ -6,14 +6,12 @@ scored on 1,000 fresh test scenes (seed 2): BLEU-4, object F1, mean caption leng
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.report import ROOT, publish, table  # noqa: E402
+from benchmarks.report import ROOT, parse, parser, publish, table  # noqa: E402
 from caption.api import load  # noqa: E402
 from caption.data.scenes import scene_set  # noqa: E402
 from caption.metrics.evaluate import caption_set, score_captions  # noqa: E402
@@ -21,12 +19,9 @@ from caption.search import DecodeOptions  # noqa: E402
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--n", type=int, default=1000, help="test scenes (default: 1000)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (this machine has 2 cores)")
-    p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse(p)
     rows = []
     for name in ("scenes-soft.pt", "scenes-hard.pt"):
         model = load(ROOT / "checkpoints" / name, device="cpu")

@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import subprocess
@@ -28,7 +27,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.decoder_speed import matmul_rate  # noqa: E402
-from benchmarks.report import publish, table  # noqa: E402
+from benchmarks.report import parse, parser, publish, table  # noqa: E402
 from caption.config import CaptionConfig  # noqa: E402
 from caption.data.loader import ImageFiles, batches_of  # noqa: E402
 from caption.image.captioner import Captioner  # noqa: E402
@@ -115,14 +114,11 @@ def peak_training_rss(root: Path, n: int) -> tuple[float, float]:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--images", type=int, default=1000, help="JPEGs timed through the loader (default: 1000)")
     p.add_argument("--steps", type=int, default=12, help="decoder steps timed, cached and in memory (default: 12)")
     p.add_argument("--vgg-steps", type=int, default=3, help="steps timed through the frozen VGG19 (default: 3)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (this machine has 2 cores)")
-    p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse(p)
     root = Path(tempfile.mkdtemp(prefix="caption-bench-"))
     (root / "img").mkdir()
     total = max(5000, args.images)

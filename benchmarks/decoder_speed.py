@@ -22,7 +22,6 @@ caption.matmul's routing off, against torch.mm's rate.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from contextlib import nullcontext
@@ -31,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.report import publish, table  # noqa: E402
+from benchmarks.report import parse, parser, publish, table  # noqa: E402
 from caption import matmul, search  # noqa: E402
 from caption.config import CaptionConfig  # noqa: E402
 from caption.device import keep_freed_memory  # noqa: E402
@@ -134,16 +133,13 @@ def train_step(dec, feats, tgt, baseline: bool, bf16: bool):
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement; the best is kept")
     p.add_argument("--baseline-images", type=int, default=10,
                    help="images decoded one at a time for the beam baseline, scaled to 100 (default 10)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (this machine has 2 cores)")
-    p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     p.add_argument("--plain-malloc", action="store_true",
                    help="leave glibc's malloc settings alone (the CLI calls caption.device.keep_freed_memory)")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse(p)
     torch.manual_seed(0)
     kept = False if args.plain_malloc else keep_freed_memory()      # as the command line does
     if not matmul.available():

@@ -11,7 +11,6 @@ object F1 on 1,000 fresh test scenes (beam 3) with the expected context and with
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -21,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.report import publish, table  # noqa: E402
+from benchmarks.report import parse, parser, publish, table  # noqa: E402
 
 COMMON = ["--dataset", "scenes", "--attention", "hard", "--alpha-c", "0", "--dropout", "0"]
 VARIANTS = {
@@ -63,19 +62,15 @@ def run(name: str, flags: list[str], out: Path, args) -> dict:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--budget-minutes", type=float, default=6.0, help="wall-clock budget per variant (default: 6)")
     p.add_argument("--epochs", type=int, default=6,
                    help="--epochs of each run (the learning-rate schedule's length); the budget may stop it first")
     p.add_argument("--train-size", type=int, default=8000, help="training scenes (default: 8000)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (this machine has 2 cores)")
     p.add_argument("--only", action="append", help="run only the variants whose name contains this")
     p.add_argument("--out", type=Path, default=Path("runs/ablation"), help="folder of the checkpoints")
-    p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
-    args = p.parse_args()
+    args = parse(p)
     args.out.mkdir(parents=True, exist_ok=True)
-    import torch
-    torch.set_num_threads(args.threads)
     from caption.api import load
     from caption.data.scenes import scene_set
     from caption.metrics.evaluate import evaluate_captions

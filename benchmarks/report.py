@@ -1,9 +1,11 @@
-"""Shared by the benchmarks: machine facts, a Markdown table, and BENCHMARKS.md sections.
+"""Shared by the benchmarks: their common flags, machine facts, a Markdown table, and BENCHMARKS.md
+sections.
 
 Each benchmark owns one section between `<!-- name -->` markers and rewrites only that one.
 """
 from __future__ import annotations
 
+import argparse
 import platform
 import re
 import shlex
@@ -14,6 +16,21 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """A benchmark's parser, with the flags every CPU benchmark takes: --threads and --no-write."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (this machine has 2 cores)")
+    p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    return p
+
+
+def parse(p: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """The arguments, with torch's CPU threads set from --threads."""
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return args
 
 
 def machine() -> str:

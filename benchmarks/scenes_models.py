@@ -9,14 +9,12 @@ A hard-attention model gets a row per --hard-modes entry (its test-time context)
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.report import publish, table  # noqa: E402
+from benchmarks.report import parse, parser, publish, table  # noqa: E402
 from caption.api import load  # noqa: E402
 from caption.data.scenes import scene_set  # noqa: E402
 from caption.metrics.evaluate import evaluate_captions  # noqa: E402
@@ -24,17 +22,14 @@ from caption.search import DecodeOptions  # noqa: E402
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--model", type=Path, action="append", required=True, help="checkpoint; repeat to compare")
     p.add_argument("--n", type=int, default=1000, help="test scenes (default: 1000)")
     p.add_argument("--beam", type=int, default=3, help="beam size (default: 3)")
     p.add_argument("--hard-modes", default="expected,argmax,sample",
                    help="test-time contexts of a hard model, a row each (default: expected,argmax,sample)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (this machine has 2 cores)")
     p.add_argument("--note", default="", help="a line printed under the table (how the models were trained)")
-    p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse(p)
     rows = []
     data = None
     for path in args.model:

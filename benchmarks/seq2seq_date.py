@@ -7,7 +7,6 @@ one-at-a-time decoding for comparison.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.report import ROOT, publish, table  # noqa: E402
+from benchmarks.report import ROOT, parse, parser, publish, table  # noqa: E402
 from caption.config import Seq2SeqConfig, Seq2SeqTrainConfig  # noqa: E402
 from caption.text.data import book_split, read_pairs, to_tensors, validation_split  # noqa: E402
 from caption.text.train import build_translator, exact_matches, train_translator  # noqa: E402
@@ -31,15 +30,12 @@ def one_at_a_time(model, data, vocab, n: int) -> float:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "date.txt",
                    help="the book's date.txt (default: ../shared/data/date.txt)")
     p.add_argument("--epochs", type=int, default=Seq2SeqTrainConfig.epochs, help="epochs per run")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one training run per seed")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (this machine has 2 cores)")
-    p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse(p)
     train_pairs, test_pairs = book_split(read_pairs(args.data))
     train_pairs, val_pairs = validation_split(train_pairs, Seq2SeqTrainConfig.val_fraction)
     rows, tests, single = [], [], None

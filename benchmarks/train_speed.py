@@ -6,7 +6,6 @@ scaled to one epoch of 20,000 images; each also with caption.matmul's oneDNN rou
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import replace
@@ -15,7 +14,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.report import publish, table  # noqa: E402
+from benchmarks.report import parse, parser, publish, table  # noqa: E402
 from caption import matmul  # noqa: E402
 from caption.config import CaptionConfig, CaptionTrainConfig  # noqa: E402
 from caption.data.images import caption_targets  # noqa: E402
@@ -48,12 +47,9 @@ def time_steps(data, cfg: CaptionTrainConfig, step_cfg: CaptionTrainConfig, atte
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--steps", type=int, default=40, help="timed steps per model (default: 40)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (this machine has 2 cores)")
-    p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse(p)
     cfg = CaptionTrainConfig()
     data = scene_set(cfg.batch_size * (args.steps + 2), "train")
     steps_per_epoch = -(-cfg.train_size // cfg.batch_size)
