@@ -26,8 +26,8 @@ import torch
 import torch.nn as nn
 
 from .config import CaptionConfig
-from .errors import CheckpointError
-from .fileio import atomic_write, regular_file
+from .errors import CheckpointError, OutputError
+from .fileio import atomic_write, regular_file, shown
 
 FORMAT_VERSION = 4
 
@@ -48,8 +48,12 @@ def save(path: str | os.PathLike, kind: str, model: nn.Module, vocab: list[str],
         external = {"trunk": str(Path(model.config.encoder_weights).resolve()), "sha256": encoder.weights_sha256}
     payload = {"format_version": FORMAT_VERSION, "kind": kind, "config": asdict(model.config),
                "vocab": list(vocab), "state_dict": state, "external": external, "meta": meta or {}}
-    with atomic_write(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic_write(path, "checkpoint") as tmp:
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as e:    # torch's zip writer reports a full disk as a RuntimeError
+            raise OutputError(f"{shown(path)}: cannot write it ({str(e).splitlines()[0][:100]}); the "
+                              "previous file, if any, is unchanged") from None
 
 
 def _v1_to_v2(payload: dict) -> dict:

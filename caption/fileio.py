@@ -1,18 +1,30 @@
-"""Writes that never leave a half-written file and never write over anything but a regular file:
-checkpoints, PNG figures, data files. A symbolic link is followed to its target, which is written
-in place of the link's target (the link stays a link)."""
+"""Writes that never lose data: never a half-written file, never over anything but a regular file,
+never over one of the command's own inputs, never over a file of another kind (a checkpoint, a
+data set, an image) than the one the command writes. A symbolic link is followed to its target,
+which is written in place of the link's target (the link stays a link). Every failure, a full
+disk included, is an OutputError naming the file; the previous file stays as it was."""
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
+import re
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from PIL import Image
 
 from .errors import InputError, OutputError
+
+NAME_MAX = 255          # bytes in one file name on every common Linux file system
+SPECIAL_ROOTS = ("/proc", "/sys", "/dev")     # kernel and device trees: never an output
+# what a command writes -> what it may replace: an empty file, or a file of the same kind
+KINDS = ("checkpoint", "results", "figure", "text", "jsonl")
+FIGURE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".pdf": "PDF", ".webp": "WEBP",
+                  ".tif": "TIFF", ".tiff": "TIFF"}
 
 
 def shown(path: str | os.PathLike) -> str:
@@ -34,6 +46,8 @@ def regular_file(path: str | os.PathLike, what: str, error=None) -> Path:
     naming it: missing, or a directory, FIFO or device, which must never be opened (a FIFO blocks)."""
     error = error or InputError
     path = Path(path)
+    if not str(path):
+        raise error(f"an empty path is no {what}")
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -45,62 +59,93 @@ def regular_file(path: str | os.PathLike, what: str, error=None) -> Path:
     return path
 
 
-@contextmanager
-def run_lock(path: str | os.PathLike) -> Iterator[Path]:
-    """PATH.lock held for the duration, holding this process's id: a second run on the same output
-    is refused with the first one's id; a lock left by a process that no longer runs is taken over."""
-    lock = Path(str(output_path(path)) + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            break
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and _alive(pid):
-                raise OutputError(f"{shown(path)}: another run (process {pid}) is writing it; "
-                                  f"if none is, remove {shown(lock)}") from None
-            lock.unlink(missing_ok=True)     # stale: its process is gone
-    else:
-        raise OutputError(f"{shown(lock)}: cannot take the lock")
+def sniff(path: Path) -> str | None:
+    """The kind of an existing file from its first bytes: "checkpoint" (a zip, as torch.save
+    writes), "figure" (an image or PDF), "results" (a JSON list), "data set" (a JSON object: a
+    captions, split or manifest file), "jsonl" (JSON lines), "text", or None when empty."""
     try:
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        yield lock
-    finally:
-        lock.unlink(missing_ok=True)
+        with open(path, "rb", opener=lambda p, f: os.open(p, f | os.O_NONBLOCK)) as f:
+            head = f.read(4096)
+    except OSError:
+        return None
+    if not head:
+        return None
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80\x02"):
+        return "checkpoint"
+    if head.startswith((b"\x89PNG", b"\xff\xd8\xff", b"%PDF", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")) \
+            or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        return "figure"
+    text = head.lstrip()
+    if text.startswith(b"["):
+        return "results"
+    if text.startswith(b"{"):
+        first = text.split(b"\n", 1)
+        return "jsonl" if len(first) == 2 and first[0].rstrip().endswith(b"}") else "data set"
+    return "text"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _special(path: Path) -> str | None:
+    for p in (Path(os.path.abspath(path)), Path(os.path.realpath(path))):
+        for root in SPECIAL_ROOTS:
+            if p == Path(root) or Path(root) in p.parents:
+                return root
+    return None
 
 
-def output_path(path: str | os.PathLike) -> Path:
-    """Where a write to `path` goes: the path itself, or the target of a symbolic link. OutputError
-    when that is something other than a regular file (a directory, a FIFO, a device) or when its
-    folder cannot be written; checked before any work, so nothing is lost to a bad --out."""
+def output_path(path: str | os.PathLike, kind: str | None = None,
+                inputs: Iterable[str | os.PathLike | None] = ()) -> Path:
+    """Where a write to `path` goes: the path itself, or the target of a symbolic link. OutputError,
+    checked before any work so that nothing is lost to a bad --out, when it is
+      - something other than a regular file (a directory, a FIFO, a device) or under /proc, /sys, /dev;
+      - one of `inputs` (the same file by device and inode, through links);
+      - a file of another kind than `kind` (a checkpoint where results go, a data set, an image);
+      - a name longer than a file system takes, or in a folder that cannot be written."""
     path = Path(path)
+    if not str(path):
+        raise OutputError("an empty path is no output file")
+    root = _special(path)
+    if root:
+        raise OutputError(f"{shown(path)}: is under {root}; write to a file on disk instead")
     target = Path(os.path.realpath(path))
+    if len(target.name.encode("utf-8", "surrogateescape")) > NAME_MAX:
+        raise OutputError(f"{shown(path)}: the file name is {len(target.name.encode('utf-8', 'surrogateescape'))} "
+                          f"bytes; file systems take at most {NAME_MAX}")
     try:   # stat the path itself (following links): /dev/stdout's target has no name to test
-        mode = os.stat(path).st_mode
+        st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
-        mode = None
-    if mode is not None and not stat.S_ISREG(mode):
-        raise OutputError(f"{shown(path)}: is {kind_of(mode)}; refusing to write over it")
+        st = None
+    except OSError as e:
+        raise OutputError(f"{shown(path)}: cannot write it ({e.strerror})") from None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise OutputError(f"{shown(path)}: is {kind_of(st.st_mode)}; refusing to write over it")
+    if st is not None:
+        for source in inputs:
+            if source is not None and _same(st, source):
+                raise OutputError(f"{shown(path)}: is also this command's input {shown(source)}; "
+                                  "refusing to write over it")
+        found = sniff(target) if kind else None
+        if found is not None and found != kind:
+            raise OutputError(f"{shown(path)}: holds {_article(found)}, not {_article(kind)}; refusing to "
+                              "write over it (remove it, or choose another name)")
     folder = target.parent
     existing = next((p for p in [folder, *folder.parents] if p.exists()), None)
     if existing is not None and (not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK)):
         raise OutputError(f"{shown(path)}: cannot write in {shown(existing)}")
     return target
+
+
+def _article(kind: str) -> str:
+    return {"checkpoint": "a checkpoint", "results": "a JSON list (results)", "figure": "an image",
+            "data set": "a JSON object (a data set or manifest)", "jsonl": "JSON lines",
+            "text": "text"}.get(kind, kind)
+
+
+def _same(st: os.stat_result, other: str | os.PathLike) -> bool:
+    try:
+        o = os.stat(other)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (o.st_dev, o.st_ino)
 
 
 def folder(path: str | os.PathLike) -> Path:
@@ -112,36 +157,106 @@ def folder(path: str | os.PathLike) -> Path:
     return path
 
 
+def _temp_prefix(target: Path) -> str:
+    """`.NAME.` for a temp file beside `target`, NAME cut (with a hash of the whole name, so cut
+    names stay apart) so that the temp name stays within NAME_MAX bytes."""
+    raw = target.name.encode("utf-8", "surrogateescape")
+    if len(raw) > 180:
+        digest = hashlib.sha1(raw).hexdigest()[:8]
+        raw = raw[:170].decode("utf-8", "ignore").encode("utf-8", "surrogateescape") + b"~" + digest.encode()
+    return "." + raw.decode("utf-8", "surrogateescape") + "."
+
+
+_WRITER = re.compile(r"\.(\d+)-[^.]*\.tmp$")
+
+
 def remove_stale_temps(target: Path) -> None:
-    """Temporary files of an earlier write to `target` that was killed before it could clean up."""
-    for old in target.parent.glob(f".{target.name}.*.tmp"):
-        if old.is_file() and not old.is_symlink():
+    """Temporary files of an earlier write to `target` whose writer is dead (killed before it could
+    clean up); a live writer's file, or one whose writer cannot be told, is left alone."""
+    for old in target.parent.glob(f"{glob_escape(_temp_prefix(target))}*.tmp"):
+        m = _WRITER.search(old.name)
+        if m and not pid_alive(int(m.group(1))) and old.is_file() and not old.is_symlink():
             old.unlink(missing_ok=True)
 
 
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this id runs (in this PID namespace)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG, errno.EACCES, errno.EPERM,
+                errno.ENAMETOOLONG)
+
+
 @contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[str]:
+def atomic_write(path: str | os.PathLike, kind: str | None = None,
+                 inputs: Iterable[str | os.PathLike | None] = ()) -> Iterator[str]:
     """Yield a temporary path beside the target; on success it is renamed onto it (with the usual
-    file mode: mkstemp makes 0600), on failure removed, so the target is never left half-written."""
-    target = output_path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(target)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
+    file mode: mkstemp makes 0600), on failure removed, so the target is never left half-written.
+    The guards of `output_path` apply; a full disk is an OutputError naming the file."""
+    target = output_path(path, kind, inputs)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(target)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f"{_temp_prefix(target)}{os.getpid()}-",
+                                   suffix=".tmp")
+        os.close(fd)
+    except OSError as e:
+        raise OutputError(f"{shown(path)}: cannot write it ({e.strerror})") from None
     try:
         yield tmp
         mask = os.umask(0)
         os.umask(mask)
         os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, target)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.errno in WRITE_ERRORS:
+            raise OutputError(f"{shown(path)}: cannot write it ({e.strerror}); the previous file, if any, "
+                              "is unchanged") from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def figure_format(path: str | os.PathLike) -> str:
+    """The image format a figure's file name asks for (.png, .jpg, .pdf, ...; no suffix: PNG);
+    OutputError for any other suffix, before any work."""
+    suffix = Path(path).suffix.lower()
+    if not suffix:
+        return "PNG"
+    if suffix not in FIGURE_FORMATS:
+        raise OutputError(f"{shown(path)}: figures are written as {', '.join(sorted(FIGURE_FORMATS))}; "
+                          f"{suffix} is none of these")
+    return FIGURE_FORMATS[suffix]
+
+
+def save_figure(image: Image.Image, out: str | os.PathLike,
+                inputs: Iterable[str | os.PathLike | None] = ()) -> Path:
+    """Write a figure atomically in the format its suffix names (PNG by default)."""
+    fmt = figure_format(out)
+    if fmt in ("JPEG", "PDF") and image.mode != "RGB":
+        image = image.convert("RGB")
+    with atomic_write(out, "figure", inputs) as tmp:
+        image.save(tmp, format=fmt)
+    return Path(out)
+
+
 def save_png(image: Image.Image, out: str | os.PathLike) -> Path:
-    """Write a PNG atomically: a failed save never leaves a truncated file behind."""
-    out = Path(out)
-    with atomic_write(out) as tmp:
+    """Write a PNG atomically (a data set's image): a failed save never leaves a truncated file."""
+    with atomic_write(out, "figure") as tmp:
         image.save(tmp, format="PNG")
-    return out
+    return Path(out)

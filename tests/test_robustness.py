@@ -15,7 +15,8 @@ from caption.api import load
 from caption.cli import main
 from caption.data.readers import read_folder
 from caption.errors import CheckpointError, DataError, InputError, OutputError
-from caption.fileio import atomic_write, run_lock
+from caption.fileio import atomic_write
+from caption.lock import run_lock
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs (POSIX)")
 
@@ -101,7 +102,7 @@ def test_an_output_that_is_not_a_regular_file_is_refused_and_left_as_it_was(corp
 
 
 def test_a_link_is_followed_to_its_target_and_stays_a_link(tmp_path, model_path):
-    (tmp_path / "real.png").write_bytes(b"old")
+    Image.new("RGB", (4, 4)).save(tmp_path / "real.png")                # an older figure
     (tmp_path / "link.png").symlink_to(tmp_path / "real.png")
     Image.new("RGB", (8, 8)).save(tmp_path / "in.png")
     assert main(["visualize", str(tmp_path / "in.png"), "--model", str(model_path),
@@ -112,11 +113,13 @@ def test_a_link_is_followed_to_its_target_and_stays_a_link(tmp_path, model_path)
 
 
 def test_a_killed_writes_temporary_file_is_removed_by_the_next_write(tmp_path):
-    stale = tmp_path / ".out.bin.abc123.tmp"
+    stale = tmp_path / ".out.bin.999999999-abc123.tmp"                 # its writer (a pid no process has) is dead
     stale.write_bytes(b"half of a checkpoint")
+    live = tmp_path / f".out.bin.{os.getpid()}-xyz789.tmp"              # a writer still at work: left alone
+    live.write_bytes(b"being written")
     with atomic_write(tmp_path / "out.bin") as tmp:
         open(tmp, "wb").write(b"new")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out.bin", live.name])
 
 
 def test_a_checkpoint_that_is_a_fifo_is_one_line(tmp_path):

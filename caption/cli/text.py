@@ -127,7 +127,7 @@ def cmd_generate(args) -> int:
     from ..fileio import atomic_write, output_path
     output_path(args.out)
     lines = format_lines(generate(args.task, args.n, args.seed))
-    with atomic_write(args.out) as tmp:
+    with atomic_write(args.out, "text") as tmp:
         Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {len(lines)} {args.task} examples to {args.out}")
     return 0

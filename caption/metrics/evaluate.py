@@ -99,8 +99,9 @@ def results_json(results: list[CaptionResult], image_ids: list[int]) -> list[dic
             for i, r in zip(image_ids, results)]
 
 
-def write_results(path: str | os.PathLike, rows: list[dict]) -> None:
-    with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+def write_results(path: str | os.PathLike, rows: list[dict], inputs=()) -> None:
+    """A results file, never over a file of another kind or one of the command's `inputs`."""
+    with atomic_write(path, "results", inputs) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(rows, f)
 
 

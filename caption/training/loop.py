@@ -21,7 +21,8 @@ from ..data.images import ImageSet, caption_targets, center_crop, check_image_se
 from ..data.loader import batches, source
 from ..device import autocast, default_device, grad_scaler, resolve_device, resolve_precision
 from ..errors import CheckpointError, InputError, OptionError
-from ..fileio import output_path, remove_stale_temps, run_lock
+from ..fileio import output_path, remove_stale_temps
+from ..lock import run_lock
 from ..image.captioner import Captioner
 from ..metrics.evaluate import evaluate_captions, selection_score, summary
 from ..search import DecodeOptions

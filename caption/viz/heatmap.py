@@ -9,7 +9,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from ..fileio import save_png
+from ..fileio import save_figure
 from .draw import colormap, font
 
 
@@ -44,7 +44,7 @@ def attention_heatmap(weights: Tensor, x_labels: list[str], y_labels: list[str],
     d.text((bar_x + cell // 2 + 3, top), "1", fill="black", font=small, anchor="lt")
     d.text((bar_x + cell // 2 + 3, top + bar_h), "0", fill="black", font=small, anchor="lb")
     d.text((left, top + T * cell + 4), "x: input   y: output", fill="gray", font=small)
-    return save_png(img, out)
+    return save_figure(img, out)
 
 
 def _show(ch: str) -> str:

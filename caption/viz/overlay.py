@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from torch import Tensor
 
 from ..data.images import read_image
-from ..fileio import save_png
+from ..fileio import save_figure
 from .draw import font
 
 PANEL = 168      # panel side in pixels
@@ -88,7 +88,7 @@ def compose(panels: list[tuple[str, Image.Image]], header: str = "", columns: in
 def overlay(image, result, out: str | os.PathLike, columns: int = 6) -> Path:
     """Write the figure of one caption result (.words, .attention) for `image` as a PNG."""
     panels = overlay_panels(image, result.words, result.attention, getattr(result, "locations", None))
-    return save_png(compose(panels, header=result.text, columns=columns), out)
+    return save_figure(compose(panels, header=result.text, columns=columns), out)
 
 
 def compare(images: list, soft: list, hard: list, out: str | os.PathLike, names: list[str] | None = None,
@@ -111,4 +111,4 @@ def compare(images: list, soft: list, hard: list, out: str | os.PathLike, names:
     for b in blocks:
         fig.paste(b, (0, y))
         y += b.height
-    return save_png(fig, out)
+    return save_figure(fig, out)
