@@ -45,9 +45,9 @@ def regular_file(path: str | os.PathLike, what: str, error=None) -> Path:
     """`path` when it is a regular file (a link to one counts); else `error` (an exception class)
     naming it: missing, or a directory, FIFO or device, which must never be opened (a FIFO blocks)."""
     error = error or InputError
-    path = Path(path)
-    if not str(path):
+    if not os.fspath(path):                     # Path("") would be "." (a directory)
         raise error(f"an empty path is no {what}")
+    path = Path(path)
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -100,9 +100,9 @@ def output_path(path: str | os.PathLike, kind: str | None = None,
       - one of `inputs` (the same file by device and inode, through links);
       - a file of another kind than `kind` (a checkpoint where results go, a data set, an image);
       - a name longer than a file system takes, or in a folder that cannot be written."""
-    path = Path(path)
-    if not str(path):
+    if not os.fspath(path):
         raise OutputError("an empty path is no output file")
+    path = Path(path)
     root = _special(path)
     if root:
         raise OutputError(f"{shown(path)}: is under {root}; write to a file on disk instead")

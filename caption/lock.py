@@ -36,6 +36,8 @@ def run_lock(path: str | os.PathLike) -> Iterator[Path]:
     for _ in range(20):       # another run may remove the file between our open and our lock
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except IsADirectoryError:
+            raise OutputError(f"{shown(lock)}: is a directory, not a lock file; remove it") from None
         except OSError as e:
             raise OutputError(f"{shown(lock)}: cannot take the lock ({e.strerror}); remove it if no run "
                               "is writing") from None

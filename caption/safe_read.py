@@ -45,11 +45,12 @@ def read_bytes(path: str | os.PathLike, what: str, limit: int, error=DataError) 
         raise error(f"{shown(path)}: no such {what}") from None
     except OSError as e:
         raise error(f"{shown(path)}: cannot read it ({e.strerror})") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise error(f"{shown(path)}: is {kind_of(st.st_mode)}, not a regular file")
     with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise error(f"{shown(path)}: is {kind_of(mode)}, not a regular file")
-        size = os.fstat(fd).st_size
+        size = st.st_size
         if size > limit:
             raise error(f"{shown(path)}: {_size(size)}, more than the {_size(limit)} a {what} may have")
         try:
