@@ -30,8 +30,10 @@ def test_read_folder_skips_and_reports_a_bad_image(tmp_path):
     (tmp_path / "images" / "000001.png").write_bytes(b"broken")
     messages = []
     data = read_folder(tmp_path, log=messages.append)
-    assert len(data) == 2 and messages == [f"{tmp_path}: 2 images, 10 captions; skipped unreadable images "
-                                           f"(UnidentifiedImageError) 1"]
+    assert len(data) == 2 and messages == [
+        f"{tmp_path / 'captions.json'}: images[1] (id 1): {tmp_path / 'images' / '000001.png'}: not a readable "
+        "image (UnidentifiedImageError); skipped",           # the skipped entry named, then the summary
+        f"{tmp_path}: 2 images, 10 captions; skipped unreadable images (UnidentifiedImageError) 1"]
     assert data.captions[0] and data.objects[0][0]["bbox"] and data.images is None
     ref = scene_set(3, seed=5)
     assert data.names[0] == str(tmp_path / "images" / "000000.png") and data.captions[1] == ref.captions[2]

@@ -84,8 +84,14 @@ def test_a_data_set_skips_fifos_and_bombs_and_says_so(corpus, tmp_path):
     lines = []
     data = read_folder(tmp_path, lines.append)
     assert data.names == [str(good)]
-    assert lines == [f"{tmp_path}: 1 images, 1 captions; skipped missing image files 1, not regular files 1, "
-                     "unreadable images (DecompressionBombError) 1"]
+    file = tmp_path / "captions.json"
+    assert lines == [
+        f"{file}: images[1] (id 1): {bad['fifo']}: is a FIFO, not a regular file; skipped",
+        f"{file}: images[2] (id 2): {bad['bomb']}: 1,600,000,000 pixels (1,600 megapixels), more than the 64 "
+        "megapixels an image may have; refused as a decompression bomb; skipped",
+        f"{file}: images[3] (id 3): {bad['missing']}: no such image file; skipped",
+        f"{tmp_path}: 1 images, 1 captions; skipped images over 64 megapixels 1, missing image files 1, "
+        "not regular files 1"]
 
 
 @pytest.mark.parametrize("kind", ["directory", "fifo"])
@@ -230,7 +236,7 @@ def test_malformed_coco_files_are_one_line(tmp_path, data, message):
 
 def test_deeply_nested_json_and_odd_captions(tmp_path, corpus):
     (tmp_path / "captions.json").write_text("[" * 100000 + "]" * 100000)
-    with pytest.raises(DataError, match="not JSON"):
+    with pytest.raises(DataError, match="not a COCO captions file: JSON nested too deeply"):
         read_folder(tmp_path, lambda s: None)
     good, _ = corpus
     anns = [{"image_id": 0, "caption": c} for c in (5, None, ["a"], "  ... !", "a red square")]

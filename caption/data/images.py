@@ -1,20 +1,36 @@
 """Images and captioned image sets. An ImageSet holds its pixels in memory (the built-in scenes) or
 only the file names, read on demand by `data/loader.py`; captions are tokenised once. Reading an
-image applies its EXIF orientation and never keeps more than the resized picture.
+image checks its size on the header before decoding a pixel, applies its EXIF orientation, turns
+every PIL mode into 8-bit RGB by what its values mean (16-bit, 32-bit and float pictures scaled,
+transparency over white), and never keeps more than the resized picture.
 """
 from __future__ import annotations
 
 import os
+import re
+import stat
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Union
 
+import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from ..errors import InputError
-from ..fileio import regular_file, shown
+from ..fileio import kind_of, shown
 from ..vocab import Vocab
+
+# The most pixels an image file may have, checked on its header before a pixel is decoded: 8000 x
+# 8000 is 192 MB as RGB (a 16-bit or float picture takes up to twice that while it is converted).
+# Larger files are refused as decompression bombs. One limit for every format: draft() lets a
+# JPEG be decoded at 1/8 scale when a size is asked, but the figures decode it whole, and PIL
+# itself refuses anything over twice its own 89 MP; nothing a captioning data set holds comes near.
+MAX_PIXELS = 64_000_000
+MAX_MEGAPIXELS = MAX_PIXELS // 1_000_000
 
 ImageLike = Union[str, os.PathLike, Image.Image, Tensor]
 
@@ -28,6 +44,9 @@ class ImageSet:
     images: Tensor | None = None      # (B, 3, P, P) uint8 in memory; None: read `names` on demand
     texts: list[list[str]] = field(default_factory=list)   # per image: the raw reference strings
     image_ids: list[int] = field(default_factory=list)     # the ids of results files
+    # one line per entry of the data file that was refused (a path outside its image root): a
+    # command that reads the set finishes with the rest and exits with status 1
+    refused: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         if not self.texts:
@@ -48,7 +67,7 @@ class ImageSet:
         return ImageSet([self.captions[i] for i in idx], [self.objects[i] for i in idx],
                         [self.names[i] for i in idx], [self.sizes[i] for i in idx],
                         None if self.images is None else self.images[idx],
-                        [self.texts[i] for i in idx], [self.image_ids[i] for i in idx])
+                        [self.texts[i] for i in idx], [self.image_ids[i] for i in idx], refused=self.refused)
 
 
 def check_image_set(data: ImageSet, name: str) -> None:
@@ -81,10 +100,57 @@ def center_crop(config) -> bool:
     return config.encoder != "cnn"
 
 
+def _grey8(a: np.ndarray, mode: str) -> np.ndarray:
+    """One channel of 16-bit, 32-bit or float values as uint8, by the range the values mean:
+    I;16 modes are 0..65535. "I" (32-bit) is 0..255 when every value fits (PIL's convert("I") of
+    an 8-bit picture), else 0..65535 when they fit (16-bit data), else 0..its maximum (no standard
+    white exists past 16 bits). "F" is [0, 1] when every value lies there (a float TIFF), else
+    0..255 when they fit (PIL's convert("F")), else stretched from its minimum to its maximum.
+    Negative values are black; NaN and infinities are black too (they show nothing)."""
+    if mode == "F":
+        a = a.astype(np.float32)
+        if not np.isfinite(a).all():
+            a = np.where(np.isfinite(a), a, 0)
+        lo, hi = float(a.min()), float(a.max())
+        if lo >= 0 and hi <= 255:
+            x = a * 255 if hi <= 1 else a
+        else:
+            x = (a - lo) * (255 / ((hi - lo) or 1))
+    else:
+        hi = int(a.max())
+        top = 65535 if mode.startswith("I;16") or 255 < hi <= 65535 else 255 if hi <= 255 else hi
+        x = np.clip(a, 0, top).astype(np.float32) * (255 / top)
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """The picture as 8-bit RGB, showing what it shows: 16-bit, 32-bit and float pictures are
+    scaled by their value range (PIL's own convert clips them: 16-bit comes out white, float
+    black); transparent pixels (alpha, or a palette or tRNS colour marked transparent) show white,
+    as on a page; every other mode ("1", "L", "P", "CMYK", "YCbCr", "LAB", ...) by PIL's convert.
+    An RGB image is returned as it is."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    try:
+        if mode.startswith("I;16") or mode in ("I", "F"):
+            return Image.fromarray(_grey8(np.asarray(image), mode)).convert("RGB")
+        if image.has_transparency_data:
+            rgba = image.convert("RGBA")
+            out = Image.new("RGB", image.size, (255, 255, 255))
+            out.paste(rgba, mask=rgba.getchannel("A"))
+            return out
+        return image.convert("RGB")
+    except (ValueError, TypeError) as e:        # a mode PIL cannot convert ("La", ...)
+        raise InputError(f"an image of PIL mode {mode!r} cannot be turned into RGB ({type(e).__name__})") from None
+
+
 def image_tensor(image: Image.Image, size: int, crop: bool = False) -> Tensor:
     """A PIL image as uint8 (3, size, size): resized (bilinear) to the square, or with `crop` its
-    shorter side resized to `size` and the centre square cut out."""
-    image = image.convert("RGB")
+    shorter side resized to `size` and the centre square cut out. Any mode, by `to_rgb`."""
+    if image.width < 1 or image.height < 1:
+        raise InputError(f"an image must have pixels, got a PIL image of {image.width}x{image.height}")
+    image = to_rgb(image)
     if crop:
         w, h = image.size
         scale = size / min(w, h)
@@ -98,22 +164,74 @@ def image_tensor(image: Image.Image, size: int, crop: bool = False) -> Tensor:
     return torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(size, size, 3).permute(2, 0, 1)
 
 
-def open_image(path: str | os.PathLike, size: int | None = None) -> Image.Image:
-    """A file as an upright RGB image (EXIF orientation applied). With `size`, a JPEG is decoded at
-    the smallest scale that still covers size x size (bounded memory, faster); InputError naming
-    the file when it cannot be read."""
-    path = regular_file(path, "image file")       # a FIFO or device would block or never end
+class ImageProblem(InputError):
+    """An image file that cannot be used; `reason` is its kind, for a data set's count of skips."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def _too_large(path, pixels: int, size: tuple[int, int] | None = None) -> ImageProblem:
+    what = f"{size[0]}x{size[1]} pixels" if size else f"{pixels:,} pixels"
+    return ImageProblem(f"{shown(path)}: {what} ({pixels / 1e6:,.0f} megapixels), more than the "
+                        f"{MAX_MEGAPIXELS} megapixels an image may have; refused as a decompression bomb",
+                        f"images over {MAX_MEGAPIXELS} megapixels")
+
+
+@contextmanager
+def image_file(path: str | os.PathLike) -> Iterator[Image.Image]:
+    """The file opened with its header read and not one pixel decoded, once it is known to be a
+    regular file (opened without blocking: a FIFO swapped in cannot hang) in a format PIL knows,
+    of at least one and at most MAX_PIXELS pixels; otherwise ImageProblem naming the file. PIL's
+    own DecompressionBombWarning is silenced: this is the check. Load the pixels inside the block."""
+    if not os.fspath(path):                     # Path("") would be "." (a directory)
+        raise ImageProblem("an empty path is no image file", "empty paths")
     try:
-        with Image.open(path) as im:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ImageProblem(f"{shown(path)}: no such image file", "missing image files") from None
+    except (OSError, ValueError) as e:          # ValueError: a NUL byte in the name
+        raise ImageProblem(f"{shown(path)}: cannot read it ({getattr(e, 'strerror', None) or e})",
+                           f"unreadable images ({type(e).__name__})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):                  # before fdopen, which refuses a directory itself
+        os.close(fd)
+        raise ImageProblem(f"{shown(path)}: is {kind_of(mode)}, not a regular file", "not regular files")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                im = Image.open(f)
+        except Image.DecompressionBombError as e:   # past PIL's own hard limit: it gives no size
+            found = re.search(r"\((\d+) pixels\)", str(e))
+            raise _too_large(path, int(found[1]) if found else 2 * (Image.MAX_IMAGE_PIXELS or 0)) from None
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+            raise ImageProblem(f"{shown(path)}: not a readable image ({type(e).__name__})",
+                               f"unreadable images ({type(e).__name__})") from None
+        w, h = im.size
+        if w * h > MAX_PIXELS:
+            raise _too_large(path, w * h, (w, h))
+        if w * h == 0:
+            raise ImageProblem(f"{shown(path)}: an image of {w}x{h} pixels, which is none", "images without pixels")
+        yield im
+
+
+def open_image(path: str | os.PathLike, size: int | None = None) -> Image.Image:
+    """A file as an upright RGB image (EXIF orientation applied, any mode by `to_rgb`). With
+    `size`, a JPEG is decoded at the smallest scale that still covers size x size (bounded memory,
+    faster); InputError naming the file when it cannot be read or has more than MAX_PIXELS."""
+    with image_file(path) as im:
+        try:
             if size:
                 im.draft("RGB", (size, size))
-            return ImageOps.exif_transpose(im).convert("RGB")
-    except FileNotFoundError:
-        raise InputError(f"{shown(path)}: no such image file") from None
-    except Image.DecompressionBombError as e:
-        raise InputError(f"{shown(path)}: refused as a decompression bomb ({e})") from None
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
-        raise InputError(f"{shown(path)}: not a readable image ({type(e).__name__})") from None
+            im.load()                            # the file closes after this block; the pixels stay
+            ImageOps.exif_transpose(im, in_place=True)
+            return to_rgb(im)
+        except InputError:
+            raise
+        except (OSError, SyntaxError, ValueError, TypeError) as e:
+            raise InputError(f"{shown(path)}: not a readable image ({type(e).__name__})") from None
 
 
 def load_image(path: str | os.PathLike, size: int, crop: bool = False) -> Tensor:
@@ -141,9 +259,13 @@ def as_uint8(image: ImageLike, size: int, crop: bool = False) -> Tensor:
     shape = tuple(x.shape)
     if min(shape[1:]) < 1:
         raise InputError(f"an image tensor must have pixels, got shape {shape}")
+    if x.dtype == torch.uint16:     # 16 bits per channel: 0..65535, like a 16-bit PNG
+        x = ((x.to(torch.int32) * 255 + 32767) // 65535).to(torch.uint8)
+    elif x.dtype in (torch.uint32, torch.uint64):   # no min() of their own; 0..255 as other integers
+        x = x.to(torch.int64)
     if x.dtype == torch.bool or x.is_complex():
-        raise InputError(f"an image tensor must be uint8, another integer type in 0..255, or float in [0, 1]; "
-                         f"got {x.dtype}")
+        raise InputError(f"an image tensor must be uint8, uint16 (0..65535), another integer type in 0..255, "
+                         f"or float in [0, 1]; got {x.dtype}")
     if x.is_floating_point():   # floats are taken as [0, 1]
         if not bool(torch.isfinite(x).all()):
             raise InputError(f"an image tensor must be finite, got NaN or inf in {shape}")
