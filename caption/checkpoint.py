@@ -25,9 +25,11 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
+from .checkpoint_bounds import bounded
 from .config import CaptionConfig
 from .errors import CheckpointError, OutputError
 from .fileio import atomic_write, regular_file, shown
+from .safe_read import clip
 
 FORMAT_VERSION = 4
 
@@ -41,6 +43,10 @@ def save(path: str | os.PathLike, kind: str, model: nn.Module, vocab: list[str],
     A frozen backbone read from a weights file stays in that file: `external` records its path and
     sha256, so the best and the last checkpoint do not each carry another copy."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    for k, v in state.items():      # a model that diverged: every command would refuse the file
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise CheckpointError(f"{shown(path)}: not written, {k} holds NaN or inf (the training diverged); "
+                                  "the previous file, if any, is unchanged")
     external = {}
     encoder = getattr(model, "encoder", None)
     if getattr(encoder, "frozen", False) and getattr(encoder, "weights_sha256", None):
@@ -89,38 +95,59 @@ def _v3_to_v4(payload: dict) -> dict:
 MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}   # version v -> v + 1
 
 
+# The parts every caption checkpoint has, and their types; the migrations and the loaders read them.
+PARTS = {"kind": str, "config": dict, "vocab": list, "state_dict": dict}
+
+
 def load(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
     """The payload, migrated to FORMAT_VERSION; CheckpointError naming the file otherwise."""
     path = regular_file(path, "checkpoint file", CheckpointError)
+    bounded(path, shown(path))
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for foreign or truncated files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+        raise CheckpointError(f"{shown(path)}: not a readable checkpoint ({type(e).__name__})") from None
     if not isinstance(payload, dict) or "format_version" not in payload:
-        raise CheckpointError(f"{path}: not a caption checkpoint (no format_version)")
+        raise CheckpointError(f"{shown(path)}: not a caption checkpoint (no format_version)")
     version = payload["format_version"]
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise CheckpointError(f"{path}: format version {version!r} is not one caption wrote")
+        raise CheckpointError(f"{shown(path)}: format version {clip(repr(version), 40)} is not one caption wrote")
     if version > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format version {version} is newer than "
+        raise CheckpointError(f"{shown(path)}: format version {version} is newer than "
                               f"this caption ({FORMAT_VERSION}); upgrade caption")
     if kind is not None and payload.get("kind") != kind:
-        raise CheckpointError(f"{path}: a {payload.get('kind')!r} checkpoint, expected {kind!r}")
+        raise CheckpointError(f"{shown(path)}: a {clip(repr(payload.get('kind')), 40)} checkpoint, expected {kind!r}")
+    for part, cls in [*PARTS.items(), ("meta", dict), ("external", dict)]:
+        if part not in payload and part in ("meta", "external"):
+            payload[part] = {}
+        elif not isinstance(payload.get(part), cls):
+            have = "no" if part not in payload else f"a {type(payload[part]).__name__} as its"
+            raise CheckpointError(f"{shown(path)}: a broken checkpoint ({have} {part}, expected a {cls.__name__})")
     while version < FORMAT_VERSION:
-        payload = MIGRATIONS[version](payload)
+        try:
+            payload = MIGRATIONS[version](payload)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:   # an odd old file
+            raise CheckpointError(f"{shown(path)}: a broken format-{version} checkpoint ({type(e).__name__}: "
+                                  f"{clip(str(e), 80)})") from None
         version += 1
     payload["format_version"] = version
     return payload
 
 
-def check_state(state: dict, name: str) -> None:
-    """CheckpointError when a state_dict is not a mapping of names to finite tensors."""
+def check_state(state: dict, name: str, expected: dict | None = None) -> None:
+    """CheckpointError when a state_dict is not a mapping of names to finite tensors, or (given the
+    model's own state_dict as `expected`) holds integers where the model has floating-point weights
+    or the other way round: load_state_dict would silently convert them."""
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
         raise CheckpointError(f"{name}: the state_dict is not a mapping of names to tensors")
     for k, v in state.items():
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
-            raise CheckpointError(f"{name}: {k} holds NaN or inf; the model cannot be used")
+            raise CheckpointError(f"{name}: {clip(k, 80)} holds NaN or inf; the model cannot be used")
+        want = (expected or {}).get(k)
+        if want is not None and want.is_floating_point() != v.is_floating_point():
+            raise CheckpointError(f"{name}: {clip(k, 80)} is stored as {v.dtype}, the model's is {want.dtype}; "
+                                  "not a checkpoint this model wrote")
 
 
 def parts(payload: dict, config_cls, name: str):
@@ -159,6 +186,7 @@ def load_weights_into(module: nn.Module, path: str | os.PathLike, what: str) -> 
     "state_dict") into `module`; returns the file's sha256. CheckpointError naming the file when it
     is missing or not `what`."""
     path = regular_file(path, "encoder weights file", CheckpointError)
+    bounded(path, shown(path))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         module.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)

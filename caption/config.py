@@ -6,6 +6,7 @@ that help and, where given, its `choices`; a field without help is set by code (
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
@@ -174,7 +175,8 @@ def _whole(low: int, high: int | None = None, none_ok: bool = False):
 
 def _real(low: float, high: float | None = None, low_open: bool = False, high_open: bool = False):
     def ok(v):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:       # v != v: NaN
+        # NaN and inf are no setting: an infinite weight or rate only makes the loss NaN
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             return False
         above = v > low if low_open else v >= low
         below = high is None or (v < high if high_open else v <= high)
@@ -183,36 +185,42 @@ def _real(low: float, high: float | None = None, low_open: bool = False, high_op
     return ok, f"a number in {left}{low}, {'inf' if high is None else high}{right}"
 
 
-SIZE, COUNT, POSITIVE, RATE = _whole(1, 1 << 16), _whole(1), _real(0, low_open=True), _real(0, 1)
+# Every count and size has an upper bound, so that a typo (--hidden-dim 100000, --seed 2**70) is one
+# line before any work, not an allocation that fails (or swaps) minutes later.
+SIZE, POSITIVE, RATE = _whole(1, 8192), _real(0, low_open=True), _real(0, 1)
+MILLION = _whole(1, 1_000_000)
 # What each field may hold; `check` applies it once, before any work.
 RANGES: dict[str, tuple] = {
-    "embed_dim": SIZE, "hidden_dim": SIZE, "decoder_dim": _whole(1, 1 << 16, True), "num_layers": _whole(1, 16),
-    "attn_dim": _whole(1, 1 << 16, True), "window": _whole(0, 1000), "dropout": _real(0, 1, high_open=True),
+    "embed_dim": SIZE, "hidden_dim": SIZE, "decoder_dim": _whole(1, 8192, True), "num_layers": _whole(1, 16),
+    "attn_dim": _whole(1, 8192, True), "window": _whole(0, 1000), "dropout": _real(0, 1, high_open=True),
     "max_source_len": _whole(1, 100000), "max_target_len": _whole(1, 100000), "epochs": _whole(1, 100000),
     "batch_size": _whole(1, 1 << 20), "lr": POSITIVE, "lr_final": POSITIVE, "weight_decay": _real(0),
-    "clip": _real(0), "val_fraction": _real(0, 1, True, True), "seed": _whole(0), "eval_batch_size": COUNT, "threads": _whole(1, 1024, True),
+    "clip": _real(0), "val_fraction": _real(0, 1, True, True), "seed": _whole(0, (1 << 63) - 1),
+    "eval_batch_size": _whole(1, 1 << 20), "threads": _whole(1, 1024, True),
     "image_size": _whole(16, 4096), "feature_dim": SIZE, "grid": _whole(1, 64, True), "alpha_c": _real(0),
-    "max_len": _whole(2, 1000), "init_layers": _whole(1, 2), "attn_layers": _whole(1, 2), "captions_per_image": _whole(0, None, True), "train_size": COUNT,
-    "val_size": COUNT, "min_count": _whole(1, None, True), "vocab_size": _whole(1, None, True), "max_words": _whole(1, None, True),
-    "workers": _whole(0, 256), "pretrain_epochs": _whole(0, 1000), "eval_beam": _whole(1, 100),
-    "reinforce_weight": _real(0), "entropy_weight": _real(0), "baseline_decay": RATE, "expected_prob": RATE,
-    "expected_warmup": _whole(0), "save_every": _real(0, 100000),
-    "log_every": _whole(0),
+    "max_len": _whole(2, 1000), "init_layers": _whole(1, 2), "attn_layers": _whole(1, 2),
+    "captions_per_image": _whole(0, 1000, True), "train_size": MILLION, "val_size": MILLION,
+    "min_count": _whole(1, 1_000_000, True), "vocab_size": _whole(1, 1_000_000, True),
+    "max_words": _whole(1, 1000, True), "workers": _whole(0, 256), "pretrain_epochs": _whole(0, 1000),
+    "eval_beam": _whole(1, 100), "reinforce_weight": _real(0), "entropy_weight": _real(0),
+    "baseline_decay": RATE, "expected_prob": RATE, "expected_warmup": _whole(0, 100000),
+    "save_every": _real(0, 100000), "log_every": _whole(0, 1 << 30),
 }
 
 
 def check(config) -> None:
     """OptionError naming the first field outside its range or choices (NaN, a bool, a float for a count)."""
     from .errors import OptionError
+    from .safe_read import clip
     for f in fields(config):
         value = getattr(config, f.name)
         choices = f.metadata.get("choices")
         if choices and value is not None and value not in choices:
-            raise OptionError(f.name, f"must be one of {', '.join(choices)}, got {value!r}")
+            raise OptionError(f.name, f"must be one of {', '.join(choices)}, got {clip(repr(value))}")
         if f.name in RANGES:
             ok, what = RANGES[f.name]
             if not ok(value):
-                raise OptionError(f.name, f"must be {what}, got {value!r}")
+                raise OptionError(f.name, f"must be {what}, got {clip(repr(value))}")
     if getattr(config, "reinforce_scale", "per-caption") != "per-caption" and config.reward != "sequence":
         raise OptionError("reward", f"to-go applies to --reinforce-scale per-caption; {config.reinforce_scale} "
                                     "has its own reward")

@@ -2,6 +2,7 @@
 features so that training runs the decoder alone."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ..config import RECIPES, CaptionConfig, CaptionTrainConfig
@@ -17,13 +18,19 @@ def add_parsers(sub) -> None:
                                     "Flickr8k) or on a folder in COCO captions format; or, with --features, on "
                                     "a frozen backbone's cached features. After every epoch the validation "
                                     "images are decoded and scored; the best model is kept at --out and the "
-                                    "state to resume at OUT.last.pt.")
+                                    "state to resume at OUT.last.pt. Ctrl-C or SIGTERM saves that state "
+                                    "(at the end of the batch) and exits with status 130; a loss that turns "
+                                    "NaN stops the run (status 1) with the last good files as they were.")
     add_dataset_flags(tr, split=None)
     tr.add_argument("--val-data", type=Path, help="validation captions for --dataset folder")
     tr.add_argument("--features", type=Path, help="train on the cache `caption features` wrote in this folder "
                                                   "(its train and val splits) instead of images")
     tr.add_argument("--out", type=Path, required=True, help="where to write the best checkpoint")
     tr.add_argument("--resume", action="store_true", help="continue from OUT.last.pt (after its last epoch, or inside an epoch with --save-every); refused when there is none")
+    tr.add_argument("--force", action="store_true",
+                    help="start a fresh run although OUT holds an earlier one (refused otherwise): its files "
+                         "are first renamed (m.pt to m.replaced-N.pt, m.last.pt to m.replaced-N.last.pt, "
+                         "m.history.jsonl to m.replaced-N.history.jsonl, N the first number free)")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.add_argument("--recipe", choices=sorted(RECIPES),
                     help="set many fields at once, the flags given still winning: capgen-coco is the authors' "
@@ -66,7 +73,11 @@ def cmd_train(args) -> int:
     from ..training.distributed import world
     from ..training.history import check_tensorboard
     from ..training.loop import build_captioner, train_captioner, train_device
+    from ..training.outputs import check_fresh, check_outputs
+    from ..training.state import finished
+    from ..training.stop import Interrupted
     model_cfg, train_cfg = config_from(CaptionConfig, args), config_from(CaptionTrainConfig, args)
+    check_outputs(args.out, args.resume, _inputs(args))   # names, kinds, inputs: before any work
     device = train_device(train_cfg)                 # a device or precision this machine lacks: before any work
     resolve_precision(train_cfg.precision, device, training=True)
     check_tensorboard(train_cfg.tensorboard)
@@ -85,11 +96,20 @@ def cmd_train(args) -> int:
             model_cfg.encoder_weights = str(Path(args.encoder_weights).resolve())
         model_cfg.grid, model_cfg.fine_tune = manifest["grid"][0], False
         features = {"train": train_f, "val": val_f}
+    check_fresh(args.out, args.resume, args.force)   # an earlier run at OUT: before the data is read
+    done = finished(args.out, train_cfg, world().size) if args.resume else None
+    if done:
+        say(done)
+        return 0
+    if args.features:
         log_line(f"features from {args.features}: {manifest['encoder']} grid {manifest['grid']}, "
                  f"{len(train_set)} train / {len(val_set)} val images")
     else:
         if model_cfg.encoder != "cnn" and args.image_size is None:
             model_cfg.image_size = 224           # the paper's input for backbones (VGG conv5: 14 x 14)
+        if args.dataset != "scenes":             # files decoded by workers: their shared memory, before any work
+            from ..data.loader import check_shared_memory
+            check_shared_memory(model_cfg.image_size, train_cfg.batch_size, train_cfg.workers)
         train_set, val_set = _splits(args, model_cfg.image_size, train_cfg)
     torch.manual_seed(train_cfg.seed)
     model, vocab = build_captioner(train_set, model_cfg, train_cfg.min_count, device, train_cfg.vocab_size)
@@ -98,10 +118,37 @@ def cmd_train(args) -> int:
                          f"made with (sha256 differs)")
     say(f"{len(train_set)} train / {len(val_set)} val images, {len(vocab)} words, "
           f"{sum(p.numel() for p in model.parameters()):,} parameters, grid {model.grid}")
-    history = train_captioner(model, vocab, train_set, val_set, train_cfg, args.out, args.resume, not args.quiet,
-                              log=say, features=features, warn=log_line)
-    if history:
-        say(f"saved the best model to {args.out}")
+    try:
+        train_captioner(model, vocab, train_set, val_set, train_cfg, args.out, args.resume, not args.quiet,
+                        log=say, features=features, warn=log_line, force=args.force)
+    except Interrupted as e:
+        print(f"caption: interrupted by {e}", file=sys.stderr)
+        return 130
+    say(f"saved the best model to {args.out}")
+    return refused_status(train_set, val_set)
+
+
+def _inputs(args) -> list[Path]:
+    """The files a train or features command reads, which none of its outputs may be: the data set
+    (its captions file), the backbone's weights, the feature cache. An output is also refused over
+    a file of another kind (a data set, an image, text), which covers the data sets' other files."""
+    found = []
+    for p in (args.data, args.val_data, args.images, args.encoder_weights, getattr(args, "features", None)):
+        if p is not None:
+            p = Path(p)
+            found += [p, p / "captions.json"] + [p / f"{s}.{x}" for s in ("manifest", "train", "val", "test")
+                                                 for x in ("json", "npy")]
+    return found
+
+
+def refused_status(*sets) -> int:
+    """1, after one line saying how many, when the data sets refused entries (named above as they
+    were read, e.g. a path outside the data root); else 0."""
+    refused = sum(len(getattr(s, "refused", None) or []) for s in sets)
+    if refused:
+        print(f"caption: error: {refused} data set entr{'y was' if refused == 1 else 'ies were'} refused "
+              "(named above); the rest were used", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -134,18 +181,23 @@ def cmd_features(args) -> int:
         raise InputError("caption features reads images from disk: give --dataset coco, karpathy, flickr8k or folder "
                          "(the built-in scenes train the built-in CNN)")
     device = resolve_device(args.device)           # one this machine lacks: one line, before any work
-    from ..fileio import folder
-    folder(args.out)
+    from ..data.features import check_cache_folder
     splits = args.split or ["train", "val"]
     if args.dataset == "folder" and ("test" in splits or ("val" in splits and not args.val_data)):
         raise InputError("--dataset folder has one captions file per split: --data for train, --val-data for val")
+    roots = [p if p.is_dir() else p.parent for p in (Path(a) for a in (args.data, args.val_data, args.images) if a)]
+    check_cache_folder(args.out, splits, _inputs(args), roots)
     config = CaptionConfig(encoder=args.encoder, encoder_weights=str(Path(args.encoder_weights).resolve()),
                            image_size=args.image_size or 224, grid=args.grid)
+    from ..data.loader import check_shared_memory
+    check_shared_memory(config.image_size, args.batch_size, args.workers)    # before the backbone is built
     encoder = Encoder(config).to(device)
+    refused = []
     for split in splits:
         data = read_dataset(args, split, config.image_size, 0, folder=args.val_data if split == "val" else None)
         with torch.inference_mode():
             path = write_features(encoder, config, data, args.out, split, args.batch_size, args.workers,
                                   progress=not args.quiet, log=log_line)
         print(f"{split}: {len(data)} images -> {path} (grid {encoder.grid[0]}x{encoder.grid[1]}, D {encoder.dim})")
-    return 0
+        refused.append(data)
+    return refused_status(*refused)

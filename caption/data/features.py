@@ -8,14 +8,16 @@ DIR/SPLIT.json the images in that order with their captions. Writing is resumabl
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import DataError
-from ..fileio import atomic_write
+from ..errors import DataError, OutputError
+from ..fileio import atomic_write, folder, output_path, shown
+from ..safe_read import read_json
 from .images import ImageSet, center_crop
 from .loader import ImageFiles, batches_of
 
@@ -23,8 +25,24 @@ SAVE_EVERY = 20   # batches between two updates of the resumable count
 
 
 def _write_json(path: Path, data: dict) -> None:
-    with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path, "data set") as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f)
+
+
+def check_cache_folder(out: str | Path, splits: list[str], inputs=(), roots=()) -> Path:
+    """OutputError before any work when OUT is not a folder (or cannot be one), is one of `roots`
+    (a data set's own folder: the cache goes to a folder of its own), or when a file the cache
+    writes there would replace one of `inputs` or a file of another kind."""
+    out = folder(out)
+    for root in roots:
+        if out.is_dir() and Path(root).is_dir() and os.path.samefile(out, root):
+            raise OutputError(f"{shown(out)}: is the data set's own folder; write the cache to a folder of its "
+                              f"own (e.g. {shown(out / 'features')})")
+    output_path(out / "manifest.json", "data set", inputs)
+    for split in splits:
+        output_path(out / f"{split}.json", "data set", inputs)
+        output_path(out / f"{split}.npy", "text", inputs)     # a .npy sniffs as text: its magic is no other kind's
+    return out
 
 
 def describe(encoder, config) -> dict:
@@ -43,8 +61,9 @@ def write_features(encoder, config, data: ImageSet, out: str | Path, split: str,
     manifest_path, index_path, array_path = out / "manifest.json", out / f"{split}.json", out / f"{split}.npy"
     me = describe(encoder, config)
     if manifest_path.is_file():
-        have = json.loads(manifest_path.read_text())
-        if {k: have.get(k) for k in me} != me:
+        have = read_json(manifest_path, "feature cache manifest")
+        if not isinstance(have, dict) or {k: have.get(k) for k in me} != me:
+            have = have if isinstance(have, dict) else {}
             raise DataError(f"{manifest_path}: a cache of another encoder ({have.get('encoder')}, grid "
                             f"{have.get('grid')}, image size {have.get('image_size')}); use another --out")
     _write_json(manifest_path, me)
@@ -53,9 +72,9 @@ def write_features(encoder, config, data: ImageSet, out: str | Path, split: str,
              "sizes": [list(s) for s in data.sizes], "done": 0}
     done = 0
     if index_path.is_file() and array_path.is_file():
-        old = json.loads(index_path.read_text())
-        if old.get("names") == data.names:
-            done = int(old.get("done", 0))
+        old = read_json(index_path, "feature cache index")
+        if isinstance(old, dict) and old.get("names") == data.names and isinstance(old.get("done"), int):
+            done = min(max(old["done"], 0), B)
     array = np.lib.format.open_memmap(array_path, mode="r+" if done else "w+", dtype=np.float16,
                                       shape=(B, gh * gw, D))
     if done == B:
@@ -90,12 +109,19 @@ def read_features(root: str | Path, split: str) -> tuple[dict, ImageSet, torch.T
     for f in (manifest_path, index_path, array_path):
         if not f.is_file():
             raise DataError(f"{f}: no such file (write the cache with `caption features ... --out {root}`)")
-    manifest, index = json.loads(manifest_path.read_text()), json.loads(index_path.read_text())
-    if index["done"] < len(index["names"]):
-        raise DataError(f"{index_path}: only {index['done']} of {len(index['names'])} images encoded; "
-                        "run `caption features` again to finish")
-    array = np.load(array_path, mmap_mode="c")     # copy-on-write: a writable view, the file untouched
-    data = ImageSet([[caption_tokens(c) for c in caps] for caps in index["texts"]], index["objects"],
-                    index["names"], [tuple(s) for s in index["sizes"]], texts=index["texts"],
-                    image_ids=index["image_ids"])
+    manifest = read_json(manifest_path, "feature cache manifest")
+    index = read_json(index_path, "feature cache index")
+    needed = {"encoder", "encoder_weights", "image_size", "grid", "sha256"}
+    if not isinstance(manifest, dict) or not needed <= set(manifest):
+        raise DataError(f"{manifest_path}: not a feature cache manifest (write the cache with `caption features`)")
+    try:
+        if index["done"] < len(index["names"]):
+            raise DataError(f"{index_path}: only {index['done']} of {len(index['names'])} images encoded; "
+                            "run `caption features` again to finish")
+        array = np.load(array_path, mmap_mode="c")     # copy-on-write: a writable view, the file untouched
+        data = ImageSet([[caption_tokens(c) for c in caps] for caps in index["texts"]], index["objects"],
+                        index["names"], [tuple(s) for s in index["sizes"]], texts=index["texts"],
+                        image_ids=index["image_ids"])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:    # a hand-edited or foreign file
+        raise DataError(f"{index_path}: not a feature cache index with its array ({type(e).__name__})") from None
     return manifest, data, torch.from_numpy(array)

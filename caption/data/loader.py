@@ -7,6 +7,7 @@ the caller gives `skip`, raised as an InputError otherwise, never a worker's tra
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import torch
@@ -14,7 +15,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..vocab import PAD_ID
-from ..errors import InputError
+from ..errors import InputError, OptionError
 from .images import CaptionTargets, ImageSet, load_image
 
 
@@ -57,11 +58,13 @@ def _loaded(items: Tensor | Dataset, groups: list[Tensor], workers: int,
         for idx in groups:
             yield (items[idx] if len(idx) else None), idx
         return
+    if workers and groups:
+        check_shared_memory(getattr(items, "size", 0), max(len(g) for g in groups), workers)
     # The loader's own generator only seeds its workers; the global RNG is left alone.
     loader = DataLoader(items, batch_sampler=[g.tolist() for g in groups], num_workers=workers,
                         collate_fn=_collate, generator=torch.Generator().manual_seed(0),
-                        prefetch_factor=4 if workers else None, persistent_workers=False)
-    for (x, problems), idx in zip(loader, groups):
+                        prefetch_factor=PREFETCH if workers else None, persistent_workers=False)
+    for (x, problems), idx in zip(_shm_failures(loader, workers), groups):
         bad = [p for p in problems if p is not None]
         if bad and skip is None:
             raise InputError(bad[0])
@@ -70,6 +73,57 @@ def _loaded(items: Tensor | Dataset, groups: list[Tensor], workers: int,
         if bad:
             idx = idx[torch.tensor([p is None for p in problems], dtype=torch.bool)]
         yield x, idx
+
+
+# Workers hand their batches over through shared memory (/dev/shm): too little of it (a container's
+# 64 MB) and a worker dies of a bus error or the loader hangs. So the need is estimated first, and a
+# failure that happens anyway is one line; both name --workers 0, which needs no shared memory.
+PREFETCH = 4            # batches each worker prepares ahead
+SHM_MARGIN = 1.25       # collated copies and the allocator's rounding
+
+
+def shm_free(path: str = "/dev/shm") -> int | None:
+    """Bytes free in the shared-memory file system, None where there is none to ask."""
+    try:
+        st = os.statvfs(path)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _shm_error(workers: int, detail: str) -> OptionError:
+    return OptionError("workers", f"{workers}: {detail}; use --workers 0 (images decoded in the main process, "
+                                  "no shared memory), fewer workers, a smaller --batch-size, or a larger /dev/shm")
+
+
+def check_shared_memory(size: int, batch: int, workers: int) -> None:
+    """OptionError naming --workers 0 when the batches the workers hold at once would not fit in
+    /dev/shm: each of `workers` prepares PREFETCH batches of `batch` images of size x size."""
+    free = shm_free()
+    if not workers or not size or not batch or free is None:
+        return
+    need = int(SHM_MARGIN * (workers * PREFETCH + 1) * batch * 3 * size * size)
+    if need > free:
+        raise _shm_error(workers, f"the workers' batches need about {need / 2**20:,.0f} MiB of shared memory "
+                                  f"(/dev/shm) and {free / 2**20:,.0f} MiB are free")
+
+
+def _shm_failures(loader: DataLoader, workers: int) -> Iterator:
+    """The loader's batches; a worker's shared-memory failure (a bus error) as the one line above."""
+    it = None
+    while True:
+        try:
+            if it is None:
+                it = iter(loader)                # starting the workers may fail the same way
+            batch = next(it)
+        except StopIteration:
+            return
+        except RuntimeError as e:
+            text = str(e).lower()
+            if workers and any(k in text for k in ("shared memory", "shm", "bus error", "no space left")):
+                raise _shm_error(workers, "a worker ran out of shared memory (/dev/shm)") from None
+            raise
+        yield batch
 
 
 def batches_of(items: Tensor | Dataset, order: Tensor, batch_size: int, workers: int = 0,

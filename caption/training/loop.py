@@ -18,10 +18,10 @@ from .. import checkpoint
 from ..api import CaptionModel
 from ..config import REWARDS, CaptionConfig, CaptionTrainConfig, check
 from ..data.images import ImageSet, caption_targets, center_crop, check_image_set
-from ..data.loader import batches, source
+from ..data.loader import batches, check_shared_memory, source
 from ..device import autocast, default_device, grad_scaler, resolve_device, resolve_precision
-from ..errors import CheckpointError, InputError, OptionError
-from ..fileio import output_path, remove_stale_temps
+from ..errors import InputError, OptionError
+from ..fileio import remove_stale_temps, shown
 from ..lock import run_lock
 from ..image.captioner import Captioner
 from ..metrics.evaluate import evaluate_captions, selection_score, summary
@@ -29,10 +29,12 @@ from ..search import DecodeOptions
 from ..vocab import Vocab
 from . import distributed as dist
 from . import rng
-from .history import History, check_tensorboard, history_path
+from .history import History, check_tensorboard
 from .objectives import objective
 from .optim import adam_with_linear_decay, optimizer_step
-from .state import RESUMABLE, check_same_run, data_fingerprint, last_path  # noqa: F401  (re-exported)
+from .outputs import check_fresh, check_outputs, move_aside
+from .state import data_fingerprint, finished_line, last_path, restore
+from .stop import Interrupted, Stop, check_finite, check_weights, stop_on_signals
 
 
 def build_captioner(train_set: ImageSet, config: CaptionConfig, min_count: int | None = 1,
@@ -73,13 +75,17 @@ def train_captioner(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set
                     log: Callable[[str], None] = print,
                     select: Callable[[dict], float] = selection_score,
                     features: dict[str, torch.Tensor] | None = None,
-                    warn: Callable[[str], None] | None = None) -> list[dict]:
+                    warn: Callable[[str], None] | None = None, force: bool = False) -> list[dict]:
     """Train, decode and score the validation set after every epoch, keep the model that
     `select` rates best at `out` and the state to resume at `last_path(out)`; the history goes to
     OUT.history.jsonl. Images stream from memory or from their files (`cfg.workers` processes);
     with `features` ({"train", "val"}: a frozen backbone's cached features, (B, L, D) each) the
     backbone never runs. An image file that cannot be decoded is left out of its batch, or of the
-    validation scores, and `warn`ed about once (by default through `log`)."""
+    validation scores, and `warn`ed about once (by default through `log`).
+    A fresh run over an OUT that holds an earlier run is refused unless `force`, which moves the
+    earlier files aside (outputs.move_aside). A loss that is not finite stops the run (InputError)
+    with the last good files left as they were; SIGINT or SIGTERM stops it after saving the
+    resumable state (stop.Interrupted). A run that has all its epochs already says so and returns."""
     check(cfg)
     check(model.config)
     check_image_set(train_set, "the training set")
@@ -87,25 +93,28 @@ def train_captioner(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set
     check_tensorboard(cfg.tensorboard)
     device = train_device(cfg)
     resolve_precision(cfg.precision, device, training=True)
-    for target in (out, last_path(out), history_path(out)):
-        output_path(target)
-    if resume and not last_path(out).is_file():
-        raise InputError(f"{last_path(out)}: nothing to resume from; leave out --resume to start a fresh run")
+    check_outputs(out, resume)
+    check_fresh(out, resume, force)
+    if features is None and train_set.images is None:     # images read by workers: before any work
+        check_shared_memory(model.config.image_size, min(cfg.batch_size, len(train_set)), cfg.workers)
     w = dist.world()
     if not w.main:
-        return _train(model, vocab, train_set, val_set, cfg, out, resume, False, lambda s: None, select,
-                      features, lambda s: None, device)
-    with run_lock(out):
+        with stop_on_signals(defer=False) as stop:
+            return _train(model, vocab, train_set, val_set, cfg, out, resume, False, lambda s: None, select,
+                          features, lambda s: None, device, stop)
+    with run_lock(out), stop_on_signals(defer=not w.distributed) as stop:
+        if force and not resume:
+            move_aside(out, log)
         for target in (Path(out), last_path(out)):      # left by a run killed while it wrote
             remove_stale_temps(target)
         return _train(model, vocab, train_set, val_set, cfg, out, resume, progress, log, select, features,
-                      warn or log, device)
+                      warn or log, device, stop)
 
 
 def _train(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSet, cfg: CaptionTrainConfig,
            out: str | Path, resume: bool, progress: bool, log: Callable[[str], None],
            select: Callable[[dict], float], features: dict[str, torch.Tensor] | None,
-           warn: Callable[[str], None], device: torch.device) -> list[dict]:
+           warn: Callable[[str], None], device: torch.device, stop: Stop) -> list[dict]:
     if cfg.reward not in REWARDS:
         raise ValueError(f"reward must be one of {REWARDS}, got {cfg.reward!r}")
     w = dist.world()
@@ -131,24 +140,13 @@ def _train(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSe
     first_epoch, best, partial = 1, float("-inf"), None
     fingerprint = data_fingerprint(train_set)
     if resume:
-        state = checkpoint.load(last_path(out), kind="captioner")
-        check_same_run(state, model.config, vocab.itos, cfg, fingerprint, last_path(out), w.size)
-        missing, unexpected = model.load_state_dict(state["state_dict"], strict=False)
-        if unexpected or any(not (state["external"] and k.startswith(checkpoint.TRUNK)) for k in missing):
-            raise CheckpointError(f"{last_path(out)}: does not match this model (missing {missing[:3]}, "
-                                  f"unexpected {unexpected[:3]})")
-        meta = state["meta"]
-        opt.load_state_dict(meta["optimizer"])
-        sched.load_state_dict(meta["scheduler"])
-        if scaler is not None and meta.get("scaler"):
-            scaler.load_state_dict(meta["scaler"])
-        if "rng" in meta:
-            rng.restore(meta.get("rng_by_rank", [meta["rng"]])[w.rank], gen)
-        else:    # saved before every generator was kept: the batch order at least
-            gen.set_state(meta["generator"])
+        meta = restore(last_path(out), model, opt, sched, scaler, gen, cfg, vocab.itos, fingerprint, w)
         first_epoch, best = meta["epoch"] + 1, meta["best"]
-        history = list(meta["history"])
-        partial = meta.get("partial")
+        history, partial = list(meta["history"]), meta.get("partial")
+        if partial is None and first_epoch > cfg.epochs:
+            log(finished_line(out, first_epoch - 1, cfg.epochs))
+            dist.finish(w)
+            return history
         log(f"resumed from {last_path(out)} after " +
             (f"batch {partial['slot']} of epoch {partial['epoch']}" if partial else f"epoch {first_epoch - 1}"))
     elif w.rank > 0:      # each process its own dropout masks and samples; the first keeps the seed's
@@ -169,87 +167,122 @@ def _train(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSe
             warned.add(line)
             warn(f"skipped {line}")
 
-    def save_last(epoch_done: int, partial: dict | None = None) -> None:
-        states = dist.gather(rng.capture(gen), w)       # every process's generators
+    def save_last(epoch_done: int, partial: dict | None = None, states: list | None = None,
+                  kept: tuple | None = None) -> None:
+        """kept: (best, history) as they were before the epoch being saved (an interrupted validation)."""
+        states = states if states is not None else dist.gather(rng.capture(gen), w)     # every process's
+        best_, history_ = kept or (best, history)
         if w.main:
             checkpoint.save(last_path(out), "captioner", model, vocab.itos, meta={
-                "epoch": epoch_done, "best": best, "history": history, "train": asdict(cfg),
+                "epoch": epoch_done, "best": best_, "history": history_, "train": asdict(cfg),
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state(),
                 "rng": states[0], "rng_by_rank": states, "data": fingerprint, "partial": partial,
                 "scaler": scaler.state_dict() if scaler is not None else None})
 
-    for epoch in range(first_epoch, cfg.epochs + 1):
-        model.train()
-        # a curriculum for hard attention: locations are sampled only once the expected context has
-        # taught the attention and the decoder to read a location
-        phase = replace(cfg, expected_prob=1.0) if epoch <= cfg.expected_warmup else cfg
-        if partial:    # resumed inside this epoch: its batch order, the batches already done
-            order, done = partial["order"], partial["slot"]
-            loss_sum, nll_sum, words, seconds_before = partial["sums"]
-            partial = None
-        else:
-            order, done = torch.randperm(len(train_items), generator=gen), 0
-            loss_sum, nll_sum, words, seconds_before = 0.0, 0.0, 0, 0.0
-        t0 = last_save = last_log = time.perf_counter()
-        first_done, images_since = done, 0
-        bar = tqdm(batches(train_items, targets, cfg.batch_size, gen, cfg.captions_per_image, cfg.workers,
-                           order=order[done * cfg.batch_size:], skip=skip, shard=(w.rank, w.size)),
-                   total=steps_per_epoch, initial=done, unit="batch",
-                   desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
-        for slot, inputs, tokens, image_of in bar:
-            done = first_done + slot
-            if inputs is None:
-                if w.distributed:
-                    raise InputError(f"no image of this process's share of batch {done} of epoch {epoch} could "
-                                     f"be read (see the lines above); remove those files and resume")
-                continue
-            inputs, tokens, image_of = inputs.to(device), tokens.to(device), image_of.to(device)
-            mask = tokens[:, 1:] != vocab.pad                                  # (N, T)
-            with autocast(device, precision):
-                loss, nll = objective(model, inputs, tokens, image_of, mask, phase, gen, cached, forward=ddp)
-            optimizer_step(loss, opt, sched, model.parameters(), cfg.clip, scaler)
-            if w.distributed and model.config.attention == "hard":      # one baseline, as one process keeps
-                for b in (model.decoder.baseline, model.decoder.baseline_to_go):
-                    b.copy_(dist.mean_across(b, w))
-            loss_sum += float(loss.detach()) * len(tokens)
-            nll_sum += float(nll.detach()) * len(tokens)
-            words += int(mask.sum())
-            images_since += len(inputs) * w.size
-            now = time.perf_counter()
-            img_s = images_since / max(1e-9, now - last_log)
-            bar.set_postfix(loss=f"{float(loss.detach()):.2f}", img_s=f"{img_s:.0f}")
-            if cfg.log_every and done % cfg.log_every == 0:
-                logs.write("step", (epoch - 1) * steps_per_epoch + done, epoch=epoch, slot=done,
-                           loss=float(loss.detach()), lr=sched.get_last_lr()[0], images_per_s=img_s)
-                last_log, images_since = now, 0
-            due = bool(cfg.save_every) and now - last_save >= 60 * cfg.save_every and done < steps_per_epoch
-            if w.distributed and cfg.save_every:     # the first process's clock decides for all
-                flag = torch.tensor([float(due)], device=device)
-                torch.distributed.broadcast(flag, 0)
-                due = bool(flag.item())
-            if due:
-                save_last(epoch - 1, {"epoch": epoch, "slot": done, "order": order,
-                                      "sums": [loss_sum, nll_sum, words, seconds_before + now - t0]})
-                last_save = time.perf_counter()
-        train_seconds = seconds_before + time.perf_counter() - t0
-        record = {"epoch": epoch, "train_seconds": train_seconds, "loss_per_word": nll_sum / max(words, 1)}
-        if w.main:     # the others wait at the barrier below
-            scores = evaluate_captions(CaptionModel(model, vocab), val_set, val_options, workers=cfg.workers,
-                                       features=features["val"] if cached else None, warn=warn)
-            record.update(scores)
-            log(f"epoch {epoch}: nll/word {record['loss_per_word']:.3f}  val {summary(record)}  "
-                f"train {train_seconds:.0f}s")
-            logs.write("epoch", epoch * steps_per_epoch, **record)
-        model.train()
-        history.append(record)
-        if w.main and select(record) > best:
-            best = select(record)
-            checkpoint.save(out, "captioner", model, vocab.itos,
-                            meta={"epoch": epoch, "val": scores, "train": asdict(cfg)})
-        save_last(epoch)
-        dist.barrier(w)
-    logs.close()
+    def stopped(epoch: int, done: int, order: torch.Tensor, sums: list) -> Interrupted:
+        save_last(epoch - 1, {"epoch": epoch, "slot": done, "order": order, "sums": sums})
+        return Interrupted(f"{stop.name()}: the state after batch {done} of epoch {epoch} is saved in "
+                           f"{shown(last_path(out))}; --resume continues from there")
+
+    pending = None      # an epoch trained but not yet saved: what an interrupt during its validation keeps
+    try:
+        for epoch in range(first_epoch, cfg.epochs + 1):
+            model.train()
+            # a curriculum for hard attention: locations are sampled only once the expected context has
+            # taught the attention and the decoder to read a location
+            phase = replace(cfg, expected_prob=1.0) if epoch <= cfg.expected_warmup else cfg
+            if partial:    # resumed inside this epoch: its batch order, the batches already done
+                order, done = partial["order"], partial["slot"]
+                loss_sum, nll_sum, words, seconds_before = partial["sums"]
+                partial = None
+            else:
+                order, done = torch.randperm(len(train_items), generator=gen), 0
+                loss_sum, nll_sum, words, seconds_before = 0.0, 0.0, 0, 0.0
+            t0 = last_save = last_log = time.perf_counter()
+            first_done, images_since = done, 0
+            bar = tqdm(batches(train_items, targets, cfg.batch_size, gen, cfg.captions_per_image, cfg.workers,
+                               order=order[done * cfg.batch_size:], skip=skip, shard=(w.rank, w.size)),
+                       total=steps_per_epoch, initial=done, unit="batch",
+                       desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
+            stop.deferring = True           # a signal now ends the batch first (stop.py)
+            for slot, inputs, tokens, image_of in bar:
+                done = first_done + slot
+                if inputs is None:
+                    if w.distributed:
+                        raise InputError(f"no image of this process's share of batch {done} of epoch {epoch} "
+                                         f"could be read (see the lines above); remove those files and resume")
+                    if stop.requested:
+                        raise stopped(epoch, done, order, [loss_sum, nll_sum, words,
+                                                           seconds_before + time.perf_counter() - t0])
+                    continue
+                inputs, tokens, image_of = inputs.to(device), tokens.to(device), image_of.to(device)
+                mask = tokens[:, 1:] != vocab.pad                                  # (N, T)
+                with autocast(device, precision):
+                    loss, nll = objective(model, inputs, tokens, image_of, mask, phase, gen, cached, forward=ddp)
+                value = float(loss.detach())
+                check_finite(value, epoch, done, out, w, device)     # before the step: the weights stay good
+                optimizer_step(loss, opt, sched, model.parameters(), cfg.clip, scaler)
+                if w.distributed and model.config.attention == "hard":      # one baseline, as one process keeps
+                    for b in (model.decoder.baseline, model.decoder.baseline_to_go):
+                        b.copy_(dist.mean_across(b, w))
+                loss_sum += value * len(tokens)
+                nll_sum += float(nll.detach()) * len(tokens)
+                words += int(mask.sum())
+                images_since += len(inputs) * w.size
+                now = time.perf_counter()
+                img_s = images_since / max(1e-9, now - last_log)
+                bar.set_postfix(loss=f"{value:.2f}", img_s=f"{img_s:.0f}")
+                if cfg.log_every and done % cfg.log_every == 0:
+                    logs.write("step", (epoch - 1) * steps_per_epoch + done, epoch=epoch, slot=done,
+                               loss=value, lr=sched.get_last_lr()[0], images_per_s=img_s)
+                    last_log, images_since = now, 0
+                sums = [loss_sum, nll_sum, words, seconds_before + now - t0]
+                if stop.requested:
+                    raise stopped(epoch, done, order, sums)
+                due = bool(cfg.save_every) and now - last_save >= 60 * cfg.save_every and done < steps_per_epoch
+                if w.distributed and cfg.save_every:     # the first process's clock decides for all
+                    flag = torch.tensor([float(due)], device=device)
+                    torch.distributed.broadcast(flag, 0)
+                    due = bool(flag.item())
+                if due:
+                    save_last(epoch - 1, {"epoch": epoch, "slot": done, "order": order, "sums": sums})
+                    last_save = time.perf_counter()
+            stop.deferring = False
+            train_seconds = seconds_before + time.perf_counter() - t0
+            if not w.distributed:
+                pending = (epoch, {"epoch": epoch, "slot": done, "order": order,
+                                   "sums": [loss_sum, nll_sum, words, train_seconds]},
+                           [rng.capture(gen)], (best, list(history)))
+            check_weights(model, epoch, out)
+            record = {"epoch": epoch, "train_seconds": train_seconds, "loss_per_word": nll_sum / max(words, 1)}
+            if w.main:     # the others wait at the barrier below
+                scores = evaluate_captions(CaptionModel(model, vocab), val_set, val_options, workers=cfg.workers,
+                                           features=features["val"] if cached else None, warn=warn)
+                record.update(scores)
+                log(f"epoch {epoch}: nll/word {record['loss_per_word']:.3f}  val {summary(record)}  "
+                    f"train {train_seconds:.0f}s")
+                logs.write("epoch", epoch * steps_per_epoch, **record)
+            model.train()
+            history.append(record)
+            if w.main and select(record) > best:
+                best = select(record)
+                checkpoint.save(out, "captioner", model, vocab.itos,
+                                meta={"epoch": epoch, "val": scores, "train": asdict(cfg)})
+            save_last(epoch)
+            pending = None
+            dist.barrier(w)
+    except KeyboardInterrupt as e:
+        stop.deferring = False
+        if isinstance(e, Interrupted) or pending is None:
+            raise
+        epoch, state, states, kept = pending
+        save_last(epoch - 1, state, states, kept)
+        raise Interrupted(f"{stop.name()}: the state after the training of epoch {epoch} (before its "
+                          f"validation) is saved in {shown(last_path(out))}; --resume continues from there") from None
+    finally:
+        logs.close()
     del ddp, bar
     gc.collect()
     dist.finish(w)
     return history
+

@@ -8,9 +8,11 @@ import hashlib
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
 from ..config import CaptionTrainConfig
 from ..data.images import ImageSet
-from ..errors import InputError
+from ..errors import CheckpointError, InputError
 from ..fileio import shown
 
 # Training fields a resumed run may change: more epochs, how the work is spread over the machine, and
@@ -54,3 +56,82 @@ def check_same_run(state: dict, model_config, itos: list[str], cfg: CaptionTrain
     if differs:
         raise InputError(f"{shown(path)}: cannot resume, this run differs from the saved one: {'; '.join(differs)} "
                          f"(start a fresh run without --resume, or use the same data and flags)")
+
+
+# What --resume reads from OUT.last.pt's meta, and the type each must have: a best-model checkpoint
+# copied over it, or a file edited by hand, is one line, never a KeyError half-way through.
+RESUME_PARTS = {"epoch": int, "best": (int, float), "history": list, "optimizer": dict, "scheduler": dict,
+                "train": dict}
+PARTIAL_PARTS = {"epoch": int, "slot": int, "order": torch.Tensor, "sums": list}
+
+
+def check_resumable(state: dict, path: Path) -> None:
+    """CheckpointError naming the file unless `state` (checkpoint.load's payload) is a resumable
+    state as train_captioner writes it."""
+    meta = state["meta"]
+    if "optimizer" not in meta:
+        raise CheckpointError(f"{shown(path)}: a best-model checkpoint, not a resumable state (it has no "
+                              "optimizer state); --resume continues from the OUT.last.pt a run wrote")
+    bad = [k for k, cls in RESUME_PARTS.items() if not isinstance(meta.get(k), cls) or isinstance(meta.get(k), bool)]
+    if not isinstance(meta.get("rng"), dict) and not isinstance(meta.get("generator"), torch.Tensor):
+        bad.append("rng")
+    if not isinstance(meta.get("rng_by_rank", []), list) or not isinstance(meta.get("scaler") or {}, dict):
+        bad.append("rng_by_rank" if not isinstance(meta.get("rng_by_rank", []), list) else "scaler")
+    partial = meta.get("partial")
+    if partial is not None and (not isinstance(partial, dict) or any(
+            not isinstance(partial.get(k), cls) for k, cls in PARTIAL_PARTS.items()) or len(partial["sums"]) != 4):
+        bad.append("partial")
+    if bad:
+        raise CheckpointError(f"{shown(path)}: not a resumable state (meta {', '.join(bad)} missing or of "
+                              "another type)")
+
+
+def finished(out: str | Path, cfg: CaptionTrainConfig, world_size: int = 1) -> str | None:
+    """The line to say when OUT.last.pt's run has trained cfg.epochs epochs already (nothing to
+    do), else None; reads the state (CheckpointError when it is not one). A run that differs in
+    its training flags or its number of processes is left to the full check (`check_same_run`),
+    which names what differs."""
+    from .. import checkpoint
+    path = last_path(out)
+    state = checkpoint.load(path, kind="captioner")
+    check_resumable(state, path)
+    meta = state["meta"]
+    done, partial = meta["epoch"], meta.get("partial")
+    same = len(meta.get("rng_by_rank", [None])) == world_size and all(
+        meta["train"].get(k, v) == v for k, v in asdict(cfg).items() if k not in RESUMABLE)
+    return None if partial is not None or done < cfg.epochs or not same else finished_line(out, done, cfg.epochs)
+
+
+def finished_line(out: str | Path, done: int, epochs: int) -> str:
+    done = f"{done} of {epochs} epochs" if done == epochs else f"{done} epochs, more than --epochs {epochs}"
+    return f"{shown(out)}: already trained {done}; raise --epochs to train more"
+
+
+def restore(path: Path, model, opt, sched, scaler, gen: torch.Generator, cfg: CaptionTrainConfig,
+            itos: list[str], fingerprint: str, world) -> dict:
+    """Load the resumable state at `path` into the model, the optimizer, the schedule, the scaler
+    and the generators, once `check_same_run` passes; its meta. CheckpointError naming the file
+    when a part is missing or does not fit."""
+    from .. import checkpoint
+    from . import rng
+    state = checkpoint.load(path, kind="captioner")
+    check_resumable(state, path)
+    check_same_run(state, model.config, itos, cfg, fingerprint, path, world.size)
+    meta, rank = state["meta"], world.rank
+    checkpoint.check_state(state["state_dict"], shown(path), expected=model.state_dict())
+    try:
+        missing, unexpected = model.load_state_dict(state["state_dict"], strict=False)
+        if unexpected or any(not (state["external"] and k.startswith(checkpoint.TRUNK)) for k in missing):
+            raise ValueError(f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+        opt.load_state_dict(meta["optimizer"])
+        sched.load_state_dict(meta["scheduler"])
+        if scaler is not None and meta.get("scaler"):
+            scaler.load_state_dict(meta["scaler"])
+        if "rng" in meta:
+            rng.restore(meta.get("rng_by_rank", [meta["rng"]])[rank], gen)
+        else:    # saved before every generator was kept: the batch order at least
+            gen.set_state(meta["generator"])
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
+        raise CheckpointError(f"{shown(path)}: does not match this model and run ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:120] if str(e) else ''})") from None
+    return meta
