@@ -121,6 +121,9 @@ def test_score_refuses_bad_references_empty_and_repeated_results(tmp_path, capsy
     (tmp_path / "r.json").write_text('[{"image_id": 500, "caption": "a dog"}]')
     (tmp_path / "bad.json").write_text("{not json")
     assert main(["score", "--results", str(tmp_path / "r.json"), "--annotations", str(tmp_path / "bad.json")]) == 1
+    assert capsys.readouterr().err.startswith(f"caption: error: {tmp_path / 'bad.json'}: not JSON (")
+    (tmp_path / "bad.json").write_text('{"info": {}}')
+    assert main(["score", "--results", str(tmp_path / "r.json"), "--annotations", str(tmp_path / "bad.json")]) == 1
     assert "bad.json: neither COCO-format captions nor a Karpathy split file" in capsys.readouterr().err
     (tmp_path / "empty.json").write_text("[]")
     assert main(["score", "--results", str(tmp_path / "empty.json"), "--annotations", ann]) == 1

@@ -5,8 +5,10 @@ import json
 from pathlib import Path
 
 from ..checkpoint import default_checkpoint
-from ..errors import EXIT_INPUT, DataError, InputError
-from .datasets import add_dataset_flags, log_line, read_dataset
+from ..errors import EXIT_INPUT, CheckpointError, InputError, OutputError
+from ..fileio import output_path, regular_file, shown
+from ..safe_read import CAPTION_CHARS
+from .datasets import add_dataset_flags, log_line, read_dataset, refused_status
 from .flags import IMAGE_DECODE, add_decode_flags, add_device_flags, decode_options
 
 SCENE_COLUMNS = [("bleu1", "B-1", 1), ("bleu2", "B-2", 1), ("bleu3", "B-3", 1), ("bleu4", "B-4", 1),
@@ -31,15 +33,20 @@ def add_parsers(sub) -> None:
                                     "area), the mean attention entropy and the decode time per image; and the "
                                     "coco-caption scores METEOR, ROUGE-L and CIDEr-D (on COCO, Karpathy's "
                                     "splits and Flickr8k, coco-caption's BLEU too, beside the rows of Xu et al. "
-                                    "2015, Table 1). METEOR needs Java.")
+                                    "2015, Table 1). METEOR needs Java: a java that fails to run or gives no "
+                                    "answer in time is one warning line, and METEOR is left out.")
     ev.add_argument("--model", type=Path, action="append", help=model_help + "; repeat to compare")
     add_dataset_flags(ev)
     ev.add_argument("--n", type=int, default=1000, help="built-in scenes to score (default: 1000)")
     add_decode_flags(ev, **IMAGE_DECODE)
     add_device_flags(ev)
     ev.add_argument("--json", action="store_true", help="one JSON object per model instead of the table")
-    ev.add_argument("--results", type=Path, help="also write the captions as a coco-caption results file "
-                                                 "[{image_id, caption}] (several models: FILE-MODEL.json)")
+    ev.add_argument("--results", type=Path,
+                    help="also write the captions as a coco-caption results file [{image_id, caption}]. Several "
+                         "models: one file each beside it, FILE-STEM.json (STEM: the model's file name less .pt; "
+                         "a name an earlier --model took gets -2, -3, ...: a/m.pt and b/m.pt write r-m.json and "
+                         "r-m-2.json). Never written over a model, a data file or a file of another kind; every "
+                         "name is checked before decoding")
     ev.add_argument("--no-coco-scores", dest="coco", action="store_false",
                     help="leave out METEOR, ROUGE-L and CIDEr-D (and coco-caption's BLEU)")
     ev.add_argument("--workers", type=int, default=0, help="processes decoding image files (default: 0)")
@@ -49,8 +56,12 @@ def add_parsers(sub) -> None:
                         description="Score any coco-caption results file ([{\"image_id\", \"caption\"}], ours "
                                     "or another model's) against COCO-format references (captions_*.json) or "
                                     "Karpathy's split file (with --split), on the images the results name: "
-                                    "BLEU-1..4, METEOR (needs Java), ROUGE-L, CIDEr-D.")
-    sc.add_argument("--results", type=Path, required=True, help="the results JSON")
+                                    "BLEU-1..4, METEOR (needs Java; left out after one line when java fails to "
+                                    "run or gives no answer in time), ROUGE-L, CIDEr-D.")
+    sc.add_argument("--results", type=Path, required=True,
+                    help=f"the results JSON. Image ids are integers: 2.0 and \"2\" are read as 2; 1.5, true, null "
+                         "are refused; any other string is an id of its own. Every caption must be text of at "
+                         f"most {CAPTION_CHARS:,} characters (a null is refused, never scored as \"None\")")
     sc.add_argument("--annotations", type=Path, required=True,
                     help="COCO-format captions file, Karpathy's dataset_*.json, or Flickr8k.token.txt")
     sc.add_argument("--split", choices=("train", "val", "test"), default="test",
@@ -82,6 +93,65 @@ def _paper_key(args) -> str | None:
     return None
 
 
+def _data_files(args) -> list[Path]:
+    """The files --dataset reads, which a results file must never replace."""
+    if args.dataset == "scenes" or args.data is None:
+        return []
+    d = Path(args.data)
+    if args.dataset == "folder":
+        return [d, d / "captions.json"]
+    if args.dataset == "coco":
+        return [d / "annotations" / f"captions_{part}{args.year}.json" for part in ("train", "val")]
+    if args.dataset == "karpathy":
+        return [d]
+    return [d / name for name in ("Flickr8k.token.txt", "Flickr_8k.trainImages.txt", "Flickr_8k.devImages.txt",
+                                  "Flickr_8k.testImages.txt")]
+
+
+def results_names(results: Path, models: list[Path]) -> list[Path]:
+    """One results file per model: RESULTS itself for one model; for several, RESULTS-STEM.json
+    beside it (STEM: the model's file name less .pt), and where an earlier --model took that name,
+    RESULTS-STEM-2.json, -3, ...: a/m.pt and b/m.pt write r-m.json and r-m-2.json."""
+    if len(models) == 1:
+        return [results]
+    taken: set[str] = set()
+    out = []
+    for model in models:
+        stem = name = Path(model).stem
+        n = 1
+        while name in taken:
+            n += 1
+            name = f"{stem}-{n}"
+        taken.add(name)
+        out.append(results.with_name(f"{results.stem}-{name}{results.suffix}"))
+    return out
+
+
+def model_labels(models: list[Path]) -> list[str]:
+    """The table's row names: each model's file name; the path as given where several models share
+    a file name (a/m.pt, b/m.pt), and #2, #3 for a path given more than once."""
+    names = [Path(m).name for m in models]
+    plain = [shown(n if names.count(n) == 1 else m) for n, m in zip(names, models)]
+    return [p if plain[:k].count(p) == 0 else f"{p} #{plain[:k].count(p) + 1}" for k, p in enumerate(plain)]
+
+
+def _outputs(args, models: list[Path]) -> list[Path | None]:
+    """The results file of each model, every one checked before any decoding (OutputError): never
+    a model, a data file, a folder or a file of another kind, and no two the same file."""
+    if not args.results:
+        return [None] * len(models)
+    if len(models) > 1 and Path(args.results).is_dir():
+        raise OutputError(f"{shown(args.results)}: is a directory; --results names a file (several models: "
+                          "FILE-MODEL.json beside it)")
+    outs = results_names(Path(args.results), models)
+    inputs = [*models, *_data_files(args)]
+    targets = [output_path(out, "results", inputs) for out in outs]
+    if len(set(targets)) < len(targets):        # links to one file: the second would replace the first
+        raise OutputError(f"{shown(args.results)}: two models' results files are one file "
+                          f"({shown(next(t for t in targets if targets.count(t) > 1))})")
+    return outs
+
+
 def cmd_evaluate(args) -> int:
     from ..api import load
     from ..metrics.coco import PAPER_TABLE1, SPICE_NOTE
@@ -89,25 +159,27 @@ def cmd_evaluate(args) -> int:
     options = decode_options(args)
     if args.workers < 0:
         raise InputError(f"--workers must be at least 0, got {args.workers}")
-    if args.results:
-        from ..fileio import output_path
-        output_path(args.results)
-    rows, paths, skipped = [], args.model or [None], 0
-    for path in paths:
+    models = list(args.model or [default_checkpoint("scenes-soft.pt")])
+    for path in models:        # a missing second model must not cost the first one's decoding
+        regular_file(path, "checkpoint file", CheckpointError)
+    outs, labels = _outputs(args, models), model_labels(models)
+    inputs = [*models, *_data_files(args)]
+    rows, read, skipped = [], {}, 0
+    for path, out, label in zip(models, outs, labels):
         model = load(path, args.device, args.precision)
-        data = read_dataset(args, args.split, model.config.image_size, args.n, progress=True)
-        results, scores, data = caption_and_score(model, data, options, progress=True, workers=args.workers,
-                                            coco=args.coco, warn=log_line)
-        name = str(path or default_checkpoint("scenes-soft.pt"))
-        if args.results:
-            out = args.results if len(paths) == 1 else \
-                args.results.with_name(f"{args.results.stem}-{Path(name).stem}{args.results.suffix}")
-            write_results(out, results_json(results, data.image_ids))
-            log_line(f"wrote {len(results)} captions to {out}")
+        size = model.config.image_size      # read once per image size: refusals are named once
+        if size not in read:
+            read[size] = read_dataset(args, args.split, size, args.n, progress=True)
+        results, scores, data = caption_and_score(model, read[size], options, progress=True, workers=args.workers,
+                                                  coco=args.coco, warn=log_line)
+        if out is not None:
+            write_results(out, results_json(results, data.image_ids), inputs=inputs)
+            log_line(f"wrote {len(results)} captions" + (f" of {shown(path)}" if len(models) > 1 else "") +
+                     f" to {shown(out)}")
         skipped += scores.get("skipped_images", 0)
-        rows.append((Path(name).name, model.config.attention, scores))
+        rows.append((label, model.config.attention, scores))
         if args.json:
-            print(json.dumps({"model": name, "attention": model.config.attention, **scores}))
+            print(json.dumps({"model": str(path), "attention": model.config.attention, **scores}))
     if not args.json:
         real = args.dataset in REAL
         print(f"{rows[0][2]['images']} images, beam {args.beam}" +
@@ -122,66 +194,21 @@ def cmd_evaluate(args) -> int:
                 rows.append(("Xu et al. 2015, Table 1", att, {"coco_bleu1": b1, "coco_bleu2": b2, "coco_bleu3": b3,
                                                             "coco_bleu4": b4, "meteor": meteor}))
         print("\n".join(_table(rows, COCO_COLUMNS if real else SCENE_COLUMNS)))
-    return EXIT_INPUT if skipped else 0
-
-
-def _references(path: Path, split: str) -> dict[int, list[str]]:
-    """{image id: raw captions} from COCO-format captions, a Karpathy split file, or Flickr8k.token.txt
-    (ids: the photo number at the start of each file name, as `--dataset flickr8k` gives them)."""
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    if path.suffix == ".txt":
-        refs: dict[int, list[str]] = {}
-        for line in path.read_text(encoding="utf-8").splitlines():
-            key, _, caption = line.partition("\t")
-            head = key.split("_")[0]
-            if caption and head.isdigit() and key.partition("#")[0].endswith(".jpg"):
-                refs.setdefault(int(head), []).append(caption)
-        if not refs:
-            raise DataError(f"{path}: no 'name.jpg#n<TAB>caption' lines")
-        return refs
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if "annotations" in data:
-            refs: dict[int, list[str]] = {}
-            for a in data["annotations"]:
-                refs.setdefault(int(a["image_id"]), []).append(a["caption"])
-            return refs
-        wanted = ("train", "restval") if split == "train" else (split,)
-        return {int(e.get("cocoid", e.get("imgid"))): [s["raw"] for s in e["sentences"]]
-                for e in data["images"] if e["split"] in wanted}
-    except (KeyError, TypeError, ValueError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: neither COCO-format captions nor a Karpathy split file "
-                        f"({type(e).__name__}: {e})") from None
+    refused = refused_status(*read.values())   # entries outside the image root: named as read, counted here
+    return EXIT_INPUT if skipped or refused else 0
 
 
 def cmd_score(args) -> int:
     from ..metrics.coco import SPICE_NOTE, coco_scores
-    try:
-        results = json.loads(args.results.read_text(encoding="utf-8"))
-        candidates = {int(r["image_id"]): str(r["caption"]) for r in results}
-        if not isinstance(results, list):
-            raise TypeError("not a list")
-    except FileNotFoundError:
-        raise DataError(f"{args.results}: no such file") from None
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
-        raise DataError(f"{args.results}: not a results file [{{\"image_id\", \"caption\"}}] "
-                        f"({type(e).__name__}: {e})") from None
-    if not candidates:
-        raise DataError(f"{args.results}: no results")
-    if len(candidates) < len(results):
-        raise DataError(f"{args.results}: {len(results) - len(candidates)} image ids appear more than once "
-                        "(coco-caption takes one caption per image)")
-    refs = _references(args.annotations, args.split)
-    unknown = sorted(set(candidates) - set(refs))
-    if unknown:
-        raise DataError(f"{args.results}: {len(unknown)} image ids have no references in {args.annotations} "
-                        f"(first: {unknown[0]})")
-    scores = coco_scores({i: refs[i] for i in candidates}, candidates, log_line)
+    from ..metrics.results import read_references, read_results, references_for
+    candidates = read_results(args.results)
+    refs = references_for(read_references(args.annotations, args.split), candidates, args.annotations,
+                          args.results)
+    scores = coco_scores(refs, candidates, log_line)
     log_line(SPICE_NOTE)
     if args.json:
         print(json.dumps({"images": len(candidates), **scores}))
     else:
         print(f"{len(candidates)} images")
-        print("\n".join(_table([(args.results.name, "-", scores)], COCO_COLUMNS)))
+        print("\n".join(_table([(shown(args.results.name), "-", scores)], COCO_COLUMNS)))
     return 0

@@ -16,6 +16,7 @@ from ..data.images import ImageSet, center_crop
 from ..data.loader import batches_of, source
 from ..errors import InputError
 from ..fileio import atomic_write
+from ..safe_read import CAPTION_CHARS
 from ..search import DecodeOptions
 from .bleu import bleu
 from .scenes import attention_correctness, object_f1
@@ -48,7 +49,10 @@ def score_captions(results: list[CaptionResult], data: ImageSet, coco: bool = Fa
     scores["images"] = len(data)
     if coco:
         from .coco import coco_scores
-        refs = {i: texts for i, texts in enumerate(data.texts)}
+        refs = {i: [t[:CAPTION_CHARS] for t in texts] for i, texts in enumerate(data.texts)}
+        long = sum(len(t) > CAPTION_CHARS for texts in data.texts for t in texts)
+        if long:    # METEOR's Java process dies on a caption of megabytes; one line, not the run
+            warn(f"{long} reference captions cut to {CAPTION_CHARS:,} characters for the coco-caption scores")
         scores.update(coco_scores(refs, {i: r.text for i, r in enumerate(results)}, warn))
     if any(data.objects):
         scores.update({f"object_{k}": v for k, v in object_f1(words, data.objects).items()})
@@ -94,9 +98,10 @@ def evaluate_captions(*args, **kwargs) -> dict:
 
 
 def results_json(results: list[CaptionResult], image_ids: list[int]) -> list[dict]:
-    """[{"image_id": int, "caption": str}], as coco-caption's COCO.loadRes reads."""
-    return [{"image_id": int(i) if str(i).lstrip("-").isdigit() else i, "caption": r.text}
-            for i, r in zip(image_ids, results)]
+    """[{"image_id": int, "caption": str}], as coco-caption's COCO.loadRes reads: an id of digits is
+    written as the integer, as `caption score` reads it (caption.metrics.results.image_id)."""
+    from .results import image_id
+    return [{"image_id": image_id(i), "caption": r.text} for i, r in zip(image_ids, results)]
 
 
 def write_results(path: str | os.PathLike, rows: list[dict], inputs=()) -> None:
