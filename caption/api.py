@@ -24,7 +24,7 @@ from .data.loader import batches_of
 from .device import autocast, default_device, resolve_device, resolve_precision
 from .errors import CheckpointError
 from .image.captioner import Captioner
-from .search import DecodeOptions
+from .search import DecodeOptions, check_batch_size
 from .vocab import Vocab
 
 DEFAULT_MODEL = "scenes-soft.pt"
@@ -62,7 +62,7 @@ class CaptionModel:
         if external and model.encoder.weights_sha256 != external["sha256"]:
             raise CheckpointError(f"{name}: {external['trunk']} is not the backbone it was trained with "
                                   f"(sha256 differs)")
-        checkpoint.check_state(payload["state_dict"], name)
+        checkpoint.check_state(payload["state_dict"], name, expected=model.state_dict())
         try:
             missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
         except RuntimeError as e:      # a tensor of another shape, e.g. a vocabulary that does not fit
@@ -86,6 +86,7 @@ class CaptionModel:
         beam_size, hard_mode and seed overriding its fields when given."""
         given = {"beam_size": beam_size, "hard_mode": hard_mode, "seed": seed}
         options = replace(options or DecodeOptions(), **{k: v for k, v in given.items() if v is not None})
+        check_batch_size(batch_size)
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
         size, crop = self.config.image_size, center_crop(self.config)
@@ -96,31 +97,46 @@ class CaptionModel:
     def caption_tensors(self, images: Tensor, options: DecodeOptions = DecodeOptions(),
                         batch_size: int = 100, progress: bool = False) -> list[CaptionResult]:
         """images uint8 (B, 3, P, P) at the model's size, decoded batch by batch."""
+        check_batch_size(batch_size)
         order = torch.arange(len(images))
         return self.caption_batches(batches_of(images, order, batch_size), options, progress=progress,
                                     total=-(-len(images) // batch_size))
 
-    @torch.no_grad()
     def caption_batches(self, batches, options: DecodeOptions = DecodeOptions(), features: bool = False,
                         progress: bool = False, total: int | None = None) -> list[CaptionResult]:
         """Caption every batch of (inputs, index): uint8 images (B, 3, P, P) at the model's size,
         or with `features` a frozen backbone's cached features (B, L, D); results in batch order."""
         from tqdm import tqdm
-        self.model.eval()
-        device = next(self.model.parameters()).device
-        gen = torch.Generator(device).manual_seed(options.seed) if options.seed is not None else None
-        gh, gw = self.model.grid
+        gen = self.generator(options.seed)
         out = []
         for inputs, _ in tqdm(batches, desc="captioning", disable=not progress, leave=False, total=total):
-            x = inputs.to(device).float()
-            x = x if features else x / 255
-            with autocast(device, self.precision):
-                found = self.model.generate(x, self.vocab.start, self.vocab.end, options, gen, features)
-            for h in found:
-                words = [self.vocab.itos[t] for t in h.tokens]
-                att = h.alpha.float().cpu().view(len(words), gh, gw)                   # (T, gh, gw)
-                locations = None if h.location is None else [divmod(int(i), gw) for i in h.location]
-                out.append(CaptionResult(" ".join(words), words, att, h.score, locations))
+            out += self.caption_batch(inputs, options, gen, features)
+        return out
+
+    def generator(self, seed: int | None) -> torch.Generator | None:
+        """The random stream of --hard-mode sample on the model's device (None without a seed).
+        One stream carried from batch to batch draws what one call over all the images draws."""
+        device = next(self.model.parameters()).device
+        return torch.Generator(device).manual_seed(seed) if seed is not None else None
+
+    @torch.no_grad()
+    def caption_batch(self, inputs: Tensor, options: DecodeOptions = DecodeOptions(),
+                      generator: torch.Generator | None = None, features: bool = False) -> list[CaptionResult]:
+        """One batch: uint8 images (B, 3, P, P) at the model's size (or with `features`, cached
+        features (B, L, D)); `generator` from `self.generator`, kept across the batches of one pass."""
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        gh, gw = self.model.grid
+        x = inputs.to(device).float()
+        x = x if features else x / 255
+        with autocast(device, self.precision):
+            found = self.model.generate(x, self.vocab.start, self.vocab.end, options, generator, features)
+        out = []
+        for h in found:
+            words = [self.vocab.itos[t] for t in h.tokens]
+            att = h.alpha.float().cpu().view(len(words), gh, gw)                   # (T, gh, gw)
+            locations = None if h.location is None else [divmod(int(i), gw) for i in h.location]
+            out.append(CaptionResult(" ".join(words), words, att, h.score, locations))
         return out
 
 

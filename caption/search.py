@@ -23,6 +23,9 @@ from .errors import OptionError
 StepFn = Callable[[Tensor, Any, Any], "tuple[Tensor, Any, dict[str, Tensor] | None]"]
 HARD_MODES = ("expected", "argmax", "sample")
 MAX_BEAM = 100      # B * K rows decode together; beyond this memory, not quality, is what grows
+MAX_LEN = 100_000   # tokens: the longest source a text model takes (config max_source_len)
+MAX_PENALTY = 100.0  # length ** penalty: beyond this every length is the same (inf or 0)
+MAX_SEED = 2**64 - 1  # the range of a torch.Generator's seed
 
 
 def _meta(help: str, flag: str, choices: tuple | None = None) -> dict:
@@ -50,29 +53,53 @@ class DecodeOptions:
     length_penalty: float = 1.0        # with length_norm: the winner by score / length**penalty
 
     def __post_init__(self):
-        if not _is_int(self.beam_size) or isinstance(self.beam_size, bool) or self.beam_size < 1:
+        # type first, then range: 2.5 is not "less than 1", True is not a beam size
+        if not is_whole(self.beam_size):
+            raise OptionError("beam_size", f"must be a whole number, got {_shown(self.beam_size)}")
+        if operator.index(self.beam_size) < 1:
             raise OptionError("beam_size", f"must be at least 1, got {self.beam_size}")
-        if self.beam_size > MAX_BEAM:
+        if operator.index(self.beam_size) > MAX_BEAM:
             raise OptionError("beam_size", f"must be at most {MAX_BEAM}, got {self.beam_size}")
         for name in ("length_norm", "shrink_beam"):
             if not isinstance(getattr(self, name), bool):
-                raise OptionError(name, f"must be True or False, got {getattr(self, name)!r}")
-        if self.hard_mode not in HARD_MODES:
-            raise OptionError("hard_mode", f"must be one of {HARD_MODES}, got {self.hard_mode!r}")
-        if self.max_len is not None and (not _is_int(self.max_len) or self.max_len < 1):
-            raise OptionError("max_len", f"must be at least 1, got {self.max_len}")
-        if not isinstance(self.length_penalty, (int, float)) or not self.length_penalty >= 0:
-            raise OptionError("length_penalty", f"must be a number >= 0, got {self.length_penalty}")
-        if self.seed is not None and not _is_int(self.seed):
-            raise OptionError("seed", f"must be a whole number, got {self.seed!r}")
+                raise OptionError(name, f"must be True or False, got {_shown(getattr(self, name))}")
+        if not isinstance(self.hard_mode, str) or self.hard_mode not in HARD_MODES:
+            raise OptionError("hard_mode", f"must be one of {HARD_MODES}, got {_shown(self.hard_mode)}")
+        if self.max_len is not None and not _within(self.max_len, 1, MAX_LEN):
+            raise OptionError("max_len", f"must be a whole number from 1 to {MAX_LEN} (or None), "
+                              f"got {_shown(self.max_len)}")
+        if isinstance(self.length_penalty, bool) or not isinstance(self.length_penalty, (int, float)) \
+                or not 0 <= self.length_penalty <= MAX_PENALTY:
+            raise OptionError("length_penalty", f"must be a number from 0 to {MAX_PENALTY}, "
+                              f"got {_shown(self.length_penalty)}")
+        if self.seed is not None and not _within(self.seed, 0, MAX_SEED):
+            raise OptionError("seed", f"must be a whole number from 0 to 2**64 - 1, got {_shown(self.seed)}")
 
 
-def _is_int(x) -> bool:
+def is_whole(x) -> bool:
+    """An int, numpy or 0-d torch integer; not a bool (True is no count), not a float."""
+    if isinstance(x, bool):
+        return False
     try:
-        operator.index(x)   # int, numpy and 0-d torch integers; not floats
+        operator.index(x)
         return True
     except TypeError:
         return False
+
+
+def check_batch_size(batch_size) -> None:
+    """OptionError unless a whole number >= 1 (0 would split into no batch, -1 fail inside torch)."""
+    if not is_whole(batch_size) or operator.index(batch_size) < 1:
+        raise OptionError("batch_size", f"must be a whole number of at least 1, got {_shown(batch_size)}")
+
+
+def _within(x, low: int, high: int) -> bool:
+    return is_whole(x) and low <= operator.index(x) <= high
+
+
+def _shown(value) -> str:
+    from .safe_read import clip
+    return clip(repr(value), 60)
 
 
 @dataclass

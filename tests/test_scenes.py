@@ -82,7 +82,10 @@ def test_cli_writes_scenes_as_make_scene_renders_them(tmp_path, capsys):
             assert im.tobytes() == scene.image.tobytes()
         assert [a["caption"] for a in data["annotations"] if a["image_id"] == i] == scene.captions
     assert main(["data", "scenes", "--out", str(tmp_path / "t"), "--n", "0"]) == 1
-    assert capsys.readouterr().err == "caption: error: need --n >= 1 and --size >= 48, got --n 0 --size 112\n"
+    assert capsys.readouterr().err == "caption: error: --n must be from 1 to 100,000 scenes, got 0\n"
+    assert main(["data", "scenes", "--out", str(tmp_path / "t"), "--size", "1025"]) == 1
+    assert capsys.readouterr().err == "caption: error: --size must be from 48 to 1024 pixels, got 1025\n"
+    assert not (tmp_path / "t").exists()
 
 
 def test_scene_set_renders_each_split_from_its_own_seed():

@@ -1,21 +1,35 @@
 """The `caption` command. Subcommands parse arguments and override config fields; the work is
 done by the library. Every failure the user can cause is a CaptionError: one line on standard
-error and exit status 1."""
+error and exit status 1; a bad flag too (argparse's own errors, through build_parser's Parser).
+
+This module is what the console script imports before it calls main(), so it imports nothing at
+module level that takes time (only the interpreter's own sys and os): torch and the subcommands
+are imported inside main()'s try, where a Ctrl-C is one line and exit status 130, not a traceback."""
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
-from .. import __version__
-from ..errors import EXIT_INPUT, CaptionError, OptionError
-from . import data, evaluate, image, text, train
-from .flags import flag_of
+EXIT_INTERRUPTED = 130    # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="caption", description="Image captioning with soft and hard "
-                                     "attention (Show, Attend and Tell), and an attention seq2seq for text.")
+def build_parser():
+    """The parser of every subcommand; imports the subcommand modules (and torch with them)."""
+    import argparse
+
+    from .. import __version__
+    from . import data, evaluate, image, text, train
+
+    class Parser(argparse.ArgumentParser):
+        """argparse with the house style for a bad flag: one line and exit status 1 (argparse's own
+        is the usage block and 2). add_subparsers makes its parsers of this class too."""
+
+        def error(self, message: str):
+            from ..safe_read import clip
+            self.exit(1, f"caption: error: {clip(message, 300)} (see {self.prog} --help)\n")
+
+    parser = Parser(prog="caption", description="Image captioning with soft and hard attention (Show, "
+                    "Attend and Tell), and an attention seq2seq for text.")
     parser.add_argument("--version", action="version", version=f"caption {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     text.add_parsers(sub)
@@ -26,9 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def error_line(e: CaptionError, args: argparse.Namespace | None = None) -> str:
+def error_line(e, args=None) -> str:
     """The message as the CLI shows it: a bad option names the flag the command has for it
     (--beam for beam_size, --eval-beam for eval_beam), else the option as the library named it."""
+    from ..errors import OptionError
+    from .flags import flag_of
     if isinstance(e, OptionError):
         flag = flag_of(e.name)
         if args is not None and hasattr(args, e.name) and not (flag and hasattr(args, flag[2:].replace("-", "_"))):
@@ -39,7 +55,25 @@ def error_line(e: CaptionError, args: argparse.Namespace | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:     # also while torch and the subcommands are still being imported
+        print("caption: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:   # the reader went away (`caption predict ... | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+def _run(argv: list[str] | None) -> int:
+    # numpy before torch: torch's C code imports it too, and there a Ctrl-C is swallowed (torch
+    # goes on without numpy and the command runs on); imported here first, it is a KeyboardInterrupt
+    import numpy  # noqa: F401
+    from ..errors import EXIT_INPUT, CaptionError
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:       # --help, --version (0) or a bad flag (1, its line already printed)
+        return e.code if isinstance(e.code, int) else EXIT_INPUT
     from ..device import keep_freed_memory
     keep_freed_memory()
     try:
@@ -47,9 +81,3 @@ def main(argv: list[str] | None = None) -> int:
     except CaptionError as e:
         print(f"caption: error: {error_line(e, args)}", file=sys.stderr)
         return EXIT_INPUT
-    except KeyboardInterrupt:
-        print("caption: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:   # the reader went away (`caption predict ... | head`): stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141

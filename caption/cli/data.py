@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import InputError
+from ..data.scenes import MAX_SCENES, MAX_SIZE, MIN_SIZE
 from .flags import command_group
 
 
@@ -15,17 +15,18 @@ def add_parsers(sub) -> None:
                                          "PNG files plus captions.json in COCO format, where each image "
                                          "also lists its objects' boxes and each caption links its words "
                                          "to the objects they name.")
-    sc.add_argument("--out", type=Path, required=True, help="folder to write (images/ and captions.json)")
-    sc.add_argument("--n", type=int, default=1000, help="number of scenes (default: 1000)")
+    sc.add_argument("--out", type=Path, required=True,
+                    help="a new (or empty) folder to write: images/ and captions.json; written beside it "
+                         "first and renamed into place when complete")
+    sc.add_argument("--n", type=int, default=1000, help=f"number of scenes, at most {MAX_SCENES:,} (default: 1000)")
     sc.add_argument("--seed", type=int, default=0, help="seed; each seed gives different scenes (default: 0)")
-    sc.add_argument("--size", type=int, default=112, help="image side in pixels (default: 112)")
+    sc.add_argument("--size", type=int, default=112,
+                    help=f"image side in pixels, {MIN_SIZE} to {MAX_SIZE} (default: 112)")
     sc.set_defaults(run=cmd_scenes)
 
 
 def cmd_scenes(args) -> int:
-    from ..data.scenes import write_scenes
-    if args.n < 1 or args.size < 48:
-        raise InputError(f"need --n >= 1 and --size >= 48, got --n {args.n} --size {args.size}")
+    from ..data.scenes import write_scenes     # it checks --n and --size before any work
     path = write_scenes(args.out, args.n, args.seed, args.size, progress=True)
     print(f"wrote {args.n} scenes to {args.out} ({path.name})")
     return 0

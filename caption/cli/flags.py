@@ -59,6 +59,9 @@ def _dest(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
 
 
+FIGURE_HELP = ("figure file to write, in the format its suffix names: .png (also without a suffix), .jpg, "
+               ".pdf, .webp or .tif")
+
 # the decoding flags' defaults of the commands that caption images (predict, visualize, demo, compare, evaluate)
 IMAGE_DECODE = {"beam_size": 3, "hard_mode": "expected", "seed": 0, "length_norm": True, "shrink_beam": False}
 

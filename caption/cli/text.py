@@ -7,7 +7,19 @@ from pathlib import Path
 from ..checkpoint import default_checkpoint
 from ..config import Seq2SeqConfig, Seq2SeqTrainConfig
 from ..errors import EXIT_INPUT, InputError
-from .flags import add_config_flags, add_decode_flags, command_group, config_from, decode_options
+from ..fileio import atomic_write, output_path
+from ..viz.save import figure_format
+from .flags import (FIGURE_HELP, add_config_flags, add_decode_flags, command_group, config_from,
+                    decode_options)
+
+# 20 times the book's 50,000 lines; generated data is held in memory (about 1 GB at the bound)
+MAX_EXAMPLES = 1_000_000
+MAX_LINE = 100_000      # characters of one line of standard input (the longest source a model takes)
+
+
+def _check_n(n: int) -> None:
+    if not 1 <= n <= MAX_EXAMPLES:
+        raise InputError(f"--n must be from 1 to {MAX_EXAMPLES:,}, got {n}")
 
 
 def add_parsers(sub) -> None:
@@ -23,8 +35,12 @@ def add_parsers(sub) -> None:
     src.add_argument("--data", type=Path, help="data file in the book's format (e.g. ../shared/data/date.txt)")
     src.add_argument("--task", choices=["date", "addition"], default="date",
                      help="without --data: generate this task's data (default: date)")
-    tr.add_argument("--n", type=int, default=50000, help="examples to generate without --data (default: 50000)")
+    tr.add_argument("--n", type=int, default=50000,
+                    help=f"examples to generate without --data, at most {MAX_EXAMPLES:,} (default: 50000)")
     tr.add_argument("--out", type=Path, required=True, help="where to write the best checkpoint")
+    tr.add_argument("--force", action="store_true",
+                    help="train although OUT holds an earlier model (refused otherwise); it is first renamed "
+                         "(m.pt to m.replaced-N.pt, N the first number free)")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_flags(tr, Seq2SeqConfig)
     add_config_flags(tr, Seq2SeqTrainConfig)
@@ -40,11 +56,11 @@ def add_parsers(sub) -> None:
     add_decode_flags(tl, beam_size=1, length_norm=True, shrink_beam=False)
     tl.set_defaults(run=cmd_translate)
 
-    at = s2s_sub.add_parser("attention", help="write the attention matrix of one source as a PNG",
+    at = s2s_sub.add_parser("attention", help="write the attention matrix of one source as a figure",
                             description="Heat map of the attention weights: source characters along x, "
                                         "output characters along y.")
     at.add_argument("source", help="text to convert")
-    at.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    at.add_argument("--out", type=Path, required=True, help=FIGURE_HELP)
     at.add_argument("--model", type=Path, help=model_help)
     at.set_defaults(run=cmd_attention)
 
@@ -52,7 +68,7 @@ def add_parsers(sub) -> None:
                              description="Write newly generated examples, one padded line each, in the "
                                          "format of the book's date.txt / addition.txt.")
     gen.add_argument("--task", choices=["date", "addition"], default="date", help="which task (default: date)")
-    gen.add_argument("--n", type=int, default=50000, help="number of lines (default: 50000)")
+    gen.add_argument("--n", type=int, default=50000, help=f"number of lines, at most {MAX_EXAMPLES:,} (default: 50000)")
     gen.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     gen.add_argument("--out", type=Path, required=True, help="file to write")
     gen.set_defaults(run=cmd_generate)
@@ -69,6 +85,12 @@ def cmd_train(args) -> int:
     import torch
     from ..text.data import book_split, generate, read_pairs, validation_split
     from ..text.train import build_translator, train_translator
+    if not args.data:
+        _check_n(args.n)
+    from ..training.outputs import check_fresh, move_aside
+    from .datasets import log_line
+    output_path(args.out, "checkpoint", inputs=[args.data])     # never over the data it reads
+    check_fresh(args.out, force=args.force)                       # nor over an earlier model, unless told
     pairs = read_pairs(args.data) if args.data else generate(args.task, args.n, seed=1)
     model_cfg = config_from(Seq2SeqConfig, args)
     train_cfg = config_from(Seq2SeqTrainConfig, args)
@@ -76,6 +98,8 @@ def cmd_train(args) -> int:
     train_pairs, val_pairs = validation_split(train_pairs, train_cfg.val_fraction)
     torch.manual_seed(train_cfg.seed)
     model, vocab = build_translator(train_pairs, model_cfg)
+    if args.force:
+        move_aside(args.out, log_line)
     print(f"{len(train_pairs)} train / {len(val_pairs)} validation / {len(test_pairs)} test examples, "
           f"{len(vocab)} symbols (from the training part), {sum(p.numel() for p in model.parameters()):,} parameters")
     history, test = train_translator(model, vocab, train_pairs, val_pairs, train_cfg, out=args.out,
@@ -85,11 +109,31 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _read_sources(sources: list[str]) -> list[str]:
-    out = []
+def _read_sources(sources: list[str]) -> list[str | InputError]:
+    """The sources, '-' read from standard input one per line. A line ends with \\n or \\r\\n (a
+    Windows file, as training reads it); a line too long to be a source is read in pieces and
+    kept as its error, so memory stays bounded."""
+    out: list[str | InputError] = []
     for s in sources:
-        out += [line.rstrip("\n") for line in sys.stdin] if s == "-" else [s]
+        if s != "-":
+            out.append(s)
+            continue
+        try:
+            out += _stdin_lines()
+        except UnicodeDecodeError:
+            raise InputError(f"standard input, line {len(out) + 1}: not UTF-8 text") from None
     return out
+
+
+def _stdin_lines():
+    read = lambda: sys.stdin.readline(MAX_LINE + 1)     # noqa: E731
+    for line in iter(read, ""):
+        if len(line) > MAX_LINE:
+            while line and not line.endswith("\n"):     # the rest of this line, in pieces
+                line = read()
+            yield InputError(f"more than {MAX_LINE:,} characters on one line; a source is one short line")
+            continue
+        yield line.rstrip("\n").removesuffix("\r")
 
 
 def cmd_translate(args) -> int:
@@ -99,6 +143,8 @@ def cmd_translate(args) -> int:
     good, status = [], 0
     for i, s in enumerate(sources):
         try:
+            if isinstance(s, InputError):
+                raise s
             translator.check(s)
             good.append(i)
         except InputError as e:
@@ -111,21 +157,22 @@ def cmd_translate(args) -> int:
 
 
 def cmd_attention(args) -> int:
-    from ..fileio import output_path
     from ..viz.heatmap import attention_heatmap
-    output_path(args.out)
+    inputs = [args.model]
+    figure_format(args.out)        # a figure in the format its suffix names, or refused now
+    output_path(args.out, "figure", inputs=inputs)
     translator = _load_translator(args.model)
     source = translator.check(args.source)
     [(text, att)] = translator.translate([source], with_attention=True)
-    out = attention_heatmap(att, list(source), list(text), args.out, title=f"{source} -> {text}")
+    out = attention_heatmap(att, list(source), list(text), args.out, title=f"{source} -> {text}", inputs=inputs)
     print(f"{text}\nwrote {out}")
     return 0
 
 
 def cmd_generate(args) -> int:
     from ..text.data import format_lines, generate
-    from ..fileio import atomic_write, output_path
-    output_path(args.out)
+    _check_n(args.n)
+    output_path(args.out, "text")
     lines = format_lines(generate(args.task, args.n, args.seed))
     with atomic_write(args.out, "text") as tmp:
         Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
-from ..fileio import atomic_write, folder, save_png
+from ..errors import InputError
+from ..fileio import atomic_folder
 from .images import ImageSet, image_tensor
 from .text import caption_tokens
 
@@ -33,6 +34,12 @@ NUMBERS = ("zero", "one", "two", "three", "four")
 RELATIONS = ("left of", "right of", "above", "below")
 # Each split has its own seed, so no two splits share a scene; the demo uses another.
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
+# `caption data scenes` bounds. 100,000 scenes is more than COCO's 82,783 training images (about
+# 2 GB of PNGs at 112 px; their index is held in memory until captions.json is written). 1024 px
+# is 9 times the default side and four times a backbone's 224: shapes are drawn at the 112 px
+# scale and scaled up, so a larger canvas adds pixels, not detail (35 ms and 3 MB a scene here).
+MAX_SCENES = 100_000
+MIN_SIZE, MAX_SIZE = 48, 1024
 
 
 @dataclass
@@ -212,26 +219,41 @@ def make_scene(seed: int, index: int, image_size: int = 112) -> Scene:
     return Scene(img, objs, captions, mentions)
 
 
+def check_scene_args(n: int, image_size: int) -> None:
+    """InputError unless 1 <= n <= MAX_SCENES and MIN_SIZE <= image_size <= MAX_SIZE."""
+    if not 1 <= n <= MAX_SCENES:
+        raise InputError(f"--n must be from 1 to {MAX_SCENES:,} scenes, got {n}")
+    if not MIN_SIZE <= image_size <= MAX_SIZE:
+        raise InputError(f"--size must be from {MIN_SIZE} to {MAX_SIZE} pixels, got {image_size}")
+
+
 def write_scenes(out: str | os.PathLike, n: int, seed: int, image_size: int = 112, progress: bool = False) -> Path:
-    """Write n scenes and captions.json (COCO format); returns the JSON's path."""
+    """Write n scenes as `out`/images/NNNNNN.png and `out`/captions.json (COCO format); returns the
+    JSON's path. `out` must be new or an empty folder; it is written whole or not at all
+    (`fileio.atomic_folder`), never new images beside an old captions.json."""
+    check_scene_args(n, image_size)
+    with atomic_folder(out) as tmp:
+        _write_into(tmp, n, seed, image_size, progress)
+    return Path(out) / "captions.json"
+
+
+def _write_into(folder_: Path, n: int, seed: int, image_size: int, progress: bool) -> None:
+    """The images and captions.json, written straight into a private temporary folder."""
     from tqdm import tqdm
-    out = folder(out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
+    (folder_ / "images").mkdir()
     images, annotations = [], []
     for i in tqdm(range(n), desc="scenes", disable=not progress):
         scene = make_scene(seed, i, image_size)
         name = f"images/{i:06d}.png"
-        save_png(scene.image, out / name)
+        scene.image.save(folder_ / name, format="PNG")
         images.append({"id": i, "file_name": name, "width": image_size, "height": image_size,
                        "objects": [asdict(o) for o in scene.objects]})
         for caption, mentions in zip(scene.captions, scene.mentions):
             annotations.append({"id": len(annotations), "image_id": i, "caption": caption, "mentions": mentions})
     data = {"info": {"description": f"caption synthetic scenes, seed {seed}"}, "images": images,
             "annotations": annotations}   # a captions file: no categories
-    path = out / "captions.json"
-    with atomic_write(path) as tmp, open(tmp, "w") as f:
+    with open(folder_ / "captions.json", "w") as f:
         json.dump(data, f)
-    return path
 
 
 def scene_set(n: int, split: str = "train", image_size: int = 112, seed: int | None = None,

@@ -8,10 +8,20 @@ import torch
 from .. import checkpoint
 from ..config import Seq2SeqConfig
 from ..errors import CheckpointError, InputError
-from ..search import DecodeOptions
+from ..safe_read import clip
+from ..search import DecodeOptions, check_batch_size
 from ..vocab import SPECIALS, Vocab
 from .data import encode_sources, length_groups
 from .model import Seq2Seq
+
+
+CLIP = 120    # characters of a source shown in a message
+
+
+def quoted(text: str, limit: int = CLIP) -> str:
+    """`text` quoted as Python writes it when short, else clipped with its length
+    (caption.safe_read.clip): a megabyte-long source is not echoed whole."""
+    return repr(text) if len(text) <= limit else clip(text, limit)
 
 
 class Translator:
@@ -23,8 +33,8 @@ class Translator:
     @classmethod
     def from_checkpoint(cls, payload: dict, name: str = "checkpoint") -> "Translator":
         config, vocab = checkpoint.parts(payload, Seq2SeqConfig, name)
-        checkpoint.check_state(payload.get("state_dict"), name)
         model = Seq2Seq(config, len(vocab))
+        checkpoint.check_state(payload.get("state_dict"), name, expected=model.state_dict())
         try:
             model.load_state_dict(payload["state_dict"])
         except (RuntimeError, KeyError) as e:
@@ -33,16 +43,20 @@ class Translator:
         return cls(model, vocab)
 
     def check(self, source: str) -> str:
-        """The source as the model reads it (trailing spaces dropped), or InputError."""
+        """The source as the model reads it (trailing spaces dropped), or InputError; a long source
+        or set of characters is clipped in the message (a megabyte-long line is not echoed whole)."""
+        if not isinstance(source, str):
+            raise InputError(f"a source must be text (str), got {type(source).__name__}")
         s = source.rstrip(" ")
         if not s:
             raise InputError("empty source")
         unknown = sorted({ch for ch in s if ch not in self.vocab or self.vocab.stoi[ch] < len(SPECIALS)})
         if unknown:
-            raise InputError(f"{source!r}: character(s) {''.join(unknown)!r} never seen in training")
+            raise InputError(f"{quoted(source)}: character(s) {quoted(''.join(unknown), 40)} never seen in training")
         limit = self.model.config.max_source_len
         if len(s) > limit:
-            raise InputError(f"{source!r}: {len(s)} characters, longer than the model's maximum of {limit}")
+            size = f" {len(s):,} characters," if len(source) <= CLIP else ""     # else clip says it
+            raise InputError(f"{quoted(source)}:{size} longer than the model's maximum of {limit}")
         return s
 
     def text(self, ids: list[int]) -> str:
@@ -54,6 +68,7 @@ class Translator:
         """One output string per source (with its (T, S) attention if asked), in input order.
         Sources are decoded in groups of equal length (no padding, the encoder's fast path).
         options: every decoding setting at once (default: greedy); beam_size overrides its field."""
+        check_batch_size(batch_size)
         options = options or DecodeOptions(beam_size=1)
         if beam_size is not None:
             options = replace(options, beam_size=beam_size)

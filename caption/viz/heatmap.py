@@ -1,24 +1,26 @@
-"""The attention matrix of the text path as a PNG heat map (source characters along x, output
-characters along y)."""
+"""The attention matrix of the text path as a heat map (source characters along x, output
+characters along y), written in the format its file's suffix names (PNG without one)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from ..fileio import save_figure
+from .save import figure_format, save_figure
 from .draw import colormap, font
 
 
 def attention_heatmap(weights: Tensor, x_labels: list[str], y_labels: list[str], out: str | os.PathLike,
-                      title: str = "", cell: int = 26) -> Path:
+                      title: str = "", cell: int = 26, inputs: Iterable = ()) -> Path:
     """weights (T, S): row t is output label t's attention over input labels (columns).
 
     Each cell's colour is its weight on a fixed 0..1 scale, so rows are comparable.
     """
+    figure_format(out)     # an unknown suffix is refused before the drawing
     T, S = weights.shape
     if (T, S) != (len(y_labels), len(x_labels)):
         raise ValueError(f"weights {tuple(weights.shape)} do not match {len(y_labels)} x {len(x_labels)} labels")
@@ -44,7 +46,7 @@ def attention_heatmap(weights: Tensor, x_labels: list[str], y_labels: list[str],
     d.text((bar_x + cell // 2 + 3, top), "1", fill="black", font=small, anchor="lt")
     d.text((bar_x + cell // 2 + 3, top + bar_h), "0", fill="black", font=small, anchor="lb")
     d.text((left, top + T * cell + 4), "x: input   y: output", fill="gray", font=small)
-    return save_figure(img, out)
+    return save_figure(img, out, inputs)
 
 
 def _show(ch: str) -> str:

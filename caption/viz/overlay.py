@@ -4,14 +4,15 @@ of Xu et al. 2015). A hard model's chosen location can be marked on each panel."
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 from torch import Tensor
 
-from ..data.images import read_image
-from ..fileio import save_figure
+from ..data.images import read_image, to_rgb
+from .save import figure_format, save_figure
 from .draw import font
 
 PANEL = 168      # panel side in pixels
@@ -25,8 +26,10 @@ def to_pil(image) -> Image.Image:
         x = image.detach().cpu()
         if x.is_floating_point():
             x = (x.clamp(0, 1) * 255).round()
+        elif x.dtype == torch.uint16:                    # 16-bit, as as_uint8 reads it
+            x = (x.to(torch.int32) * 255 + 32767) // 65535
         return Image.fromarray(x.to(torch.uint8).permute(1, 2, 0).contiguous().numpy(), "RGB")
-    return image.convert("RGB")
+    return to_rgb(image)
 
 
 def attention_panel(image: Image.Image, alpha: Tensor, size: int = PANEL,
@@ -85,16 +88,20 @@ def compose(panels: list[tuple[str, Image.Image]], header: str = "", columns: in
     return fig
 
 
-def overlay(image, result, out: str | os.PathLike, columns: int = 6) -> Path:
-    """Write the figure of one caption result (.words, .attention) for `image` as a PNG."""
+def overlay(image, result, out: str | os.PathLike, columns: int = 6, inputs: Iterable = ()) -> Path:
+    """Write the figure of one caption result (.words, .attention) for `image`, in the format the
+    suffix of `out` names (PNG without one); never over one of `inputs` (caption.fileio)."""
+    figure_format(out)     # an unknown suffix is refused before the drawing
     panels = overlay_panels(image, result.words, result.attention, getattr(result, "locations", None))
-    return save_figure(compose(panels, header=result.text, columns=columns), out)
+    return save_figure(compose(panels, header=result.text, columns=columns), out, inputs)
 
 
 def compare(images: list, soft: list, hard: list, out: str | os.PathLike, names: list[str] | None = None,
-            columns: int = 8) -> Path:
+            columns: int = 8, inputs: Iterable = ()) -> Path:
     """For each image: the soft model's caption and panels, then the hard model's, each hard panel
-    with the cell it used (argmax or sampled) outlined in red; all images stacked in one PNG."""
+    with the cell it used (argmax or sampled) outlined in red; all images stacked in one figure
+    (in the format the suffix of `out` names)."""
+    figure_format(out)
     blocks = []
     for k, (image, s, h) in enumerate(zip(images, soft, hard)):
         label = f"{names[k]}: " if names else ""
@@ -111,4 +118,4 @@ def compare(images: list, soft: list, hard: list, out: str | os.PathLike, names:
     for b in blocks:
         fig.paste(b, (0, y))
         y += b.height
-    return save_figure(fig, out)
+    return save_figure(fig, out, inputs)
