@@ -9,13 +9,13 @@ import errno
 import hashlib
 import os
 import re
+import shutil
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from PIL import Image
 
 from .errors import InputError, OutputError
 
@@ -23,8 +23,6 @@ NAME_MAX = 255          # bytes in one file name on every common Linux file syst
 SPECIAL_ROOTS = ("/proc", "/sys", "/dev")     # kernel and device trees: never an output
 # what a command writes -> what it may replace: an empty file, or a file of the same kind
 KINDS = ("checkpoint", "results", "figure", "text", "jsonl")
-FIGURE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".pdf": "PDF", ".webp": "WEBP",
-                  ".tif": "TIFF", ".tiff": "TIFF"}
 
 
 def shown(path: str | os.PathLike) -> str:
@@ -153,7 +151,10 @@ def folder(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputError(f"{shown(path)}: exists and is not a folder")
-    output_path(path / "_")     # its parent chain must be writable
+    try:
+        output_path(path / "_")     # its parent chain must be writable
+    except OutputError as e:        # name the folder, not the probe inside it
+        raise OutputError(str(e).replace(shown(path / "_"), shown(path), 1)) from None
     return path
 
 
@@ -232,31 +233,37 @@ def atomic_write(path: str | os.PathLike, kind: str | None = None,
         raise
 
 
-def figure_format(path: str | os.PathLike) -> str:
-    """The image format a figure's file name asks for (.png, .jpg, .pdf, ...; no suffix: PNG);
-    OutputError for any other suffix, before any work."""
-    suffix = Path(path).suffix.lower()
-    if not suffix:
-        return "PNG"
-    if suffix not in FIGURE_FORMATS:
-        raise OutputError(f"{shown(path)}: figures are written as {', '.join(sorted(FIGURE_FORMATS))}; "
-                          f"{suffix} is none of these")
-    return FIGURE_FORMATS[suffix]
-
-
-def save_figure(image: Image.Image, out: str | os.PathLike,
-                inputs: Iterable[str | os.PathLike | None] = ()) -> Path:
-    """Write a figure atomically in the format its suffix names (PNG by default)."""
-    fmt = figure_format(out)
-    if fmt in ("JPEG", "PDF") and image.mode != "RGB":
-        image = image.convert("RGB")
-    with atomic_write(out, "figure", inputs) as tmp:
-        image.save(tmp, format=fmt)
-    return Path(out)
-
-
-def save_png(image: Image.Image, out: str | os.PathLike) -> Path:
-    """Write a PNG atomically (a data set's image): a failed save never leaves a truncated file."""
-    with atomic_write(out, "figure") as tmp:
-        image.save(tmp, format="PNG")
-    return Path(out)
+@contextmanager
+def atomic_folder(out: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new private folder beside `out`; on success it is renamed onto `out`, on failure
+    removed, so an interrupted or failed write (a full disk is an OutputError) leaves no `out`,
+    never new files beside old ones. `out` must be new or an empty folder; folders left by dead
+    writers are removed, a live writer's are not."""
+    folder(out)
+    target = Path(os.path.realpath(out))
+    if target.is_dir() and any(target.iterdir()):
+        raise OutputError(f"{shown(out)}: exists and is not empty; write to a new folder (or remove it first)")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for old in target.parent.glob(f"{glob_escape(_temp_prefix(target))}*.tmp"):
+            m = _WRITER.search(old.name)
+            if m and not pid_alive(int(m.group(1))) and old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f"{_temp_prefix(target)}{os.getpid()}-",
+                                    suffix=".tmp"))
+    except OSError as e:
+        raise OutputError(f"{shown(out)}: cannot write beside it ({e.strerror})") from None
+    try:
+        yield tmp
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o777 & ~mask)          # mkdtemp makes 0700: the usual folder mode instead
+        os.rename(tmp, target)                # onto an empty folder too (rename(2) replaces it)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            raise OutputError(f"{shown(out)}: was filled by another process meanwhile; nothing was written") from None
+        raise OutputError(f"{shown(out)}: cannot write it ({e.strerror}); nothing was written") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

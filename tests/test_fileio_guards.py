@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from caption.errors import DataError, OutputError
-from caption.fileio import atomic_write, figure_format, output_path, save_figure, sniff
+from caption.fileio import atomic_write, output_path, sniff
+from caption.viz.save import figure_format, save_figure
 from caption.lock import run_lock
 from caption.safe_read import clip, read_bytes, read_json
 
