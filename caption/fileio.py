@@ -6,6 +6,7 @@ disk included, is an OutputError naming the file; the previous file stays as it 
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import os
 import re
@@ -168,16 +169,49 @@ def _temp_prefix(target: Path) -> str:
     return "." + raw.decode("utf-8", "surrogateescape") + "."
 
 
-_WRITER = re.compile(r"\.(\d+)-[^.]*\.tmp$")
+def remove_stale_temps(target: Path, folders: bool = False) -> None:
+    """Temporary files (or folders) of an earlier write to `target` whose writer is dead: its
+    process id (in the name) runs no process here AND nobody holds the flock a writer keeps on
+    its temp while it writes, so a writer in another PID namespace or container sharing the
+    folder is not mistaken for a dead one. Anything else is left alone."""
+    prefix = _temp_prefix(target)
+    for old in target.parent.glob(f"{glob_escape(prefix)}*.tmp"):
+        m = re.fullmatch(r"(\d+)-[^./]*\.tmp", old.name[len(prefix):])
+        if (not m or pid_alive(int(m.group(1))) or old.is_symlink() or old.is_dir() != folders
+                or _claimed(old, fcntl.LOCK_EX | fcntl.LOCK_NB) is None):
+            continue
+        shutil.rmtree(old, ignore_errors=True) if folders else old.unlink(missing_ok=True)
 
 
-def remove_stale_temps(target: Path) -> None:
-    """Temporary files of an earlier write to `target` whose writer is dead (killed before it could
-    clean up); a live writer's file, or one whose writer cannot be told, is left alone."""
-    for old in target.parent.glob(f"{glob_escape(_temp_prefix(target))}*.tmp"):
-        m = _WRITER.search(old.name)
-        if m and not pid_alive(int(m.group(1))) and old.is_file() and not old.is_symlink():
-            old.unlink(missing_ok=True)
+def _claimed(path: str | os.PathLike, how: int = fcntl.LOCK_EX) -> int | None:
+    """A file descriptor holding a flock on `path` (released when closed), or None when another
+    holds it; on a file system without flock the claim is granted (the process id still counts)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, how)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except OSError:
+        pass
+    return fd
+
+
+def _release(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()      # read once: os.umask can only be read by setting it
 
 
 def glob_escape(text: str) -> str:
@@ -216,11 +250,10 @@ def atomic_write(path: str | os.PathLike, kind: str | None = None,
         os.close(fd)
     except OSError as e:
         raise OutputError(f"{shown(path)}: cannot write it ({e.strerror})") from None
+    claim = _claimed(tmp)           # held while we write: no other process's cleanup takes it
     try:
         yield tmp
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, target)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
@@ -231,6 +264,8 @@ def atomic_write(path: str | os.PathLike, kind: str | None = None,
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        _release(claim)
 
 
 @contextmanager
@@ -245,19 +280,15 @@ def atomic_folder(out: str | os.PathLike) -> Iterator[Path]:
         raise OutputError(f"{shown(out)}: exists and is not empty; write to a new folder (or remove it first)")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        for old in target.parent.glob(f"{glob_escape(_temp_prefix(target))}*.tmp"):
-            m = _WRITER.search(old.name)
-            if m and not pid_alive(int(m.group(1))) and old.is_dir() and not old.is_symlink():
-                shutil.rmtree(old, ignore_errors=True)
+        remove_stale_temps(target, folders=True)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f"{_temp_prefix(target)}{os.getpid()}-",
                                     suffix=".tmp"))
     except OSError as e:
         raise OutputError(f"{shown(out)}: cannot write beside it ({e.strerror})") from None
+    claim = _claimed(tmp)
     try:
         yield tmp
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o777 & ~mask)          # mkdtemp makes 0700: the usual folder mode instead
+        os.chmod(tmp, 0o777 & ~_UMASK)        # mkdtemp makes 0700: the usual folder mode instead
         os.rename(tmp, target)                # onto an empty folder too (rename(2) replaces it)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -267,3 +298,5 @@ def atomic_folder(out: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        _release(claim)

@@ -52,6 +52,10 @@ def run_lock(path: str | os.PathLike) -> Iterator[Path]:
             os.close(fd)
             raise OutputError(f"{shown(path)}: another run ({who}) is writing it; if none is, "
                               f"remove {shown(lock)}") from None
+        except OSError as e:      # a file system without flock (some network and FUSE mounts)
+            os.close(fd)
+            raise OutputError(f"{shown(lock)}: cannot lock it on this file system ({e.strerror}); write "
+                              "OUT to a local disk") from None
         try:
             same = os.stat(lock, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
@@ -62,8 +66,11 @@ def run_lock(path: str | os.PathLike) -> Iterator[Path]:
     else:
         raise OutputError(f"{shown(lock)}: cannot take the lock")
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:          # the id only names the holder in a message: a full disk must not stop the run
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass
         yield lock
     finally:
         try:

@@ -203,3 +203,51 @@ def test_an_empty_path_is_named_as_such():
         regular_file("", "data file", DataError)
     with pytest.raises(OutputError, match="^an empty path is no output file$"):
         output_path("")
+
+
+def test_a_temp_whose_writer_holds_its_flock_is_kept_even_when_its_pid_means_nothing_here(tmp_path):
+    """A writer in another PID namespace (a container sharing the folder): its pid runs nothing here,
+    but it holds the flock on its temp, so the temp is still being written."""
+    foreign = tmp_path / ".out.bin.999999999-abc.tmp"
+    foreign.write_bytes(b"being written elsewhere")
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\n"
+                               "fd = os.open(sys.argv[1], os.O_RDONLY)\nfcntl.flock(fd, fcntl.LOCK_EX)\n"
+                               "print('held', flush=True)\ntime.sleep(30)", str(foreign)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with atomic_write(tmp_path / "out.bin") as tmp:
+            open(tmp, "wb").write(b"new")
+        assert foreign.read_bytes() == b"being written elsewhere"
+    finally:
+        holder.kill()
+        holder.wait()
+    with atomic_write(tmp_path / "out.bin") as tmp:             # its writer gone: now it is stale
+        open(tmp, "wb").write(b"newer")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+
+
+def test_the_cleanup_of_one_name_never_takes_the_temps_of_a_longer_one(tmp_path):
+    other = tmp_path / ".m.pt.999999999-abc.tmp"                # a dead write of m.pt, not of m
+    other.write_bytes(b"x")
+    with atomic_write(tmp_path / "m") as tmp:
+        open(tmp, "wb").write(b"new")
+    assert other.exists()
+
+
+def test_a_lock_on_a_full_disk_or_a_file_system_without_flock_is_one_line(tmp_path, monkeypatch):
+    import fcntl
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "pwrite", full)
+    with run_lock(tmp_path / "m.pt"):                           # the id is only for messages: the run goes on
+        pass
+    monkeypatch.undo()
+
+    def no_flock(fd, how):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    with pytest.raises(OutputError, match=r"m\.pt\.lock: cannot lock it on this file system \(No locks available\)"):
+        with run_lock(tmp_path / "m.pt"):
+            pass

@@ -55,3 +55,17 @@ def test_a_16_bit_picture_is_drawn_as_its_8_bit_copy():
     assert np.abs(np.asarray(wide, np.int16) - np.asarray(eight, np.int16)).max() <= 1
     tensor = to_pil(torch.from_numpy(grey.astype(np.int32)).to(torch.uint16).expand(3, 64, 64))
     assert np.abs(np.asarray(tensor, np.int16) - np.asarray(eight, np.int16)).max() <= 1
+
+
+def test_force_on_an_out_without_a_suffix_moves_every_file_aside_under_a_new_name(tmp_path):
+    from caption.training.outputs import move_aside
+    out = tmp_path / "model"
+    out.write_bytes(b"best")
+    (tmp_path / "model.last").write_bytes(b"last")
+    (tmp_path / "model.history.jsonl").write_text('{"kind": "epoch"}\n')
+    lines = []
+    moved = move_aside(out, lines.append)
+    assert sorted(p.name for p in moved) == ["model-replaced-1", "model-replaced-1.history.jsonl",
+                                             "model-replaced-1.last"]
+    assert (tmp_path / "model-replaced-1.history.jsonl").read_text() == '{"kind": "epoch"}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in moved) and len(lines) == 1

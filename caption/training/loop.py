@@ -219,9 +219,9 @@ def _train(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSe
                 mask = tokens[:, 1:] != vocab.pad                                  # (N, T)
                 with autocast(device, precision):
                     loss, nll = objective(model, inputs, tokens, image_of, mask, phase, gen, cached, forward=ddp)
-                value = float(loss.detach())
-                check_finite(value, epoch, done, out, w, device)     # before the step: the weights stay good
                 optimizer_step(loss, opt, sched, model.parameters(), cfg.clip, scaler)
+                value = float(loss.detach())       # the step's one sync, after its launches
+                check_finite(value, epoch, done, out, w, device)     # before any save: the files stay good
                 if w.distributed and model.config.attention == "hard":      # one baseline, as one process keeps
                     for b in (model.decoder.baseline, model.decoder.baseline_to_go):
                         b.copy_(dist.mean_across(b, w))
@@ -253,6 +253,8 @@ def _train(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSe
                 pending = (epoch, {"epoch": epoch, "slot": done, "order": order,
                                    "sums": [loss_sum, nll_sum, words, train_seconds]},
                            [rng.capture(gen)], (best, list(history)))
+            if stop.requested:       # came during the last batch's loading: save as before validation
+                raise KeyboardInterrupt
             check_weights(model, epoch, out)
             record = {"epoch": epoch, "train_seconds": train_seconds, "loss_per_word": nll_sum / max(words, 1)}
             if w.main:     # the others wait at the barrier below

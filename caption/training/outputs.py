@@ -75,7 +75,7 @@ def move_aside(out: str | Path, log: Callable[[str], None]) -> list[Path]:
     if not held(out):
         return []
     for k in itertools.count(1):
-        dest = out.with_name(f"{out.stem}.replaced-{k}{out.suffix}")
+        dest = out.with_name(f"{out.stem}.replaced-{k}{out.suffix}" if out.suffix else f"{out.name}-replaced-{k}")
         if not any(os.path.lexists(p) for p in run_files(dest)):
             break
     pairs = [(src, dst) for src, dst in zip(run_files(out), run_files(dest)) if os.path.lexists(src)]
