@@ -78,8 +78,9 @@ def sniff(path: Path) -> str | None:
     if text.startswith(b"["):
         return "results"
     if text.startswith(b"{"):
-        first = text.split(b"\n", 1)
-        return "jsonl" if len(first) == 2 and first[0].rstrip().endswith(b"}") else "data set"
+        lines = text.split(b"\n", 2)       # JSON lines: an object per line, a second one begun
+        return "jsonl" if len(lines) > 1 and lines[0].rstrip().endswith(b"}") and \
+            lines[1].lstrip().startswith(b"{") else "data set"
     return "text"
 
 

@@ -217,8 +217,8 @@ def test_the_cli_flag_reaches_the_readers_and_refusals_set_the_exit_status(hosti
     assert refused_status(data) == 1
     err = capsys.readouterr().err
     assert err.count("refused (--allow-outside-root reads it)\n") == 3
-    assert err.endswith("caption: 3 data set entries refused: outside the image root (--allow-outside-root "
-                        "reads them)\n")
+    assert err.endswith("caption: error: 3 data set entries were refused (named above: outside the image root); "
+                        "the rest were used (--allow-outside-root reads them)\n")
     allowed = read_dataset(_args(["--dataset", "folder", "--data", str(root), "--allow-outside-root"]), "test", 32, 0)
     assert len(allowed) == 6 and refused_status(allowed) == 0
     assert refused_status(read_dataset(_args([]), "test", 32, 1)) == 0      # the scenes have no files

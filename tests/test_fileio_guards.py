@@ -63,7 +63,7 @@ def test_an_empty_file_or_one_of_the_same_kind_is_replaced(tmp_path):
 @pytest.mark.parametrize("head, kind", [(b"PK\x03\x04rest", "checkpoint"), (b"\x89PNG\r\n", "figure"),
                                         (b"%PDF-1.4", "figure"), (b"\xff\xd8\xff\xe0", "figure"),
                                         (b"  [1, 2]", "results"), (b'{"a": 1}', "data set"),
-                                        (b'{"a": 1}\n{"b": 2}\n', "jsonl"), (b"march 1, 2000 _2000-03-01", "text"),
+                                        (b'{"a": 1}\n{"b": 2}\n', "jsonl"), (b'{"images": []}\n', "data set"), (b"march 1, 2000 _2000-03-01", "text"),
                                         (b"", None)])
 def test_sniff_tells_the_kinds_apart(tmp_path, head, kind):
     (tmp_path / "f").write_bytes(head)

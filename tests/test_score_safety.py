@@ -198,7 +198,7 @@ def test_entries_outside_the_image_root_make_evaluate_exit_1_after_scoring_the_r
     captured = capsys.readouterr()
     assert captured.out.startswith("3 images, beam 1") and "| tiny.pt | soft |" in captured.out
     assert "../../outside.jpg leads outside the image root" in captured.err
-    assert "1 data set entry refused" in captured.err
+    assert "caption: error: 1 data set entry was refused (named above: outside the image root)" in captured.err
 
 
 # A `java` on PATH that does not work: its check, the PTB tokenizer and METEOR each under a time limit.

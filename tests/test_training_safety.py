@@ -308,8 +308,8 @@ def test_entries_the_data_set_refused_make_the_exit_status_1_after_training(tmp_
     assert main(["train", "--out", str(tmp_path / "m.pt"), *TRAIN]) == 1
     captured = capsys.readouterr()
     assert "saved the best model" in captured.out and (tmp_path / "m.pt").is_file()
-    assert captured.err.splitlines()[-1] == ("caption: error: 3 data set entries were refused (named above); "
-                                             "the rest were used")
+    assert captured.err.splitlines()[-1] == ("caption: error: 3 data set entries were refused (named above: outside the image "
+                                             "root); the rest were used (--allow-outside-root reads them)")
 
 
 def test_entries_refused_while_caching_features_make_the_exit_status_1(tmp_path, monkeypatch, capsys):
@@ -331,5 +331,5 @@ def test_entries_refused_while_caching_features_make_the_exit_status_1(tmp_path,
                  "--split", "train", "--workers", "0", "--out", str(tmp_path / "cache"), "--quiet"]) == 1
     captured = capsys.readouterr()
     assert captured.out.startswith("train: 3 images -> ") and (tmp_path / "cache" / "train.npy").is_file()
-    assert captured.err.splitlines()[-1] == ("caption: error: 1 data set entry was refused (named above); "
-                                             "the rest were used")
+    assert captured.err.splitlines()[-1] == ("caption: error: 1 data set entry was refused (named above: outside the image "
+                                             "root); the rest were used (--allow-outside-root reads them)")

@@ -69,6 +69,6 @@ def refused_status(*sets) -> int:
     read), else 0: a command finishes its work on the rest, then exits with this status."""
     n = sum(len(getattr(s, "refused", None) or []) for s in sets)
     if n:
-        log_line(f"{n} data set entr{'y' if n == 1 else 'ies'} refused: outside the image root "
-                 "(--allow-outside-root reads them)")
+        log_line(f"error: {n} data set entr{'y was' if n == 1 else 'ies were'} refused (named above: outside "
+                 "the image root); the rest were used (--allow-outside-root reads them)")
     return 1 if n else 0

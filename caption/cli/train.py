@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..config import RECIPES, CaptionConfig, CaptionTrainConfig
 from ..errors import InputError
-from .datasets import add_dataset_flags, log_line, read_dataset
+from .datasets import add_dataset_flags, log_line, read_dataset, refused_status
 from .flags import add_config_flags, config_from
 
 
@@ -139,17 +139,6 @@ def _inputs(args) -> list[Path]:
             found += [p, p / "captions.json"] + [p / f"{s}.{x}" for s in ("manifest", "train", "val", "test")
                                                  for x in ("json", "npy")]
     return found
-
-
-def refused_status(*sets) -> int:
-    """1, after one line saying how many, when the data sets refused entries (named above as they
-    were read, e.g. a path outside the data root); else 0."""
-    refused = sum(len(getattr(s, "refused", None) or []) for s in sets)
-    if refused:
-        print(f"caption: error: {refused} data set entr{'y was' if refused == 1 else 'ies were'} refused "
-              "(named above); the rest were used", file=sys.stderr)
-        return 1
-    return 0
 
 
 def _splits(args, image_size: int, cfg: CaptionTrainConfig):
