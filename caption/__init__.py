@@ -22,7 +22,7 @@ Shape letters, one meaning across the package (comments such as `# (N, T, V)` us
 """
 __version__ = "0.2.0"   # checkpoint format 4 (caption/checkpoint.py)
 
-__all__ = ["CaptionModel", "DecodeOptions", "load", "overlay", "__version__"]
+__all__ = ["CaptionModel", "DecodeOptions", "explore", "load", "overlay", "__version__"]
 
 
 def __getattr__(name: str):
@@ -30,6 +30,9 @@ def __getattr__(name: str):
     if name == "load":
         from .api import load
         return load
+    if name == "explore":
+        from .api import explore
+        return explore
     if name == "CaptionModel":
         from .api import CaptionModel
         return CaptionModel

@@ -23,7 +23,7 @@ from .errors import InputError, OutputError
 NAME_MAX = 255          # bytes in one file name on every common Linux file system
 SPECIAL_ROOTS = ("/proc", "/sys", "/dev")     # kernel and device trees: never an output
 # what a command writes -> what it may replace: an empty file, or a file of the same kind
-KINDS = ("checkpoint", "results", "figure", "text", "jsonl")
+KINDS = ("checkpoint", "results", "figure", "text", "jsonl", "page")
 
 
 def shown(path: str | os.PathLike) -> str:
@@ -61,7 +61,7 @@ def regular_file(path: str | os.PathLike, what: str, error=None) -> Path:
 def sniff(path: Path) -> str | None:
     """The kind of an existing file from its first bytes: "checkpoint" (a zip, as torch.save
     writes), "figure" (an image or PDF), "results" (a JSON list), "data set" (a JSON object: a
-    captions, split or manifest file), "jsonl" (JSON lines), "text", or None when empty."""
+    captions, split or manifest file), "jsonl" (JSON lines), "page" (HTML), "text", or None when empty."""
     try:
         with open(path, "rb", opener=lambda p, f: os.open(p, f | os.O_NONBLOCK)) as f:
             head = f.read(4096)
@@ -75,6 +75,8 @@ def sniff(path: Path) -> str | None:
             or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
         return "figure"
     text = head.lstrip()
+    if text[:14].lower() == b"<!doctype html" or text[:5].lower() == b"<html":
+        return "page"
     if text.startswith(b"["):
         return "results"
     if text.startswith(b"{"):
@@ -136,7 +138,7 @@ def output_path(path: str | os.PathLike, kind: str | None = None,
 
 def _article(kind: str) -> str:
     return {"checkpoint": "a checkpoint", "results": "a JSON list (results)", "figure": "an image",
-            "data set": "a JSON object (a data set or manifest)", "jsonl": "JSON lines",
+            "data set": "a JSON object (a data set or manifest)", "jsonl": "JSON lines", "page": "an HTML page",
             "text": "text"}.get(kind, kind)
 
 

@@ -108,6 +108,8 @@ class Hypothesis:
     score: float                       # sum of log-probs, <end> included
     alpha: Tensor | None = None        # (T, L): the attention weights of each generated token
     location: Tensor | None = None     # (T,): hard argmax/sample, the location each token used
+    logp: Tensor | None = None         # (T,): the log-probability of each generated token
+    center: Tensor | None = None       # (T,): local attention, the centre p_t of each token's window
 
 
 _FIELDS = {f.name for f in dc_fields(Hypothesis)} - {"tokens", "score"}
@@ -126,14 +128,18 @@ def tree_map(fn: Callable[[Tensor], Tensor], tree: Any) -> Any:
 
 
 def decode(step: StepFn, state: Any, memory: Any, batch_size: int, start: int, end: int,
-           max_len: int, options: DecodeOptions, shared_memory: bool = False) -> list[Hypothesis]:
-    """Greedy for beam size 1, else batched beam search; one Hypothesis per source.
+           max_len: int, options: DecodeOptions, shared_memory: bool = False,
+           all_beams: bool = False) -> list[Hypothesis] | list[list[Hypothesis]]:
+    """Greedy for beam size 1, else batched beam search; one Hypothesis per source, or with
+    `all_beams` a list per source of the K final beams, best first (greedy: a list of one).
     shared_memory: the step reads one memory row per source for all its beams (see beam_search)."""
     n = options.max_len or max_len
     if options.beam_size == 1:
-        return greedy(step, state, memory, batch_size, start, end, n)
+        found = greedy(step, state, memory, batch_size, start, end, n)
+        return [[h] for h in found] if all_beams else found
     return beam_search(step, state, memory, batch_size, start, end, n, options.beam_size,
-                       options.length_penalty if options.length_norm else 0.0, shared_memory, options.shrink_beam)
+                       options.length_penalty if options.length_norm else 0.0, shared_memory,
+                       options.shrink_beam, all_beams)
 
 
 def _hypotheses(tokens: Tensor, scores: Tensor, per_token: dict[str, Tensor], end: int) -> list[Hypothesis]:
@@ -160,9 +166,10 @@ def greedy(step: StepFn, state: Any, memory: Any, batch_size: int, start: int, e
         logp, state, fields = step(tokens, state, memory)                   # (B, V)
         tokens = logp.argmax(-1)                                            # (B,)
         tokens = tokens.masked_fill(finished, end)
-        scores += logp.gather(1, tokens[:, None]).squeeze(1).masked_fill(finished, 0.0)
+        chosen = logp.gather(1, tokens[:, None]).squeeze(1).masked_fill(finished, 0.0)   # (B,)
+        scores += chosen
         out.append(tokens)
-        for k, v in (fields or {}).items():
+        for k, v in {**(fields or {}), "logp": chosen}.items():
             kept.setdefault(k, []).append(v)
         finished |= tokens == end
         if finished.all():
@@ -174,7 +181,8 @@ def greedy(step: StepFn, state: Any, memory: Any, batch_size: int, start: int, e
 @torch.no_grad()
 def beam_search(step: StepFn, state: Any, memory: Any, batch_size: int, start: int, end: int,
                 max_len: int, beam_size: int = 3, length_penalty: float = 1.0,
-                shared_memory: bool = False, shrink: bool = False) -> list[Hypothesis]:
+                shared_memory: bool = False, shrink: bool = False,
+                all_beams: bool = False) -> list[Hypothesis] | list[list[Hypothesis]]:
     """All B sources x K beams advance together as one batch of N = B*K rows, source b's beams
     in rows b*K .. b*K + K - 1. The memory is repeated for each beam, unless `shared_memory`:
     then it keeps its B rows and the step reads row b for all of source b's beams.
@@ -182,7 +190,8 @@ def beam_search(step: StepFn, state: Any, memory: Any, batch_size: int, start: i
     Finished beams stay in the beam, extended only by <end> at zero cost, so their score is frozen,
     and compete with the live ones for the K slots. With `shrink` (the authors' gen_sample) a
     finished beam keeps its slot for good and only the K - finished live ones are refilled.
-    The winner maximises score / length**length_penalty (length counts <end>; 0 turns it off).
+    The winner maximises score / length**length_penalty (length counts <end>; 0 turns it off);
+    `all_beams` returns every source's K beams in that order (those never filled, at -inf, left out).
     """
     B, K = batch_size, beam_size
     device = _device(state, memory)
@@ -213,16 +222,20 @@ def beam_search(step: StepFn, state: Any, memory: Any, batch_size: int, start: i
             origin = torch.where(finished, slots, (flat // V).gather(1, rank))
             new = torch.where(finished, end, (flat % V).gather(1, rank))
             scores = torch.where(finished, scores, top.gather(1, rank))
+            chosen = logp.view(B, K * V).gather(1, flat).gather(1, rank).masked_fill(finished, 0.0)  # (B, K)
         else:
             logp = torch.where(finished.unsqueeze(-1), only_end, logp)
             scores, flat = (scores.unsqueeze(-1) + logp).view(B, K * V).topk(K, dim=-1)  # (B, K)
             origin, new = flat // V, flat % V                               # (B, K)
+            chosen = logp.view(B, K * V).gather(1, flat)                    # (B, K)
         rows = (origin + base).view(-1)                                     # (N,)
         state = tree_map(lambda x: x.index_select(0, rows), state)
         history = torch.cat([_take(history, origin), new.unsqueeze(-1)], -1)  # (B, K, t+1)
         for k, v in (fields or {}).items():
             now = _take(v.view(B, K, 1, *v.shape[1:]), origin)              # (B, K, 1, ...)
             kept[k] = torch.cat([_take(kept[k], origin), now], 2) if k in kept else now
+        kept["logp"] = torch.cat([_take(kept["logp"], origin), chosen.unsqueeze(-1)], 2) \
+            if "logp" in kept else chosen.unsqueeze(-1)                     # (B, K, t+1)
         was_finished = finished.gather(1, origin)
         lengths = lengths.gather(1, origin) + (~was_finished).float()
         finished = was_finished | (new == end)
@@ -230,9 +243,26 @@ def beam_search(step: StepFn, state: Any, memory: Any, batch_size: int, start: i
         if finished.all():
             break
     final = scores / lengths.clamp(min=1).pow(length_penalty) if length_penalty else scores
+    if all_beams:
+        return _ranked(final, history, scores, kept, end)
     best = final.argmax(-1)                                                 # (B,)
     pick = lambda x: x[torch.arange(B, device=device), best]                # noqa: E731
     return _hypotheses(pick(history), pick(scores), {k: pick(v) for k, v in kept.items()}, end)
+
+
+def _ranked(final: Tensor, history: Tensor, scores: Tensor, kept: dict[str, Tensor],
+            end: int) -> list[list[Hypothesis]]:
+    """Every source's beams, best first by `final` (B, K); a beam at -inf was never filled."""
+    B, K = final.shape
+    order = final.argsort(dim=-1, descending=True, stable=True)              # (B, K): argmax first
+    out = [[] for _ in range(B)]
+    for j in range(K):
+        pick = lambda x: x[torch.arange(B, device=x.device), order[:, j]]   # noqa: E731
+        found = _hypotheses(pick(history), pick(scores), {k: pick(v) for k, v in kept.items()}, end)
+        for b, h in enumerate(found):
+            if h.score != float("-inf"):
+                out[b].append(h)
+    return out
 
 
 def _take(x: Tensor, origin: Tensor) -> Tensor:

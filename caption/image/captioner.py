@@ -40,13 +40,15 @@ class Captioner(nn.Module):
 
     @torch.no_grad()
     def generate(self, inputs: Tensor, start: int, end: int, options: DecodeOptions = DecodeOptions(),
-                 generator: torch.Generator | None = None, features: bool = False) -> list[search.Hypothesis]:
+                 generator: torch.Generator | None = None, features: bool = False,
+                 all_beams: bool = False) -> list[search.Hypothesis] | list[list[search.Hypothesis]]:
         """Greedy (beam size 1) or batched beam search over all images at once; each hypothesis
         carries alpha (T, L) for its words, and the location of each word in hard argmax/sample
-        mode. generator: the draws of hard_mode sample (it advances, batch after batch)."""
+        mode. generator: the draws of hard_mode sample (it advances, batch after batch).
+        all_beams: a list per image of its K final beams, best first (caption.search.decode)."""
         B = inputs.shape[0]
         memory = self.decoder.memory(self.annotations(inputs, features))
         state = self.decoder.init_state(memory)
         step = partial(self.decoder.step, hard_mode=options.hard_mode, generator=generator)
         return search.decode(step, state, memory, B, start, end, self.config.max_len, options,
-                             shared_memory=True)
+                             shared_memory=True, all_beams=all_beams)
