@@ -44,6 +44,7 @@ class AttentionOutput:
     index: Tensor | None = None      # (B, [T]) hard: chosen location
     log_prob: Tensor | None = None   # (B, [T]) hard: log alpha at the chosen location
     entropy: Tensor | None = None    # (B, [T]) hard: entropy of alpha (nats)
+    center: Tensor | None = None     # (B, [T]) local: the window's centre p_t (source positions)
 
 
 def _score_chunk(q: Tensor, keys: Tensor, w: Tensor, half: Tensor, e: Tensor) -> None:
@@ -198,22 +199,25 @@ class Attention(nn.Module):
         if self.local is None:
             alpha = torch.softmax(e, dim=-1)                                # (B, T, S)
         else:
-            alpha = self._local_weights(e, query, mask, step)               # (B, T, S)
+            alpha, center = self._local_weights(e, query, mask, step)       # (B, T, S), (B, T)
 
         out = AttentionOutput(context=torch.bmm(alpha, values), alpha=alpha)  # (B, T, D)
+        if self.local is not None:
+            out.center = center
         if mode == "hard":
             self._hard(out, alpha, values, expected, argmax, generator)
         elif mode != "soft":
             raise ValueError(f"mode must be 'soft' or 'hard', got {mode!r}")
         if single:
-            for name in ("context", "alpha", "index", "log_prob", "entropy"):
+            for name in ("context", "alpha", "index", "log_prob", "entropy", "center"):
                 value = getattr(out, name)
                 if value is not None:
                     setattr(out, name, value.squeeze(1))
         return out
 
     def _local_weights(self, e: Tensor, query: Tensor, mask: Tensor | None,
-                       step: int | Tensor | None) -> Tensor:
+                       step: int | Tensor | None) -> tuple[Tensor, Tensor]:
+        """The local weights (B, T, S) and the window centres p_t (B, T) they were made around."""
         B, T, S = e.shape
         w = self.window
         if self.local == "local-m":
@@ -235,7 +239,7 @@ class Attention(nn.Module):
         # A row whose window holds no real position is all -inf: give it zero weight, not NaN.
         align = torch.nan_to_num(align, nan=0.0)
         sigma = w / 2
-        return align * torch.exp(-dist.pow(2) / (2 * sigma ** 2))                  # (B, T, S)
+        return align * torch.exp(-dist.pow(2) / (2 * sigma ** 2)), p.expand(B, T)  # (B, T, S), (B, T)
 
     def _hard(self, out: AttentionOutput, alpha: Tensor, values: Tensor,
               expected: bool | Tensor, argmax: bool, generator: torch.Generator | None) -> None:

@@ -14,6 +14,7 @@ from .flags import (FIGURE_HELP, add_config_flags, add_decode_flags, command_gro
 
 # 20 times the book's 50,000 lines; generated data is held in memory (about 1 GB at the bound)
 MAX_EXAMPLES = 1_000_000
+EXPLORE_OUT = "explore-text.html"
 MAX_LINE = 100_000      # characters of one line of standard input (the longest source a model takes)
 
 
@@ -64,6 +65,24 @@ def add_parsers(sub) -> None:
     at.add_argument("--model", type=Path, help=model_help)
     at.set_defaults(run=cmd_attention)
 
+    ex = s2s_sub.add_parser("explore", help="write an interactive page of the alignment of each source",
+                            description="Write one self-contained HTML page (it makes no network request and "
+                                        "opens from disk) with each source's alignment matrix: source characters "
+                                        "along x, output characters along y. Hover an output character to see "
+                                        "its weights over the source, or a source character for the reverse; "
+                                        "click pins, the arrow keys step; a local-attention model shows its "
+                                        "window. Prints each source's output, then the page written. '-' reads "
+                                        "one source per line from standard input. A source the model cannot "
+                                        "read gets an error on standard error and in the page, the others are "
+                                        "still shown; the exit status is then 1.")
+    ex.add_argument("sources", nargs="+", metavar="SOURCE", help="text to convert, or - for standard input")
+    ex.add_argument("--model", type=Path, help=model_help)
+    ex.add_argument("--out", type=Path, default=Path(EXPLORE_OUT),
+                    help=f"the HTML page to write; never an input or a file other than a page "
+                         f"(default: {EXPLORE_OUT})")
+    add_decode_flags(ex, beam_size=1, length_norm=True, shrink_beam=False)
+    ex.set_defaults(run=cmd_explore)
+
     gen = s2s_sub.add_parser("generate", help="write new data in the book's format",
                              description="Write newly generated examples, one padded line each, in the "
                                          "format of the book's date.txt / addition.txt.")
@@ -102,8 +121,9 @@ def cmd_train(args) -> int:
         move_aside(args.out, log_line)
     print(f"{len(train_pairs)} train / {len(val_pairs)} validation / {len(test_pairs)} test examples, "
           f"{len(vocab)} symbols (from the training part), {sum(p.numel() for p in model.parameters()):,} parameters")
+    from ..cards import text_card
     history, test = train_translator(model, vocab, train_pairs, val_pairs, train_cfg, out=args.out,
-                                     progress=not args.quiet, test_pairs=test_pairs)
+                                     progress=not args.quiet, test_pairs=test_pairs, card=text_card(args.data))
     print(f"kept epoch {test.epoch} (validation {max(r.correct for r in history)}/{history[0].total}); "
           f"test {test.correct}/{test.total} exact; saved to {args.out}")
     return 0
@@ -167,6 +187,28 @@ def cmd_attention(args) -> int:
     out = attention_heatmap(att, list(source), list(text), args.out, title=f"{source} -> {text}", inputs=inputs)
     print(f"{text}\nwrote {out}")
     return 0
+
+
+def cmd_explore(args) -> int:
+    from ..explore.page import write_page
+    from ..explore.text import text_report
+    options = decode_options(args)
+    model = args.model or default_checkpoint("date.pt")
+    output_path(args.out, "page", inputs=[model])     # never over the model, nor over a non-page
+    translator = _load_translator(args.model)
+    sources = _read_sources(args.sources)
+    stdin, bad = "-" in args.sources, []
+
+    def warn(i: int, message: str) -> None:
+        bad.append(i)
+        print(f"caption: error: {'line %d: ' % (i + 1) if stdin else ''}{message}", file=sys.stderr)
+
+    data = text_report(translator, sources, name=model.name if args.model is None else str(model),
+                       title=f"seq2seq attention: {model.name}", options=options, warn=warn)
+    sys.stdout.write("".join((r["output"] or "") + "\n" for r in data["sources"]))
+    out = write_page(args.out, data, inputs=[model])
+    print(f"wrote {out}")
+    return EXIT_INPUT if bad else 0
 
 
 def cmd_generate(args) -> int:

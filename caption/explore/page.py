@@ -25,16 +25,18 @@ def data_json(data: dict) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
 
 
-def render(data: dict) -> str:
-    """The whole page as text."""
-    scripts = "\n".join(_inline(name) for name in SCRIPTS)
+def render(data: dict, extra: tuple[str, ...] = (), connect: bool = False) -> str:
+    """The whole page as text. extra: more static scripts inlined after the viewer (the live
+    page's upload form); connect: the page may send requests to its own server (caption serve)."""
+    scripts = "\n".join(_inline(name) for name in (*SCRIPTS, *extra))
+    connect_src = " connect-src 'self';" if connect else ""
     title = html.escape(data.get("title") or "caption explore")
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
             # no request of any kind: the policy forbids every source but the page's own inline parts
             f'<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
-            f'script-src \'unsafe-inline\'; style-src \'unsafe-inline\'; img-src data: blob:">\n'
-            f'<title>{title}</title>\n<style>\n{_inline("explorer.css")}\n</style>\n</head>\n<body>\n'
+            f'script-src \'unsafe-inline\'; style-src \'unsafe-inline\'; img-src data: blob:;{connect_src}">\n'
+            f'<title>{title}</title>\n<style>\n{_inline("explorer.css")}\n{_inline("text.css")}\n</style>\n</head>\n<body>\n'
             f'<div id="app"><noscript>This page needs JavaScript to show the maps; the data is in '
             f'the attention-data element of its source.</noscript></div>\n'
             f'<script type="application/json" id="attention-data">{data_json(data)}</script>\n'

@@ -59,11 +59,14 @@ def scene_objects(scene, size: int) -> list[dict]:
 def named_objects(words: list[str], objects: list[dict]) -> list[list[int]]:
     """For each word, the objects of the scene its mention names (the scenes' grammar: the
     number, size, colour and shape words of a mention all name its objects); [] for other words."""
+    from ..data.scenes import NUMBERS
     from ..metrics.scenes import match_objects, parse_mentions
     mentions = parse_mentions(words)
     out: list[list[int]] = [[] for _ in words]
     for m, got in zip(mentions, match_objects(mentions, objects)):
-        for position in m.words.values():
+        first = min(m.words.values())
+        number = [first - 1] if first > 0 and words[first - 1] in NUMBERS else []
+        for position in [*m.words.values(), *number]:
             out[position] = got
     return out
 

@@ -70,14 +70,15 @@ class Seq2Seq(nn.Module):
         values, keys, mask = memory
         att = self.attention(hidden, values, keys, mask, step=step)
         logits = self.out(self.drop(torch.cat([att.context, hidden], -1)))
-        return logits, att.alpha
+        return logits, att
 
     def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor]:
         """Teacher forcing: tgt_in (B, T) starts with <start>; returns logits (B, T, V), alpha (B, T, S)."""
         B, T = tgt_in.shape
         memory, state = self.encode(src, src_len)
         hidden, _ = self.decoder(self.drop(self.tgt_embed(tgt_in)), state)      # (B, T, H)
-        return self._output(hidden, memory)
+        logits, att = self._output(hidden, memory)
+        return logits, att.alpha
 
     def loss(self, src: Tensor, src_len: Tensor, tgt: Tensor) -> Tensor:
         logits, _ = self(src, src_len, tgt[:, :-1])
@@ -93,8 +94,11 @@ class Seq2Seq(nn.Module):
         h, c, t = state
         x = self.tgt_embed(tokens).unsqueeze(1)                                 # (B, 1, E)
         out, (h, c) = self.decoder(x, (h.transpose(0, 1).contiguous(), c.transpose(0, 1).contiguous()))
-        logits, alpha = self._output(out.squeeze(1), memory, step=t.unsqueeze(1))  # (B, V)
-        return F.log_softmax(logits, -1), (h.transpose(0, 1), c.transpose(0, 1), t + 1), {"alpha": alpha}
+        logits, att = self._output(out.squeeze(1), memory, step=t.unsqueeze(1))  # (B, V)
+        fields = {"alpha": att.alpha}
+        if att.center is not None:   # local attention: each token's window centre p_t, for the explorer
+            fields["center"] = att.center
+        return F.log_softmax(logits, -1), (h.transpose(0, 1), c.transpose(0, 1), t + 1), fields
 
     @torch.no_grad()
     def generate(self, src: Tensor, src_len: Tensor, start: int, end: int,

@@ -65,11 +65,12 @@ class TestResult:
 def train_translator(model: Seq2Seq, vocab: Vocab, train_pairs: list, val_pairs: list,
                      cfg: Seq2SeqTrainConfig, out: str | Path | None = None, progress: bool = True,
                      log: Callable[[str], None] = print, test_pairs: list | None = None,
-                     ) -> tuple[list[EpochResult], TestResult | None]:
+                     card: dict | None = None) -> tuple[list[EpochResult], TestResult | None]:
     """Teacher-forced training with Adam, a linear learning-rate decay and gradient clipping;
     exact-match accuracy on the validation pairs after every epoch, the best epoch's model kept
     (saved atomically to `out`); then, with `test_pairs`, that model decoded once on them, the
-    figure that is reported. (history, test result or None)."""
+    figure that is reported. card: the model card (caption.cards) written into meta with it.
+    (history, test result or None)."""
     check(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -104,7 +105,7 @@ def train_translator(model: Seq2Seq, vocab: Vocab, train_pairs: list, val_pairs:
             if out is not None:
                 checkpoint.save(out, "seq2seq", model, vocab.itos,
                                 meta={"epoch": epoch, "val_correct": correct, "val_total": len(val_t),
-                                      "train": asdict(cfg)})
+                                      "train": asdict(cfg), **({"card": card} if card else {})})
     if test_pairs is None:
         return history, None
     model.load_state_dict(best_state)
@@ -114,7 +115,8 @@ def train_translator(model: Seq2Seq, vocab: Vocab, train_pairs: list, val_pairs:
     if out is not None:
         checkpoint.save(out, "seq2seq", model, vocab.itos,
                         meta={"epoch": best_epoch, "val_correct": best, "val_total": len(val_t),
-                              "test_correct": correct, "test_total": len(test_pairs), "train": asdict(cfg)})
+                              "test_correct": correct, "test_total": len(test_pairs), "train": asdict(cfg),
+                              **({"card": card} if card else {})})
     return history, test
 
 

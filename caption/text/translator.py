@@ -60,8 +60,9 @@ class Translator:
         return s
 
     def text(self, ids: list[int]) -> str:
-        """One character per generated token (so attention rows match): <unk> shows as '?'."""
-        return "".join(t if len(t) == 1 else "?" for t in self.vocab.decode(ids))
+        """One character per generated token (so attention rows match): a special token (<unk>, or
+        <pad> and <start> that an untrained model may write) shows as '?'."""
+        return "".join(t if len(t) == 1 else "?" for t in (self.vocab.itos[i] for i in ids))
 
     def translate(self, sources: list[str], beam_size: int | None = None, batch_size: int = 2000,
                   with_attention: bool = False, options: DecodeOptions | None = None):

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from .. import checkpoint
 from ..api import CaptionModel
+from ..cards import image_meta
 from ..config import REWARDS, CaptionConfig, CaptionTrainConfig, check
 from ..data.images import ImageSet, caption_targets, center_crop, check_image_set
 from ..data.loader import batches, check_shared_memory, source
@@ -269,7 +270,8 @@ def _train(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSe
             if w.main and select(record) > best:
                 best = select(record)
                 checkpoint.save(out, "captioner", model, vocab.itos,
-                                meta={"epoch": epoch, "val": scores, "train": asdict(cfg)})
+                                meta={"epoch": epoch, "val": scores, "train": asdict(cfg),
+                                      **image_meta(train_set, val_set)})     # the scenes' model card
             save_last(epoch)
             pending = None
             dist.barrier(w)

@@ -9,22 +9,35 @@
   const view = {smooth: true, boxes: true, size: 320, active: 0};
   const states = [];        // per image: {t, pinned, hover, beams, timer, built, ...}
   let data = null;
+  const decoded = new WeakMap();   // beam -> its maps as bytes, kept outside the data (exports stay clean)
 
   CX.renderImages = function (app, d) {
     data = d;
     app.append(header());
     const list = el("div", {id: "images"});
     app.append(list);
-    data.images.forEach((img, i) => {
-      states[i] = {t: 0, pinned: false, hover: null, beams: data.runs.map(() => 0), timer: null, built: false};
-      list.append(el("section", {class: "image", id: "image-" + i, dataset: {index: i},
-                                 onmouseenter: () => { view.active = i; }}));
-    });
+    data.images.forEach((img, i) => list.append(section(i)));
     const lazy = "IntersectionObserver" in window ? new IntersectionObserver((entries) => {
       for (const e of entries) if (e.isIntersecting) { build(+e.target.dataset.index); lazy.unobserve(e.target); }
     }, {rootMargin: "800px"}) : null;
     list.querySelectorAll("section.image").forEach((s) => lazy ? lazy.observe(s) : build(+s.dataset.index));
     document.addEventListener("keydown", onKey);
+  };
+
+  function section(i) {
+    states[i] = {t: 0, pinned: false, hover: null, beams: data.runs.map(() => 0), timer: null, built: false};
+    return el("section", {class: "image", id: "image-" + i, dataset: {index: i},
+                          onmouseenter: () => { view.active = i; }});
+  }
+
+  /* live mode (caption serve): a record for one more image, of the same runs, shown first */
+  CX.addImage = function (record) {
+    const i = data.images.length;
+    data.images.push(record);
+    const node = section(i);
+    document.getElementById("images").prepend(node);
+    build(i);
+    return i;
   };
 
   /* the API tests and other scripts read: what image i shows now */
@@ -84,9 +97,9 @@
   }
   function mapBytes(i, r, t) {
     const b = beamOf(i, r);
-    if (!b._bytes) b._bytes = CX.bytes(b.maps);
+    if (!decoded.has(b)) decoded.set(b, CX.bytes(b.maps));
     const [gh, gw] = data.runs[r].grid, L = gh * gw;
-    return b._bytes.subarray(t * L, (t + 1) * L);
+    return decoded.get(b).subarray(t * L, (t + 1) * L);
   }
 
   function build(i) {
