@@ -42,12 +42,12 @@ class CaptionResult:
     logprobs: list[float] | None = None   # the log-probability of each word (<end> excluded)
     beams: list["CaptionResult"] | None = None   # with all_beams: the K final beams, best first (this one first)
     source: Any = field(default=None, repr=False)   # the image as given (a path, PIL image or tensor)
-    run: dict | None = field(default=None, repr=False)   # the model and mode (caption.explore.record.run_entry)
+    run: dict | None = field(default=None, repr=False)   # the model and mode (caption.explorer.record.run_entry)
 
     def _repr_html_(self) -> str:
         """Jupyter shows the explorer's view of this caption (`caption explore`), in an iframe."""
-        from .explore.page import notebook_html
-        from .explore.record import report
+        from .explorer.page import notebook_html
+        from .explorer.record import report
         run = self.run or {"name": "model", "attention": "soft", "mode": None, "label": "model",
                            "grid": list(self.attention.shape[1:]), "beam_size": len(self.beams or [1]), "crop": False}
         name = Path(self.source).name if isinstance(self.source, (str, os.PathLike)) else "image"
@@ -162,7 +162,7 @@ class CaptionModel:
         return out
 
     def _result(self, h, options: DecodeOptions) -> CaptionResult:
-        from .explore.record import run_entry
+        from .explorer.record import run_entry
         gh, gw = self.model.grid
         words = [self.vocab.itos[t] for t in h.tokens]
         att = h.alpha.float().cpu().view(len(words), gh, gw)                       # (T, gh, gw)
@@ -203,8 +203,8 @@ def explore(images: list[ImageLike] | None = None, models: list[str | os.PathLik
     default: the shipped soft and hard models; a hard model once per mode of `hard_modes`), each
     with all its beams. Returns the page as text, or with `out` writes it there and returns the path.
     An image that cannot be read raises InputError (the CLI reports it and goes on)."""
-    from .explore.build import build, scene_images
-    from .explore.page import render, write_page
+    from .explorer.build import build, scene_images
+    from .explorer.page import render, write_page
     paths = [m for m in (models or []) if not isinstance(m, CaptionModel)]
     models = models or [None, checkpoint.default_checkpoint("scenes-hard.pt")]
     loaded = [(m.name, m) if isinstance(m, CaptionModel) else (Path(m or DEFAULT_MODEL).name, load(m, device))

@@ -12,10 +12,10 @@ import torch.nn.functional as F
 import caption
 from caption.cli import main
 from caption.data.scenes import make_scene
-from caption.explore.build import build
-from caption.explore.maps import COLLAPSE, collapsed, coverage, dequantise, quantise, variation, word_figures
-from caption.explore.page import read_data, render
-from caption.explore.record import named_objects
+from caption.explorer.build import build
+from caption.explorer.maps import COLLAPSE, collapsed, coverage, dequantise, quantise, variation, word_figures
+from caption.explorer.page import read_data, render
+from caption.explorer.record import named_objects
 from caption.search import DecodeOptions
 
 SHIPPED = caption.load()
@@ -36,6 +36,14 @@ def test_quantised_maps_come_back_within_half_a_step():
     assert len(base64.b64decode(data)) == 5 * 63          # one byte per cell
     with pytest.raises(ValueError):
         dequantise(data, scales, (7, 8))
+
+
+def test_an_empty_caption_has_no_maps_and_no_figures():
+    """A beam that ends at once (an untrained model's) has T = 0 maps: nothing to store or show."""
+    data, scales = quantise(torch.zeros(0, 3, 4))
+    assert (data, scales) == ("", []) and dequantise(data, scales, (3, 4)).shape == (0, 3, 4)
+    assert word_figures(torch.zeros(0, 12)) == {"peak": [], "entropy": []}
+    assert math.isnan(variation(torch.zeros(0, 12)))
 
 
 def test_word_figures_known_answers():

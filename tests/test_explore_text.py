@@ -1,4 +1,4 @@
-"""`caption seq2seq explore` and caption.explore.text: the page's alignment data is what the
+"""`caption seq2seq explore` and caption.explorer.text: the page's alignment data is what the
 translator returns, local windows are where the attention put them, bad input is one line."""
 import io
 import sys
@@ -11,9 +11,9 @@ from caption.checkpoint import default_checkpoint
 from caption.cli import main
 from caption.config import Seq2SeqConfig
 from caption.errors import InputError
-from caption.explore.maps import dequantise
-from caption.explore.page import read_data, write_page
-from caption.explore.text import MAX_SOURCES, text_report
+from caption.explorer.maps import dequantise
+from caption.explorer.page import read_data, write_page
+from caption.explorer.text import MAX_SOURCES, text_report
 from caption.search import DecodeOptions
 from caption.text.data import encode_sources, generate_dates
 from caption.text.train import build_translator

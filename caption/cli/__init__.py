@@ -18,7 +18,7 @@ def build_parser():
     import argparse
 
     from .. import __version__
-    from . import data, evaluate, image, text, train
+    from . import data, evaluate, explore, image, info, serve, text, train
 
     class Parser(argparse.ArgumentParser):
         """argparse with the house style for a bad flag: one line and exit status 1 (argparse's own
@@ -35,8 +35,11 @@ def build_parser():
     text.add_parsers(sub)
     train.add_parsers(sub)
     image.add_parsers(sub)
+    explore.add_parsers(sub)
+    serve.add_parsers(sub)
     evaluate.add_parsers(sub)
     data.add_parsers(sub)
+    info.add_parsers(sub)
     return parser
 
 

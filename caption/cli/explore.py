@@ -21,7 +21,7 @@ def add_parsers(sub) -> None:
                     "through the words; the models side by side aligned by word position, each beam with its "
                     "own maps, per-word peak alpha, entropy and log-probability, the coverage map, and a "
                     "warning when a model's maps barely change from word to word. The page makes no network "
-                    "request; its data is in <script id=\"attention-data\"> (caption/explore/schema.md).")
+                    "request; its data is in <script id=\"attention-data\"> (caption/explorer/schema.md).")
     ex.add_argument("images", nargs="*", metavar="IMAGE", help="image files (or none, with --scenes)")
     ex.add_argument("--model", type=Path, action="append", metavar="MODEL",
                     help="a checkpoint; repeat for models side by side (default: the shipped "
@@ -35,15 +35,16 @@ def add_parsers(sub) -> None:
     ex.add_argument("--title", default="caption explore", help="the page's title (default: caption explore)")
     ex.add_argument("--out", type=Path, default=Path("explore.html"),
                     help="the HTML file to write (default: explore.html)")
-    add_decode_flags(ex, **IMAGE_DECODE)
+    # no --hard-mode: a hard model is shown once per mode of --hard-modes
+    add_decode_flags(ex, **{k: v for k, v in IMAGE_DECODE.items() if k != "hard_mode"})
     add_device_flags(ex)
     ex.set_defaults(run=cmd_explore)
 
 
 def cmd_explore(args) -> int:
     from ..api import SCENE_SEED, load
-    from ..explore.build import build, image_entries, scene_images
-    from ..explore.page import write_page
+    from ..explorer.build import build, image_entries, scene_images
+    from ..explorer.page import write_page
     options = decode_options(args)
     scenes = args.scenes if args.images or args.scenes else 4
     if not 0 <= scenes <= MAX_SCENES:

@@ -190,8 +190,8 @@ def cmd_attention(args) -> int:
 
 
 def cmd_explore(args) -> int:
-    from ..explore.page import write_page
-    from ..explore.text import text_report
+    from ..explorer.page import write_page
+    from ..explorer.text import text_report
     options = decode_options(args)
     model = args.model or default_checkpoint("date.pt")
     output_path(args.out, "page", inputs=[model])     # never over the model, nor over a non-page

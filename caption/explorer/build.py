@@ -1,4 +1,4 @@
-"""Decode images with every model run and build the explorer's data (caption.explore.record).
+"""Decode images with every model run and build the explorer's data (caption.explorer.record).
 Models come loaded (CaptionModel objects); this module reads no checkpoint and parses no flag."""
 from __future__ import annotations
 

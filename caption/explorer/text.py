@@ -1,6 +1,6 @@
 """The explorer's data for the character seq2seq: per source, the characters as the model read
 them, the output characters, the alignment matrix (T, S) quantised as the image maps are
-(caption.explore.maps.quantise, one scale per output character), and for local attention each
+(caption.explorer.maps.quantise, one scale per output character), and for local attention each
 output character's window [p_t - D, p_t + D] (Luong's D = the config's `window`).
 
 Columns are the source characters as read, left to right, whether or not the model reads the

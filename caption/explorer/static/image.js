@@ -155,7 +155,7 @@
     b.words.forEach((w, t) => col.words.append(el("span", {class: "word", dataset: {t: t}, tabindex: 0,
       onmouseenter: () => { states[i].hover = t; redraw(i); },
       onmouseleave: () => { states[i].hover = null; redraw(i); },
-      onclick: () => pin(i, t)}, w)));
+      onclick: () => pin(i, t)}, w), " "));      // a space between words: a long caption wraps
     drawCoverage(i, r);
   }
 
@@ -385,6 +385,8 @@
       ctx.fillText(t < b.words.length ? `\u201c${b.words[t]}\u201d (word ${t + 1})` : "(caption ended)", x, 32);
       ctx.drawImage(s.cols[r].canvas, x, head);
     });
-    c.toBlob((blob) => CX.download(`${CX.slug(data.images[i].name)}-word-${t + 1}.png`, blob), "image/png");
+    // toDataURL, not toBlob: synchronous (headless Chromium can take seconds to call toBlob back)
+    const png = new Blob([CX.bytes(c.toDataURL("image/png").split(",")[1])], {type: "image/png"});
+    CX.download(`${CX.slug(data.images[i].name)}-word-${t + 1}.png`, png);
   }
 })();

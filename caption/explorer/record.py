@@ -74,7 +74,7 @@ def named_objects(words: list[str], objects: list[dict]) -> list[list[int]]:
 def run_record(result, run: dict, objects: list[dict] | None = None) -> dict:
     """Every beam of one run on one image, and the coverage and variation of the best one."""
     beams = result.beams or [result]
-    best = beams[0].attention.reshape(len(beams[0].words), -1)              # (T, L)
+    best = beams[0].attention.flatten(1)                                    # (T, L)
     cover = coverage(best) if len(beams[0].words) else None
     maps, scales = quantise(cover.unsqueeze(0)) if cover is not None else (None, None)
     v = variation(best) if run["attention"] != "none" else float("nan")
@@ -86,7 +86,7 @@ def run_record(result, run: dict, objects: list[dict] | None = None) -> dict:
 
 def beam_record(result, objects: list[dict] | None = None) -> dict:
     T = len(result.words)
-    alpha = result.attention.reshape(T, -1)                                 # (T, L)
+    alpha = result.attention.flatten(1)                                     # (T, L)
     maps, scales = quantise(alpha)
     return {"words": result.words, "score": round(float(result.score), 6),
             "logprobs": [round(x, 6) for x in result.logprobs] if result.logprobs is not None else None,
