@@ -23,36 +23,50 @@ def add_parsers(sub) -> None:
                     "warning when a model's maps barely change from word to word. The page makes no network "
                     "request; its data is in <script id=\"attention-data\"> (caption/explorer/schema.md).")
     ex.add_argument("images", nargs="*", metavar="IMAGE", help="image files (or none, with --scenes)")
-    ex.add_argument("--model", type=Path, action="append", metavar="MODEL",
-                    help="a checkpoint; repeat for models side by side (default: the shipped "
-                         f"{default_checkpoint('scenes-soft.pt').name} and scenes-hard.pt)")
-    ex.add_argument("--hard-modes", nargs="+", choices=HARD_MODES, default=list(HARD_MODES), metavar="MODE",
-                    help="the test-time contexts a hard-attention model is shown in, one column each: "
-                         f"{', '.join(HARD_MODES)} (default: all three)")
+    add_model_flags(ex)
     ex.add_argument("--scenes", type=int, default=0, metavar="N",
                     help=f"also render N new built-in scenes (at most {MAX_SCENES}), with the box of the object "
                          "each word names (default: 0; 4 when no image is given)")
     ex.add_argument("--title", default="caption explore", help="the page's title (default: caption explore)")
     ex.add_argument("--out", type=Path, default=Path("explore.html"),
                     help="the HTML file to write (default: explore.html)")
-    # no --hard-mode: a hard model is shown once per mode of --hard-modes
-    add_decode_flags(ex, **{k: v for k, v in IMAGE_DECODE.items() if k != "hard_mode"})
-    add_device_flags(ex)
     ex.set_defaults(run=cmd_explore)
 
 
+def add_model_flags(p) -> None:
+    """The models and their decoding, shared by explore and serve."""
+    p.add_argument("--model", type=Path, action="append", metavar="MODEL",
+                   help="a checkpoint; repeat for models side by side (default: the shipped "
+                        f"{default_checkpoint('scenes-soft.pt').name} and scenes-hard.pt)")
+    p.add_argument("--hard-modes", nargs="+", choices=HARD_MODES, default=list(HARD_MODES), metavar="MODE",
+                   help="the test-time contexts a hard-attention model is shown in, one column each: "
+                        f"{', '.join(HARD_MODES)} (default: all three)")
+    # no --hard-mode: a hard model is shown once per mode of --hard-modes
+    add_decode_flags(p, **{k: v for k, v in IMAGE_DECODE.items() if k != "hard_mode"})
+    add_device_flags(p)
+
+
+def model_paths(args) -> list:
+    return args.model or [default_checkpoint("scenes-soft.pt"), default_checkpoint("scenes-hard.pt")]
+
+
+def load_models(args) -> list[tuple[str, object]]:
+    """(file name, CaptionModel) for every --model, in order."""
+    from ..api import load
+    return [(Path(m).name, load(m, args.device, args.precision)) for m in model_paths(args)]
+
+
 def cmd_explore(args) -> int:
-    from ..api import SCENE_SEED, load
+    from ..api import SCENE_SEED
     from ..explorer.build import build, image_entries, scene_images
     from ..explorer.page import write_page
     options = decode_options(args)
     scenes = args.scenes if args.images or args.scenes else 4
     if not 0 <= scenes <= MAX_SCENES:
         raise InputError(f"--scenes must be from 0 to {MAX_SCENES}, got {args.scenes}")
-    models = args.model or [default_checkpoint("scenes-soft.pt"), default_checkpoint("scenes-hard.pt")]
-    inputs = [*args.images, *models]
+    inputs = [*args.images, *model_paths(args)]
     output_path(args.out, "page", inputs=inputs)
-    loaded = [(Path(m).name, load(m, args.device, args.precision)) for m in models]
+    loaded = load_models(args)
     images = image_entries(args.images)
     if scenes:
         images += scene_images(scenes, SCENE_SEED, loaded[0][1].config.image_size)

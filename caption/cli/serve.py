@@ -3,12 +3,10 @@ same view as `caption explore` (caption/explorer/serve.py)."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from ..checkpoint import default_checkpoint
 from ..errors import OptionError
-from ..search import HARD_MODES
-from .flags import IMAGE_DECODE, add_decode_flags, add_device_flags, decode_options
+from .explore import add_model_flags, load_models
+from .flags import decode_options
 
 
 def add_parsers(sub) -> None:
@@ -20,12 +18,6 @@ def add_parsers(sub) -> None:
                     "at the top, as in the offline page. Only two routes (GET / and POST /caption), no file "
                     "is served; uploads are bounded in size and an unreadable one is a message in the page. "
                     "Ctrl-C stops it.")
-    sv.add_argument("--model", type=Path, action="append", metavar="MODEL",
-                    help="a checkpoint; repeat for models side by side (default: the shipped "
-                         f"{default_checkpoint('scenes-soft.pt').name} and scenes-hard.pt)")
-    sv.add_argument("--hard-modes", nargs="+", choices=HARD_MODES, default=list(HARD_MODES), metavar="MODE",
-                    help="the test-time contexts a hard-attention model is shown in, one column each: "
-                         f"{', '.join(HARD_MODES)} (default: all three)")
     sv.add_argument("--title", default="caption serve", help="the page's title (default: caption serve)")
     sv.add_argument("--host", default="127.0.0.1",
                     help="the address to listen on (default: 127.0.0.1, this machine only; another address "
@@ -37,22 +29,18 @@ def add_parsers(sub) -> None:
                          f"read, in the page too (default: 20, at most {MAX_UPLOAD_MB})")
     sv.add_argument("--verbose", action="store_true",
                     help="print one line per request on standard error (default: quiet)")
-    # no --hard-mode: --hard-modes gives each hard model one column per mode
-    add_decode_flags(sv, **{k: v for k, v in IMAGE_DECODE.items() if k != "hard_mode"})
-    add_device_flags(sv)
+    add_model_flags(sv)
     sv.set_defaults(run=cmd_serve)
 
 
 def cmd_serve(args) -> int:
-    from ..api import load
     from ..explorer.serve import MAX_UPLOAD_MB, MB, Live, make_server
     options = decode_options(args)
     if not 0 < args.max_upload <= MAX_UPLOAD_MB:     # also NaN
         raise OptionError("max_upload", f"must be more than 0 and at most {MAX_UPLOAD_MB} (MB), got {args.max_upload:g}")
     if not 0 <= args.port <= 65535:
         raise OptionError("port", f"must be from 0 to 65535, got {args.port}")
-    models = args.model or [default_checkpoint("scenes-soft.pt"), default_checkpoint("scenes-hard.pt")]
-    loaded = [(Path(m).name, load(m, args.device, args.precision)) for m in models]
+    loaded = load_models(args)
 
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
