@@ -128,13 +128,13 @@ def test_an_oversized_upload_is_refused_before_its_body_is_read(server, pngs):
 def test_a_short_or_stalled_upload_is_dropped_and_the_server_goes_on(server, pngs, monkeypatch):
     from caption.explorer import serve
     with socket.create_connection(server.server_address[:2], timeout=20) as s:
-        s.sendall(b"POST /caption HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        s.sendall(b"POST /caption HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n0123456789")
         s.shutdown(socket.SHUT_WR)                 # ten bytes of a hundred, then the end
         reply = s.makefile("rb").read()
     assert reply.startswith(b"HTTP/1.0 400 ") and b'"the upload ended after 10 of 100 bytes"' in reply
     monkeypatch.setattr(serve.Handler, "timeout", 0.5)
     with socket.create_connection(server.server_address[:2], timeout=20) as s:
-        s.sendall(b"POST /caption HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123")   # and nothing more
+        s.sendall(b"POST /caption HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n0123")   # and nothing more
         assert s.makefile("rb").read() == b""    # dropped after the timeout, no reply, no hang
     assert post(server, pngs[0].read_bytes())[0] == 200
 
@@ -268,3 +268,21 @@ def test_the_live_page_in_chromium_uploads_shows_errors_and_goes_on(server, mode
         assert [c for c in console if "status of 400" not in c] == []  # Chromium logs the 400 itself
     finally:
         context.close()
+
+
+def test_a_page_that_rebinds_its_name_to_this_machine_is_refused(server):
+    """DNS rebinding: a site pointing its own name at 127.0.0.1 sends that name as Host (and as
+    Origin, so the origin check alone passes): refused, for the page and for uploads."""
+    for method, path in (("GET", "/"), ("POST", "/caption")):
+        conn = http.client.HTTPConnection(*server.server_address[:2], timeout=20)
+        try:
+            conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+            conn.putheader("Host", f"attacker.example:{server.server_address[1]}")
+            conn.putheader("Origin", f"http://attacker.example:{server.server_address[1]}")
+            conn.putheader("Content-Length", "0")
+            conn.endheaders()
+            reply = conn.getresponse()
+            assert reply.status == 421 and b"own address" in reply.read()
+        finally:
+            conn.close()
+    assert request(server, "GET", "/")[0] == 200          # its own address still works

@@ -48,6 +48,9 @@ def build(images: list[dict], models: list[tuple[str, object]], options: DecodeO
         raise InputError(f"hard modes must be some of {', '.join(HARD_MODES)}, got {', '.join(bad) or 'none'}")
     runs = runs_of(models, hard_modes)
     crop = runs[0][0]["crop"]
+    if any(entry["crop"] != crop for entry, _, _ in runs):   # one picture per image, as each model saw it
+        raise InputError("these models prepare images differently (the built-in CNN squeezes the whole image, "
+                         "a backbone crops its centre): show them on separate pages")
     kept = []
     for image in images:
         try:

@@ -88,7 +88,20 @@ class Handler(BaseHTTPRequestHandler):
     sys_version = ""                     # no Python version in the Server header
     timeout = TIMEOUT
 
+    def _known_host(self) -> bool:
+        """A request must name this server as its host (DNS rebinding: a site that points its own
+        name at 127.0.0.1 sends its name in Host, and is refused)."""
+        if not is_loopback(self.server.bound_host):   # listening on purpose beyond this machine
+            return True
+        try:
+            host = urlsplit("//" + (self.headers.get("Host") or "")).hostname or ""
+        except ValueError:                             # a malformed Host (an unclosed "[")
+            return False
+        return is_loopback(host)
+
     def do_GET(self):
+        if not self._known_host():
+            return self._error(421, "this server answers to its own address only (use the URL it printed)")
         path = self._path()
         if path == "/":
             self._send(200, self.server.live.page, "text/html; charset=utf-8")
@@ -98,6 +111,8 @@ class Handler(BaseHTTPRequestHandler):
             self._error(404, "not found: this server has the page (/) and POST /caption only")
 
     def do_POST(self):
+        if not self._known_host():
+            return self._error(421, "this server answers to its own address only (use the URL it printed)")
         path = self._path()
         if path != "/caption":
             return self._error(405, "the page is read with GET", allow="GET") if path == "/" else \
@@ -222,6 +237,7 @@ def make_server(live: Live, host: str = "127.0.0.1", port: int = 8000,
     except (OSError, OverflowError) as e:
         raise InputError(f"cannot listen on {clip(shown(host), 80)} port {port} "
                          f"({getattr(e, 'strerror', None) or e})") from None
+    server.bound_host = host.strip("[]")
     if warn and not is_loopback(host):
         warn(f"listening on {shown(host)}, not the loopback address: anyone who can reach this "
              f"machine can open the page and send it images")
