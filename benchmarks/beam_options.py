@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.report import ROOT, parse, parser, publish, table  # noqa: E402
 from caption.api import load  # noqa: E402

@@ -31,7 +31,7 @@ from benchmarks.report import parse, parser, publish, table  # noqa: E402
 from caption.config import CaptionConfig  # noqa: E402
 from caption.data.loader import ImageFiles, batches_of  # noqa: E402
 from caption.image.captioner import Captioner  # noqa: E402
-from caption.training.optim import adam_with_linear_decay, optimizer_step  # noqa: E402
+from caption.optim import adam_with_linear_decay, optimizer_step  # noqa: E402
 
 B, T, V = 32, 20, 10000
 

@@ -13,10 +13,10 @@ need no gradient; train_flops) and is
 printed beside this machine's fp32 and bf16 matmul rates, measured in the same run (the best of
 several measurements, taken before each configuration and once at the end, so that a slow moment
 of a shared machine does not flatter the ratios). fp32 has two: torch.mm's (MKL, which takes its AVX2 path on AMD
-processors) and oneDNN's (caption.matmul, which the package uses for fp32 on the CPU); the machine's
+processors) and oneDNN's (caption.kernels.matmul, which the package uses for fp32 on the CPU); the machine's
 rate is the faster. "x floor" is our time over the time of the same matrix work at that GEMM rate:
 1.0 would be a decoder that does nothing but full-speed GEMMs. The fp32 step is also timed with
-caption.matmul's routing off, against torch.mm's rate.
+caption.kernels.matmul's routing off, against torch.mm's rate.
 
     python benchmarks/decoder_speed.py [--repeats 3] [--baseline-images 10] [--plain-malloc] [--no-write]
 """
@@ -31,16 +31,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.report import parse, parser, publish, table  # noqa: E402
-from caption import matmul, search  # noqa: E402
+from caption import search  # noqa: E402
 from caption.config import CaptionConfig  # noqa: E402
-from caption.device import keep_freed_memory  # noqa: E402
 from caption.image.decoder import Decoder  # noqa: E402
+from caption.kernels import matmul  # noqa: E402
+from caption.kernels.malloc import keep_freed_memory  # noqa: E402
 
 L, A, E, V, B, T, K, IMAGES = 196, 512, 512, 10000, 32, 20, 5, 100
 
 
 def matmul_rate(dtype: torch.dtype, n: int = 2048, reps: int = 5, tries: int = 3, onednn: bool = False) -> float:
-    """GFLOP/s of an n x n x n matrix product, torch.mm's (MKL in fp32) or oneDNN's (caption.matmul):
+    """GFLOP/s of an n x n x n matrix product, torch.mm's (MKL in fp32) or oneDNN's (caption.kernels.matmul):
     the best of `tries` timings of `reps` products."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     product = matmul.mm if onednn else torch.mm
@@ -138,7 +139,7 @@ def main() -> int:
     p.add_argument("--baseline-images", type=int, default=10,
                    help="images decoded one at a time for the beam baseline, scaled to 100 (default 10)")
     p.add_argument("--plain-malloc", action="store_true",
-                   help="leave glibc's malloc settings alone (the CLI calls caption.device.keep_freed_memory)")
+                   help="leave glibc's malloc settings alone (the CLI calls caption.kernels.malloc.keep_freed_memory)")
     args = parse(p)
     torch.manual_seed(0)
     kept = False if args.plain_malloc else keep_freed_memory()      # as the command line does
@@ -205,8 +206,8 @@ def main() -> int:
                            f"{1000 * tb:.0f}", f"{tb / t32:.1f}x", f"{base_flops / ours_flops:.1f}x",
                            f"{t32 / t16:.2f}x"])
     body = (f"Matrix products on this machine (2048 x 2048, the best of this run): fp32 **{mkl:.0f}** GFLOP/s "
-            f"by torch.mm (MKL), **{dnn:.0f}** GFLOP/s by oneDNN (caption.matmul); bf16 **{bf16:.0f}** GFLOP/s "
-            f"(torch.mm, which is oneDNN in bf16). The fp32 floor is taken at the faster fp32 rate. glibc malloc: {'freed memory kept for reuse (caption.device.keep_freed_memory, as the CLI)' if kept else 'default settings'}.\n\nTeacher-forced training step (forward + backward), B={B}, T={T}, "
+            f"by torch.mm (MKL), **{dnn:.0f}** GFLOP/s by oneDNN (caption.kernels.matmul); bf16 **{bf16:.0f}** GFLOP/s "
+            f"(torch.mm, which is oneDNN in bf16). The fp32 floor is taken at the faster fp32 rate. glibc malloc: {'freed memory kept for reuse (caption.kernels.malloc.keep_freed_memory, as the CLI)' if kept else 'default settings'}.\n\nTeacher-forced training step (forward + backward), B={B}, T={T}, "
             f"L={L}, attention {A}, embedding {E}, V={V}; ms per step, achieved GFLOP/s, and our time over "
             f"the matrix work the step needs at the GEMM rate of the same precision (x floor; the key projection and "
             f"the context product take only their weight and alpha gradients: the annotations need none):\n\n" +
@@ -216,7 +217,7 @@ def main() -> int:
                    "per-step projection ms", "speed-up vs baseline", "FLOP ratio (bound at equal efficiency)",
                    "bf16 speed-up"],
                   train_rows) +
-            "\n\nThe fp32 and bf16 columns route products as the package does (caption.matmul: oneDNN for "
+            "\n\nThe fp32 and bf16 columns route products as the package does (caption.kernels.matmul: oneDNN for "
             "fp32 on the CPU); \"on torch's matmul\" is the same step with that routing off, its floor "
             "taken at torch.mm's own rate. The per-step-projection baseline runs on the package's routing "
             "too, so its speed-up is the design's alone. \"Context streamed\" replaces the context "

@@ -37,8 +37,8 @@ from caption.data.loader import batches  # noqa: E402
 from caption.device import autocast, grad_scaler  # noqa: E402
 from caption.image.captioner import Captioner  # noqa: E402
 from caption.image.decoder import Decoder  # noqa: E402
+from caption.optim import adam_with_linear_decay, optimizer_step  # noqa: E402
 from caption.training.objectives import objective  # noqa: E402
-from caption.training.optim import adam_with_linear_decay, optimizer_step  # noqa: E402
 from caption.vocab import PAD_ID  # noqa: E402
 
 L, A, E, V, B, T, K, D = 196, 512, 512, 10000, 32, 20, 5, 2048

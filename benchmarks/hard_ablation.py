@@ -90,7 +90,7 @@ def main() -> int:
                f"{f1['expected']:.3f}", f"{f1['argmax']:.3f}"]
         out.with_suffix(".result.json").write_text(json.dumps(row))    # --only re-runs keep the others
         print(" | ".join(map(str, row)), flush=True)
-    for i, name in enumerate(VARIANTS):
+    for i in range(len(VARIANTS)):
         done = args.out / f"hard-{i}.result.json"
         if done.is_file():
             rows.append(json.loads(done.read_text()))

@@ -1,6 +1,6 @@
 """Training time per epoch of the scenes recipe, soft against hard attention (and none), measured
 side by side in one run: the same batches, the same model sizes, a fixed number of steps each,
-scaled to one epoch of 20,000 images; each also with caption.matmul's oneDNN routing off.
+scaled to one epoch of 20,000 images; each also with caption.kernels.matmul's oneDNN routing off.
 
     python benchmarks/train_speed.py [--steps 40]
 """
@@ -15,14 +15,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.report import parse, parser, publish, table  # noqa: E402
-from caption import matmul  # noqa: E402
 from caption.config import CaptionConfig, CaptionTrainConfig  # noqa: E402
 from caption.data.images import caption_targets  # noqa: E402
 from caption.data.loader import batches  # noqa: E402
 from caption.data.scenes import scene_set  # noqa: E402
+from caption.kernels import matmul  # noqa: E402
+from caption.optim import adam_with_linear_decay, optimizer_step  # noqa: E402
 from caption.training.loop import build_captioner  # noqa: E402
 from caption.training.objectives import objective  # noqa: E402
-from caption.training.optim import adam_with_linear_decay, optimizer_step  # noqa: E402
 from caption.vocab import PAD_ID  # noqa: E402
 
 
@@ -67,7 +67,7 @@ def main() -> int:
     body = (f"One training step of the shipped recipe ({cfg.batch_size} images, {cfg.captions_per_image} "
             f"caption each, the default model sizes), {args.steps} steps timed per model on the same batches, "
             f"and the time of one captioning epoch ({steps_per_epoch} steps); the same steps again with "
-            f"caption.matmul's oneDNN routing off (torch's own fp32 matmul):\n\n" +
+            f"caption.kernels.matmul's oneDNN routing off (torch's own fp32 matmul):\n\n" +
             table(["attention", "ms / step", "s / epoch", "vs soft", "ms / step on torch's matmul",
                    "oneDNN speed-up"], rows))
     publish("train-speed", "Training speed: soft, hard and no attention", body, write=not args.no_write)

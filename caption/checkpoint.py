@@ -12,6 +12,9 @@ Format history:
     3  the grid is explicit (`config.grid`; backbones were pooled to at least 8 x 8 before, so
        older backbone files get the grid their position embedding has); a frozen backbone read from
        a weights file is not copied into the checkpoint: `external` names that file and its sha256
+    4  a resumable state may be written inside an epoch (`meta["partial"]`: the epoch's batch order,
+       the batches done and the running sums) and keeps every process's generators
+       (`meta["rng_by_rank"]`); version-3 files get `partial` None
 """
 from __future__ import annotations
 
@@ -148,6 +151,27 @@ def check_state(state: dict, name: str, expected: dict | None = None) -> None:
         if want is not None and want.is_floating_point() != v.is_floating_point():
             raise CheckpointError(f"{name}: {clip(k, 80)} is stored as {v.dtype}, the model's is {want.dtype}; "
                                   "not a checkpoint this model wrote")
+
+
+def load_state(model: nn.Module, state: dict, name: str, external: bool = False) -> None:
+    """Load a checkpoint's state_dict into `model` once `check_state` passes. CheckpointError naming
+    the file when a tensor has another shape (a vocabulary that does not fit, say) or a name is
+    missing or unexpected; with `external`, the frozen backbone's trunk may be missing (it is read
+    from the weights file the checkpoint names)."""
+    check_state(state, name, expected=model.state_dict())
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise CheckpointError(f"{name}: the state_dict does not match its config and vocabulary "
+                              f"({_first_mismatch(str(e))})") from None
+    if unexpected or any(not (external and k.startswith(TRUNK)) for k in missing):
+        raise CheckpointError(f"{name}: the state_dict does not match its config "
+                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def _first_mismatch(message: str) -> str:
+    lines = [line.strip() for line in message.splitlines() if "size mismatch" in line]
+    return (lines[0] if lines else message.splitlines()[0])[:200]
 
 
 def parts(payload: dict, config_cls, name: str):

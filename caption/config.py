@@ -1,8 +1,10 @@
 """Every configuration as a dataclass: defaults and help live here, and nowhere else.
 
-A field whose metadata has `help` is a command-line flag (`--field-name`, see `cli/flags.py`), with
-that help and, where given, its `choices`; a field without help is set by code (from the data, say).
-`asdict(config)` goes into every checkpoint and `from_dict` rebuilds it.
+Each field carries its settings in its own metadata (`option`): a field with `help` is a command-line
+flag (`--field-name`, see `cli/flags.py`) with that help and, where given, its `choices`; a field
+without help is set by code (from the data, say). Every int or float field names the `Range` it may
+hold, which `check` applies once, before any work. `asdict(config)` goes into every checkpoint and
+`from_dict` rebuilds it. `search.DecodeOptions` is written the same way.
 """
 from __future__ import annotations
 
@@ -19,49 +21,107 @@ REWARDS = ("sequence", "to-go")   # the REINFORCE reward of step t: the whole ca
 REINFORCE_SCALES = ("per-caption", "capgen", "capgen-sumcost")
 
 
-def option(default: Any, help: str | None = None, choices: tuple | None = None) -> Any:
-    """A dataclass field with its command-line help (None: not a flag) and choices."""
-    return field(default=default, metadata={"help": help, "choices": choices})
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric field may hold: whole numbers (ints, never a bool) or finite reals from
+    `low` to `high` (None: no upper bound), each end closed unless `low_open`/`high_open`; None
+    only where `unset`. `check` refuses any other value, naming `what`."""
+    low: float
+    high: float | None = None
+    whole: bool = True
+    unset: bool = False
+    low_open: bool = False
+    high_open: bool = False
+
+    def ok(self, v) -> bool:
+        if v is None:
+            return self.unset
+        if self.whole:
+            return isinstance(v, int) and not isinstance(v, bool) and v >= self.low and (
+                self.high is None or v <= self.high)
+        # NaN and inf are no setting: an infinite weight or rate only makes the loss NaN
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return False
+        above = v > self.low if self.low_open else v >= self.low
+        below = self.high is None or (v < self.high if self.high_open else v <= self.high)
+        return above and below
+
+    @property
+    def what(self) -> str:
+        if self.whole:
+            what = (f"a whole number >= {self.low}" if self.high is None
+                    else f"a whole number from {self.low} to {self.high}")
+            return what + (" (or unset)" if self.unset else "")
+        left, right = "(" if self.low_open else "[", ")" if self.high_open or self.high is None else "]"
+        return f"a number in {left}{self.low}, {'inf' if self.high is None else self.high}{right}"
+
+
+def _whole(low: int, high: int | None = None, none_ok: bool = False) -> Range:
+    return Range(low, high, whole=True, unset=none_ok)
+
+
+def _real(low: float, high: float | None = None, low_open: bool = False, high_open: bool = False) -> Range:
+    return Range(low, high, whole=False, low_open=low_open, high_open=high_open)
+
+
+# Every count and size has an upper bound, so that a typo (--hidden-dim 100000, --seed 2**70) is one
+# line before any work, not an allocation that fails (or swaps) minutes later.
+SIZE, POSITIVE, RATE = _whole(1, 8192), _real(0, low_open=True), _real(0, 1)
+SIZE_OR_UNSET, MILLION, SEED = _whole(1, 8192, True), _whole(1, 1_000_000), _whole(0, (1 << 63) - 1)
+EPOCHS, BATCH, THREADS = _whole(1, 100000), _whole(1, 1 << 20), _whole(1, 1024, True)
+DROPOUT, NON_NEGATIVE = _real(0, 1, high_open=True), _real(0)
+
+
+def option(default: Any, help: str | None = None, choices: tuple | None = None, range: Range | None = None,
+           flag: str | None = None) -> Any:
+    """A dataclass field with its command-line help (None: not a flag, the value is set by code),
+    its choices, the Range `check` holds it to (every int or float field has one: tests/test_settings.py
+    walks them) and, where it is not --field-name, its flag."""
+    return field(default=default, metadata={"help": help, "choices": choices, "range": range, "flag": flag})
 
 
 @dataclass
 class Seq2SeqConfig:
     """Character seq2seq with attention (Luong et al. 2015 without input feeding, as in the book)."""
-    embed_dim: int = option(32, "character embedding size")
-    hidden_dim: int = option(64, "encoder LSTM hidden size per direction")
+    embed_dim: int = option(32, "character embedding size", range=SIZE)
+    hidden_dim: int = option(64, "encoder LSTM hidden size per direction", range=SIZE)
     # None: the encoder's output size; else bridged by tanh(W h)
-    decoder_dim: int | None = option(64, "decoder LSTM hidden size")
-    num_layers: int = option(1, "LSTM layers in encoder and decoder")
+    decoder_dim: int | None = option(64, "decoder LSTM hidden size", range=SIZE_OR_UNSET)
+    num_layers: int = option(1, "LSTM layers in encoder and decoder", range=_whole(1, 16))
     # reading one way confuses JAN/JUN, the other 2/22
     bidirectional: bool = option(True, "bidirectional encoder")
     # Sutskever et al. 2014: short paths from the first source tokens
     reverse_source: bool = option(True, "feed the source reversed (Sutskever et al. 2014)")
     score: str = option("general", "attention score: additive (Bahdanau), dot or general (Luong)",
                         ("additive", "dot", "general"))
-    attn_dim: int | None = option(None, "attention size of the additive score")   # None: the decoder size
-    local: str | None = option(None, "Luong local attention: local-m or local-p (default global)",
+    attn_dim: int | None = option(None, "attention size of the additive score",
+                                  range=SIZE_OR_UNSET)   # None: the decoder size
+    local: str | None = option(None, "Luong local attention: local-m or local-p (default: global)",
                                ("local-m", "local-p"))
-    window: int = option(4, "half-width of the local window (Luong's D)")
-    dropout: float = option(0.0, "dropout on embeddings and the output layer")
-    max_source_len: int = 29        # set from the training data; longer inputs are refused
-    max_target_len: int = 12        # generated tokens, <end> included
+    window: int = option(4, "half-width of the local window (Luong's D)", range=_whole(0, 1000))
+    dropout: float = option(0.0, "dropout on embeddings and the output layer", range=DROPOUT)
+    # set by code: from the training data; longer inputs are refused
+    max_source_len: int = option(29, range=_whole(1, 100000))
+    max_target_len: int = option(12, range=_whole(1, 100000))        # generated tokens, <end> included
 
 
 @dataclass
 class Seq2SeqTrainConfig:
-    epochs: int = option(1, "passes over the training set")
+    epochs: int = option(1, "passes over the training set", range=EPOCHS)
     # more updates per epoch learn faster than bigger batches
-    batch_size: int = option(64, "examples per step")
-    lr: float = option(7e-3, "Adam's initial learning rate")
-    lr_final: float = option(1e-4, "learning rate reached (linearly) at the last step")
-    weight_decay: float = 0.0
-    clip: float = option(5.0, "gradient-norm clipping (0: none, as the authors' Adam)")     # as in the book
+    batch_size: int = option(64, "examples per step", range=BATCH)
+    lr: float = option(7e-3, "Adam's initial learning rate", range=POSITIVE)
+    lr_final: float = option(1e-4, "learning rate reached (linearly) at the last step", range=POSITIVE)
+    weight_decay: float = option(0.0, range=NON_NEGATIVE)
+    clip: float = option(5.0, "gradient-norm clipping (0: none, as the authors' Adam)",
+                          range=NON_NEGATIVE)     # as in the book
     bucket: bool = option(True, "batch sources of similar length together")   # less padding to run
     # the epoch kept is chosen on this held-out part; the test split is decoded once, at the end
-    val_fraction: float = option(0.1, "share of the training part held out to choose the best epoch")
-    seed: int = option(0, "random seed (initialisation and batch order)")
-    eval_batch_size: int = 1000
-    threads: int | None = option(None, "torch CPU threads")  # None keeps torch's choice
+    val_fraction: float = option(0.1, "share of the training part held out to choose the best epoch",
+                                 range=_real(0, 1, True, True))
+    seed: int = option(0, "random seed (initialisation and batch order)", range=SEED)
+    eval_batch_size: int = option(1000, range=BATCH)
+    threads: int | None = option(None, "torch CPU threads", range=THREADS)  # None keeps torch's choice
 
 
 @dataclass
@@ -75,83 +135,91 @@ class CaptionConfig:
     encoder_weights: str | None = option(None, "local state_dict file for a torchvision backbone (no download)")
     # the built-in CNN always trains
     fine_tune: bool = option(False, "train the torchvision backbone too")
-    image_size: int = option(112, "images are resized to this square size (train: 224 for backbones unless given)")
-    feature_dim: int = option(128, "channels D of the built-in CNN's annotations")   # torchvision: fixed
+    image_size: int = option(112, "images are resized to this square size (train: 224 for backbones unless "
+                                      "given)", range=_whole(16, 4096))
+    feature_dim: int = option(128, "channels D of the built-in CNN's annotations", range=SIZE)   # torchvision: fixed
     # the paper's 14 x 14 annotations (VGG conv5 at 224 px); None: 14 for backbones, the CNN's own grid
     grid: int | None = option(None, "side of the annotation grid a backbone's map is pooled to "
-                                    "(default: 14 for backbones, the built-in CNN's own)")
+                                    "(default: 14 for backbones, the built-in CNN's own)", range=_whole(1, 64, True))
     # where, for relations: convolutions alone hardly say where an annotation is
     position: bool = option(True, "add a learned embedding per grid location")
     attention: str = option("soft", "soft (deterministic), hard (sampled, trained with REINFORCE) or none "
                                     "(the mean annotation, no attention: the ablation)", ATTENTION)
-    embed_dim: int = option(64, "word embedding size")                          # E
-    hidden_dim: int = option(256, "LSTM size")                                  # H
-    attn_dim: int = option(128, "hidden size of the additive attention score")  # A
+    embed_dim: int = option(64, "word embedding size", range=SIZE)                          # E
+    hidden_dim: int = option(256, "LSTM size", range=SIZE)                                  # H
+    attn_dim: int = option(128, "hidden size of the additive attention score", range=SIZE)  # A
     # beta = sigmoid(f_beta(h_{t-1})) on the context
     selector: bool = option(True, "the gate beta on the context (sec. 4.2.1)")
-    dropout: float = option(0.3, "dropout before the output layer")   # where the authors' code has it
+    dropout: float = option(0.3, "dropout before the output layer", range=DROPOUT)   # where the authors' code has it
     # capgen's COCO switches (--recipe capgen-coco sets them all; docs/paper.md)
     init_layers: int = option(1, "layers from the mean annotation to h_0 and c_0; 2: a ReLU layer first "
-                                 "(the authors' n_layers_init 2)")
+                                 "(the authors' n_layers_init 2)", range=_whole(1, 2))
     attn_layers: int = option(1, "layers on the key side of the additive attention; 2: tanh(W2 (W1 a + b1) + b2) "
-                                 "(the authors' n_layers_att 2)")
+                                 "(the authors' n_layers_att 2)", range=_whole(1, 2))
     dropout_h: bool = option(False, "dropout (same rate) also on h_t before L_h and after the init layer "
                                     "(the authors' use_dropout)")
     start_zero: bool = option(False, "the first word input is a zero vector, not a learned <start> embedding "
                                      "(the authors)")
-    alpha_c: float = option(1.0, "weight of the doubly stochastic attention penalty")   # lambda, eq. 14
-    max_len: int = option(30, "longest caption generated, in words")   # <end> included
+    alpha_c: float = option(1.0, "weight of the doubly stochastic attention penalty",
+                            range=NON_NEGATIVE)   # lambda, eq. 14
+    max_len: int = option(30, "longest caption generated, in words", range=_whole(2, 1000))   # <end> included
 
 
 @dataclass
 class CaptionTrainConfig:
-    epochs: int = option(8, "passes over the training images")
-    batch_size: int = option(64, "images per step")
+    epochs: int = option(8, "passes over the training images", range=EPOCHS)
+    batch_size: int = option(64, "images per step", range=BATCH)
     # None or 0: all of them
-    captions_per_image: int | None = option(1, "captions drawn at random per image and step; 0: all of them")
-    lr: float = option(2e-3, "Adam's initial learning rate")
-    lr_final: float = option(1e-4, "learning rate reached (linearly) at the last step")
-    clip: float = option(5.0, "gradient-norm clipping (0: none, as the authors' Adam)")
-    seed: int = option(0, "random seed (initialisation and batch order)")
-    train_size: int = option(20000, "built-in scenes generated for training")
+    captions_per_image: int | None = option(1, "captions drawn at random per image and step; 0: all of them",
+                                            range=_whole(0, 1000, True))
+    lr: float = option(2e-3, "Adam's initial learning rate", range=POSITIVE)
+    lr_final: float = option(1e-4, "learning rate reached (linearly) at the last step", range=POSITIVE)
+    clip: float = option(5.0, "gradient-norm clipping (0: none, as the authors' Adam)", range=NON_NEGATIVE)
+    seed: int = option(0, "random seed (initialisation and batch order)", range=SEED)
+    train_size: int = option(20000, "built-in scenes generated for training", range=MILLION)
     # decoded after every epoch
-    val_size: int = option(500, "validation images: built-in scenes generated, or the first N of a real val split")
+    val_size: int = option(500, "validation images: built-in scenes generated, or the first N of a real val "
+                                  "split", range=MILLION)
     # None: 1 for the built-in scenes, 5 for real data (Karpathy's)
     min_count: int | None = option(None, "words seen fewer times in the training captions become <unk> "
-                                         "(default: 1 on scenes, 5 on real data)")
+                                         "(default: 1 on scenes, 5 on real data)", range=_whole(1, 1_000_000, True))
     vocab_size: int | None = option(None, "keep only the VOCAB_SIZE most frequent training words, the rest "
-                                          "<unk> (the authors: 10,000; default: all that pass --min-count)")
+                                          "<unk> (the authors: 10,000; default: all that pass --min-count)",
+                                          range=_whole(1, 1_000_000, True))
     max_words: int | None = option(None, "training captions are cut to their first MAX_WORDS words "
-                                         "(default: max_len - 1)")
-    workers: int = option(0, "DataLoader processes that decode and resize images (0: in the main process)")
-    pretrain_epochs: int = option(2, "epochs of object-label pre-training of the built-in CNN (scenes only)")
-    eval_beam: int = option(1, "beam size of the validation decode after each epoch")
+                                         "(default: max_len - 1)", range=_whole(1, 1000, True))
+    workers: int = option(0, "DataLoader processes that decode and resize images (0: in the main process)",
+                          range=_whole(0, 256))
+    pretrain_epochs: int = option(2, "epochs of object-label pre-training of the built-in CNN (scenes only)",
+                                 range=_whole(0, 1000))
+    eval_beam: int = option(1, "beam size of the validation decode after each epoch", range=_whole(1, 100))
     device: str | None = option(None, "cpu, cuda or cuda:N (default: CUDA when present; under torchrun each "
                                       "process takes the GPU of its LOCAL_RANK)")
     # auto: the fastest measured not to hurt the scenes model (BENCHMARKS.md, precision on cuda)
     precision: str = option("auto", "fp32, bf16 autocast (CPU and CUDA) or fp16 autocast with gradient scaling "
-                                    "(CUDA); auto: fp32, which trained the scenes model as fast as bf16 on a GPU "
-                                    "and scored higher (at COCO sizes bf16 was 1.25x faster: BENCHMARKS.md)",
+                                    "(CUDA); auto: fp32 (why: BENCHMARKS.md, Precision on cuda)",
                             ("auto", "fp32", "bf16", "fp16"))
-    threads: int | None = option(None, "torch CPU threads")
+    threads: int | None = option(None, "torch CPU threads", range=THREADS)
     # a state written inside an epoch resumes at the next batch, bit for bit
     save_every: float = option(0.0, "minutes between resumable states written inside an epoch to OUT.last.pt "
-                                    "(0: only after each epoch); a killed run loses at most this much")
+                                    "(0: only after each epoch); a killed run loses at most this much",
+                              range=_real(0, 100000))
     log_every: int = option(50, "steps between the step lines (loss, learning rate, images/s) of OUT.history.jsonl "
-                                "(0: only the epoch lines)")
+                                "(0: only the epoch lines)", range=_whole(0, 1 << 30))
     tensorboard: str | None = option(None, "also write the history as TensorBoard scalars to this folder "
                                            "(needs the tensorboard package)")
     # Hard attention (sec. 4.1 and the authors' capgen.py); the defaults are the paper's values.
     # lambda_r: the authors divide the REINFORCE term by 10
-    reinforce_weight: float = option(0.1, "hard: weight lambda_r of the REINFORCE term")
-    entropy_weight: float = option(0.002, "hard: weight lambda_e of the entropy bonus")
+    reinforce_weight: float = option(0.1, "hard: weight lambda_r of the REINFORCE term", range=NON_NEGATIVE)
+    entropy_weight: float = option(0.002, "hard: weight lambda_e of the entropy bonus", range=NON_NEGATIVE)
     # b <- 0.9 b + 0.1 mean NLL, once per minibatch
-    baseline_decay: float = option(0.9, "hard: decay of the moving-average NLL baseline")
-    expected_prob: float = option(0.5, "hard: chance that a minibatch trains on the expected (soft) context")
+    baseline_decay: float = option(0.9, "hard: decay of the moving-average NLL baseline", range=RATE)
+    expected_prob: float = option(0.5, "hard: chance that a minibatch trains on the expected (soft) context",
+                                  range=RATE)
     expected_per_example: bool = option(
         False, "hard: draw the expected-context choice per caption, not per minibatch")
     expected_warmup: int = option(0, "hard: first epochs trained on the expected (soft) context alone, before "
-                                     "any sampling (0: the paper)")
+                                     "any sampling (0: the paper)", range=_whole(0, 100000))
     # capgen: the authors' code, whose known gradient on alpha bypasses the minibatch mean (docs/paper.md)
     reinforce_scale: str = option(
         "per-caption", "hard: per-caption (every term averaged over the minibatch's captions, --reward with the "
@@ -164,50 +232,6 @@ class CaptionTrainConfig:
                                      "per number of words left (to-go: unbiased, less variance)", REWARDS)
 
 
-def _whole(low: int, high: int | None = None, none_ok: bool = False):
-    def ok(v):
-        if v is None:
-            return none_ok
-        return isinstance(v, int) and not isinstance(v, bool) and v >= low and (high is None or v <= high)
-    what = f"a whole number >= {low}" if high is None else f"a whole number from {low} to {high}"
-    return ok, what + (" (or unset)" if none_ok else "")
-
-
-def _real(low: float, high: float | None = None, low_open: bool = False, high_open: bool = False):
-    def ok(v):
-        # NaN and inf are no setting: an infinite weight or rate only makes the loss NaN
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            return False
-        above = v > low if low_open else v >= low
-        below = high is None or (v < high if high_open else v <= high)
-        return above and below
-    left, right = "(" if low_open else "[", ")" if high_open or high is None else "]"
-    return ok, f"a number in {left}{low}, {'inf' if high is None else high}{right}"
-
-
-# Every count and size has an upper bound, so that a typo (--hidden-dim 100000, --seed 2**70) is one
-# line before any work, not an allocation that fails (or swaps) minutes later.
-SIZE, POSITIVE, RATE = _whole(1, 8192), _real(0, low_open=True), _real(0, 1)
-MILLION = _whole(1, 1_000_000)
-# What each field may hold; `check` applies it once, before any work.
-RANGES: dict[str, tuple] = {
-    "embed_dim": SIZE, "hidden_dim": SIZE, "decoder_dim": _whole(1, 8192, True), "num_layers": _whole(1, 16),
-    "attn_dim": _whole(1, 8192, True), "window": _whole(0, 1000), "dropout": _real(0, 1, high_open=True),
-    "max_source_len": _whole(1, 100000), "max_target_len": _whole(1, 100000), "epochs": _whole(1, 100000),
-    "batch_size": _whole(1, 1 << 20), "lr": POSITIVE, "lr_final": POSITIVE, "weight_decay": _real(0),
-    "clip": _real(0), "val_fraction": _real(0, 1, True, True), "seed": _whole(0, (1 << 63) - 1),
-    "eval_batch_size": _whole(1, 1 << 20), "threads": _whole(1, 1024, True),
-    "image_size": _whole(16, 4096), "feature_dim": SIZE, "grid": _whole(1, 64, True), "alpha_c": _real(0),
-    "max_len": _whole(2, 1000), "init_layers": _whole(1, 2), "attn_layers": _whole(1, 2),
-    "captions_per_image": _whole(0, 1000, True), "train_size": MILLION, "val_size": MILLION,
-    "min_count": _whole(1, 1_000_000, True), "vocab_size": _whole(1, 1_000_000, True),
-    "max_words": _whole(1, 1000, True), "workers": _whole(0, 256), "pretrain_epochs": _whole(0, 1000),
-    "eval_beam": _whole(1, 100), "reinforce_weight": _real(0), "entropy_weight": _real(0),
-    "baseline_decay": RATE, "expected_prob": RATE, "expected_warmup": _whole(0, 100000),
-    "save_every": _real(0, 100000), "log_every": _whole(0, 1 << 30),
-}
-
-
 def check(config) -> None:
     """OptionError naming the first field outside its range or choices (NaN, a bool, a float for a count)."""
     from .errors import OptionError
@@ -217,10 +241,9 @@ def check(config) -> None:
         choices = f.metadata.get("choices")
         if choices and value is not None and value not in choices:
             raise OptionError(f.name, f"must be one of {', '.join(choices)}, got {clip(repr(value))}")
-        if f.name in RANGES:
-            ok, what = RANGES[f.name]
-            if not ok(value):
-                raise OptionError(f.name, f"must be {what}, got {clip(repr(value))}")
+        valid = f.metadata.get("range")
+        if valid is not None and not valid.ok(value):
+            raise OptionError(f.name, f"must be {valid.what}, got {clip(repr(value))}")
     if getattr(config, "reinforce_scale", "per-caption") != "per-caption" and config.reward != "sequence":
         raise OptionError("reward", f"to-go applies to --reinforce-scale per-caption; {config.reinforce_scale} "
                                     "has its own reward")

@@ -4,9 +4,7 @@ the gradient scaler that keeps small gradients from flushing to zero)."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import re
-import sys
 
 import torch
 
@@ -63,17 +61,3 @@ def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler | 
     """fp16 training's loss scaler; None for the other precisions."""
     return torch.amp.GradScaler(device.type) if precision == "fp16" else None
 
-
-def keep_freed_memory() -> bool:
-    """Let glibc reuse freed memory for tensors up to 32 MB instead of handing it back to the OS and
-    taking it again, page fault by page fault, at the next step (the malloc tuning PyTorch's CPU
-    performance guide asks of jemalloc or tcmalloc; benchmarks/decoder_speed.py measures it). The
-    command line calls it; a script may. True where it took effect (Linux with glibc)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
-    except (OSError, AttributeError):
-        return False

@@ -17,7 +17,6 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-
 from .errors import InputError, OutputError
 
 NAME_MAX = 255          # bytes in one file name on every common Linux file system

@@ -12,12 +12,14 @@ chose a location, "location" (N,); every hypothesis comes back with one of each 
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass, field, fields as dc_fields
+from dataclasses import dataclass, replace
+from dataclasses import fields as dc_fields
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
+from .config import Range, option
 from .errors import OptionError
 
 StepFn = Callable[[Tensor, Any, Any], "tuple[Tensor, Any, dict[str, Tensor] | None]"]
@@ -28,52 +30,56 @@ MAX_PENALTY = 100.0  # length ** penalty: beyond this every length is the same (
 MAX_SEED = 2**64 - 1  # the range of a torch.Generator's seed
 
 
-def _meta(help: str, flag: str, choices: tuple | None = None) -> dict:
-    return {"help": help, "flag": flag, "choices": choices}
-
-
 @dataclass(frozen=True)
 class DecodeOptions:
-    """How to decode; `--beam`, `--hard-mode` and `--seed` on the command line (metadata `flag`)."""
-    beam_size: int = field(default=3, metadata=_meta("beam size; 1 is greedy", "--beam"))
+    """How to decode; `--beam`, `--hard-mode` and `--seed` on the command line (metadata `flag`).
+    Each field's help, choices and range live in its metadata (`config.option`), as the configs'."""
+    beam_size: int = option(3, "beam size; 1 is greedy", range=Range(1, MAX_BEAM), flag="--beam")
     # a hard model's test-time context; the authors take the expected one
-    hard_mode: str = field(default="expected", metadata=_meta(
-        "a hard-attention model's test-time context: the expected one (as the authors), the argmax "
-        "location, or a sampled one", "--hard-mode", HARD_MODES))
-    seed: int | None = field(default=None, metadata=_meta("random seed of --hard-mode sample", "--seed"))
+    hard_mode: str = option("expected", "a hard-attention model's test-time context: the expected one (as the "
+                            "authors), the argmax location, or a sampled one", HARD_MODES, flag="--hard-mode")
+    seed: int | None = option(None, "random seed of --hard-mode sample", range=Range(0, MAX_SEED, unset=True),
+                              flag="--seed")
     # on: the mean log-probability per token picks the winner; the authors sum (generate_caps.py, no -n)
-    length_norm: bool = field(default=True, metadata=_meta(
-        "the beam's winner by its log-probability per token (--no-length-norm: the raw sum, as the "
-        "authors' generate_caps.py by default)", "--length-norm"))
+    length_norm: bool = option(True, "the beam's winner by its log-probability per token (--no-length-norm: the "
+                               "raw sum, as the authors' generate_caps.py by default)", flag="--length-norm")
     # the authors' gen_sample: a finished caption leaves the beam, which narrows to k - finished
-    shrink_beam: bool = field(default=False, metadata=_meta(
-        "finished captions leave the beam, which narrows until all k have ended (the authors' "
-        "gen_sample); default: a finished caption keeps its slot while it stays among the k best", "--shrink-beam"))
-    max_len: int | None = None         # tokens generated, <end> included; None: the model's own
-    length_penalty: float = 1.0        # with length_norm: the winner by score / length**penalty
+    shrink_beam: bool = option(False, "finished captions leave the beam, which narrows until all k have ended "
+                               "(the authors' gen_sample); default: a finished caption keeps its slot while it "
+                               "stays among the k best", flag="--shrink-beam")
+    # tokens generated, <end> included; None: the model's own
+    max_len: int | None = option(None, range=Range(1, MAX_LEN, unset=True))
+    # with length_norm: the winner by score / length**penalty
+    length_penalty: float = option(1.0, range=Range(0, MAX_PENALTY, whole=False))
 
     def __post_init__(self):
-        # type first, then range: 2.5 is not "less than 1", True is not a beam size
+        # type first, then range: 2.5 is not "less than 1", True is not a beam size. The bounds come
+        # from each field's range; the tests here are DecodeOptions' own, as any integer type
+        # (numpy, a 0-d tensor) is a whole number here
+        beam, max_len, penalty, seed = (_RANGES[n] for n in ("beam_size", "max_len", "length_penalty", "seed"))
         if not is_whole(self.beam_size):
             raise OptionError("beam_size", f"must be a whole number, got {_shown(self.beam_size)}")
-        if operator.index(self.beam_size) < 1:
-            raise OptionError("beam_size", f"must be at least 1, got {self.beam_size}")
-        if operator.index(self.beam_size) > MAX_BEAM:
-            raise OptionError("beam_size", f"must be at most {MAX_BEAM}, got {self.beam_size}")
+        if operator.index(self.beam_size) < beam.low:
+            raise OptionError("beam_size", f"must be at least {beam.low}, got {self.beam_size}")
+        if operator.index(self.beam_size) > beam.high:
+            raise OptionError("beam_size", f"must be at most {beam.high}, got {self.beam_size}")
         for name in ("length_norm", "shrink_beam"):
             if not isinstance(getattr(self, name), bool):
                 raise OptionError(name, f"must be True or False, got {_shown(getattr(self, name))}")
         if not isinstance(self.hard_mode, str) or self.hard_mode not in HARD_MODES:
             raise OptionError("hard_mode", f"must be one of {HARD_MODES}, got {_shown(self.hard_mode)}")
-        if self.max_len is not None and not _within(self.max_len, 1, MAX_LEN):
-            raise OptionError("max_len", f"must be a whole number from 1 to {MAX_LEN} (or None), "
+        if self.max_len is not None and not _within(self.max_len, max_len.low, max_len.high):
+            raise OptionError("max_len", f"must be a whole number from {max_len.low} to {max_len.high} (or None), "
                               f"got {_shown(self.max_len)}")
         if isinstance(self.length_penalty, bool) or not isinstance(self.length_penalty, (int, float)) \
-                or not 0 <= self.length_penalty <= MAX_PENALTY:
-            raise OptionError("length_penalty", f"must be a number from 0 to {MAX_PENALTY}, "
+                or not penalty.low <= self.length_penalty <= penalty.high:
+            raise OptionError("length_penalty", f"must be a number from {penalty.low} to {penalty.high}, "
                               f"got {_shown(self.length_penalty)}")
-        if self.seed is not None and not _within(self.seed, 0, MAX_SEED):
+        if self.seed is not None and not _within(self.seed, seed.low, seed.high):
             raise OptionError("seed", f"must be a whole number from 0 to 2**64 - 1, got {_shown(self.seed)}")
+
+
+_RANGES = {f.name: f.metadata["range"] for f in dc_fields(DecodeOptions) if f.metadata["range"]}
 
 
 def is_whole(x) -> bool:
@@ -100,6 +106,17 @@ def _within(x, low: int, high: int) -> bool:
 def _shown(value) -> str:
     from .safe_read import clip
     return clip(repr(value), 60)
+
+
+# The decoding defaults of the commands (one source: cli/flags.py makes each command's flags from
+# these). The image commands (predict, visualize, demo, evaluate, explore, serve and compare) seed
+# --hard-mode sample, so the same command prints the same lines (so does caption.explore);
+# CaptionModel.caption leaves it unseeded.
+IMAGE_COMMANDS = DecodeOptions(seed=0)
+# compare outlines the location a hard model used: the argmax one unless told
+COMPARE_COMMAND = replace(IMAGE_COMMANDS, hard_mode="argmax")
+# seq2seq translate and explore (and the Translator's default): greedy, as the book decodes
+TEXT_COMMANDS = DecodeOptions(beam_size=1)
 
 
 @dataclass
@@ -229,7 +246,7 @@ def beam_search(step: StepFn, state: Any, memory: Any, batch_size: int, start: i
             origin, new = flat // V, flat % V                               # (B, K)
             chosen = logp.view(B, K * V).gather(1, flat)                    # (B, K)
         rows = (origin + base).view(-1)                                     # (N,)
-        state = tree_map(lambda x: x.index_select(0, rows), state)
+        state = tree_map(lambda x: x.index_select(0, rows), state)  # noqa: B023  (used at once)
         history = torch.cat([_take(history, origin), new.unsqueeze(-1)], -1)  # (B, K, t+1)
         for k, v in (fields or {}).items():
             now = _take(v.view(B, K, 1, *v.shape[1:]), origin)              # (B, K, 1, ...)
@@ -257,7 +274,7 @@ def _ranked(final: Tensor, history: Tensor, scores: Tensor, kept: dict[str, Tens
     order = final.argsort(dim=-1, descending=True, stable=True)              # (B, K): argmax first
     out = [[] for _ in range(B)]
     for j in range(K):
-        pick = lambda x: x[torch.arange(B, device=x.device), order[:, j]]   # noqa: E731
+        pick = lambda x: x[torch.arange(B, device=x.device), order[:, j]]   # noqa: E731, B023  (used at once)
         found = _hypotheses(pick(history), pick(scores), {k: pick(v) for k, v in kept.items()}, end)
         for b, h in enumerate(found):
             if h.score != float("-inf"):

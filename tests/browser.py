@@ -4,7 +4,7 @@ Playwright cannot download its own browsers here, so it drives the system's Chro
 `chromium` package; .ci/run installs it) through `executable_path`. Where no Chromium exists, or
 Playwright is not installed, every test that asks for `browser` skips with one reason.
 
-    from browser import browser, missing, open_page   # noqa: F401 (browser is a fixture)
+    from browser import missing, open_page   # the `browser` fixture comes from tests/conftest.py
     pytestmark = pytest.mark.browser
     if missing():                                        # one line in the summary, not one a test
         pytest.skip(missing(), allow_module_level=True)

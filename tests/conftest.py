@@ -1,6 +1,7 @@
 """Fixtures shared by the image tests: small untrained captioners saved as real checkpoints."""
 import pytest
 import torch
+from browser import browser  # noqa: F401  (the session fixture: real Chromium, or a skip with its reason)
 
 from caption import checkpoint
 from caption.config import CaptionConfig

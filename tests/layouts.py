@@ -43,7 +43,7 @@ def write_coco(root: Path, n_train: int = 6, n_val: int = 3, year: int = 2014) -
             name = f"COCO_{part}{year}_{image_id:012d}.jpg"
             jpeg(root / f"{part}{year}" / name, image_id)
             images.append({"id": image_id, "file_name": name, "width": 64, "height": 48})
-            for c in range(6 if k == 1 else 5):
+            for _ in range(6 if k == 1 else 5):
                 text = sentence(rng) + rng.choice(["", " ", "\n", "  \n"])
                 annotations.append({"id": len(annotations) + image_id * 10, "image_id": image_id, "caption": text})
         (root / "annotations").mkdir(parents=True, exist_ok=True)
@@ -87,7 +87,7 @@ def write_flickr8k(root: Path) -> Path:
     for split, files in names.items():
         (root / f"Flickr_8k.{split}Images.txt").parent.mkdir(parents=True, exist_ok=True)
         (root / f"Flickr_8k.{split}Images.txt").write_text("\n".join(files) + "\n")
-        for k, name in enumerate(files):
+        for name in files:
             jpeg(root / "Flicker8k_Dataset" / name, hash(name) % 10000)
             lines += [f"{name}#{n}\t{sentence(rng)}" for n in range(5)]
     lines += [f"2258277193_586949ec62.jpg.1#{n}\ta stray caption" for n in range(5)]

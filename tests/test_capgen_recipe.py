@@ -12,9 +12,9 @@ from caption.cli.flags import config_from
 from caption.config import RECIPES, CaptionConfig, CaptionTrainConfig
 from caption.data.scenes import scene_set
 from caption.image.decoder import START_ID, Decoder
+from caption.optim import adam_with_linear_decay, optimizer_step
 from caption.search import DecodeOptions
 from caption.training.loop import build_captioner
-from caption.training.optim import adam_with_linear_decay, optimizer_step
 from caption.vocab import Vocab
 
 V, D = 13, 16

@@ -104,6 +104,7 @@ def test_encoder_grid_and_position():
 
 def test_torchvision_weights_load_from_a_local_file_and_freeze(tmp_path):
     import torchvision
+
     from caption.errors import CheckpointError
     torch.manual_seed(3)
     ref = torchvision.models.resnet18(weights=None)

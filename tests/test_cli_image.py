@@ -8,7 +8,8 @@ from caption.api import load
 from caption.checkpoint import default_checkpoint
 from caption.cli import main
 from caption.data.scenes import scene_set
-from caption.training import loop
+from caption.training import epoch, loop
+
 
 @pytest.fixture()
 def images(tmp_path):
@@ -126,13 +127,13 @@ def test_train_command_runs_hard_attention_and_keeps_the_baseline(tmp_path, caps
 
 def test_expected_warmup_and_the_reward_to_go(tmp_path, monkeypatch, capsys):
     seen = []
-    real = loop.objective
+    real = epoch.objective          # the batch loop's objective
 
     def spy(model, images, tokens, image_of, mask, cfg, *rest, **kw):
         seen.append(cfg.expected_prob)
         return real(model, images, tokens, image_of, mask, cfg, *rest, **kw)
 
-    monkeypatch.setattr(loop, "objective", spy)
+    monkeypatch.setattr(epoch, "objective", spy)
     out = tmp_path / "h.pt"
     assert main(["train", "--attention", "hard", "--train-size", "16", "--val-size", "4", "--epochs", "3",
                  "--batch-size", "8", "--pretrain-epochs", "0", "--feature-dim", "16", "--hidden-dim", "32",

@@ -3,11 +3,11 @@ pycocotools; `caption score` and `caption evaluate --results` agree."""
 import json
 
 import pytest
+from layouts import write_coco
 from pycocotools.coco import COCO
 
 from caption.cli import main
 from caption.metrics.coco import _ptb_python, coco_scores, java_available, ptb_tokenize
-from layouts import write_coco
 
 needs_java = pytest.mark.skipif(not java_available(), reason="METEOR and the PTB tokenizer need Java")
 

@@ -26,7 +26,8 @@ def test_every_field_with_help_is_a_flag_and_no_other(cls):
     assert set(flags) == documented
     for f in fields(cls):
         if f.name in flags:
-            assert flags[f.name].help == f"{f.metadata['help']} (default: {f.default})"
+            help = f.metadata["help"]         # a help that names its default says it once
+            assert flags[f.name].help == (help if "default" in help else f"{help} (default: {f.default})")
             assert flags[f.name].choices == f.metadata.get("choices")
 
 
@@ -46,7 +47,7 @@ def test_flags_parse_to_the_field_types_and_only_given_ones_override():
 
 def test_decode_flags_are_the_options_fields_with_each_commands_defaults():
     p = argparse.ArgumentParser()
-    add_decode_flags(p, beam_size=3, hard_mode="argmax", seed=0)
+    add_decode_flags(p, DecodeOptions(beam_size=3, hard_mode="argmax", seed=0))
     args = p.parse_args([])
     assert decode_options(args) == DecodeOptions(beam_size=3, hard_mode="argmax", seed=0)
     assert decode_options(p.parse_args(["--beam", "5", "--hard-mode", "sample", "--seed", "7"])) == \
@@ -54,8 +55,10 @@ def test_decode_flags_are_the_options_fields_with_each_commands_defaults():
     hard = next(a for a in p._actions if a.dest == "hard_mode")
     assert tuple(hard.choices) == HARD_MODES and hard.help.endswith("(default: argmax)")
     only_beam = argparse.ArgumentParser()
-    add_decode_flags(only_beam, beam_size=1)
-    assert decode_options(only_beam.parse_args([])) == DecodeOptions(beam_size=1)
+    add_decode_flags(only_beam, DecodeOptions(beam_size=1, seed=5), names=("beam_size",))
+    assert [a.dest for a in only_beam._actions] == ["help", "beam"]
+    # the fields without a flag here come from the preset
+    assert decode_options(only_beam.parse_args(["--beam", "2"])) == DecodeOptions(beam_size=2, seed=5)
 
 
 def test_every_flag_of_every_command_has_help():

@@ -9,14 +9,14 @@ import os
 import threading
 
 import pytest
+from layouts import jpeg, write_coco, write_flickr8k, write_karpathy
+from test_image_modes import forged_png
 
 from caption.cli.datasets import add_dataset_flags, read_dataset, refused_status
 from caption.data import readers
 from caption.data.images import MAX_MEGAPIXELS
 from caption.data.readers import read_coco, read_flickr8k, read_folder, read_karpathy
 from caption.errors import DataError
-from layouts import jpeg, write_coco, write_flickr8k, write_karpathy
-from test_image_modes import forged_png
 
 
 @pytest.fixture

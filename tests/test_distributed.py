@@ -133,7 +133,7 @@ def test_under_torchrun_each_process_takes_its_own_gpu_and_more_processes_than_g
         monkeypatch, device):
     from caption.config import CaptionTrainConfig
     from caption.errors import OptionError
-    from caption.training.loop import train_device
+    from caption.training.setup import train_device
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv("WORLD_SIZE", "4")

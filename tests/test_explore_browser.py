@@ -7,13 +7,13 @@ import io
 import json
 import statistics
 
+import browser as harness
 import numpy as np
 import pytest
 import torch
+from browser import assert_clean, missing, one_thread, open_page
 from PIL import Image
 
-import browser as harness
-from browser import assert_clean, browser, missing, one_thread, open_page  # noqa: F401 (browser is a fixture)
 from caption import checkpoint
 from caption.api import explore
 from caption.checkpoint import default_checkpoint

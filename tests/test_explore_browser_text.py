@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from browser import assert_clean, missing, one_thread, open_page
 
-from browser import assert_clean, browser, missing, one_thread, open_page  # noqa: F401 (browser is a fixture)
 from caption.cli import main
 from caption.config import Seq2SeqConfig
 from caption.explorer.maps import dequantise

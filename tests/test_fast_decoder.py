@@ -8,10 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from caption import search
-from caption.attention import AdditiveScore, additive_score
 from caption.config import CaptionConfig
 from caption.image.decoder import Decoder
-from caption.image.recurrent_linear import RecurrentLinear
+from caption.kernels import additive_score as fused
+from caption.kernels import recurrent_linear
+from caption.kernels.additive_score import AdditiveScore, additive_score
+from caption.kernels.recurrent_linear import RecurrentLinear
 
 V, D = 13, 16
 
@@ -24,7 +26,7 @@ def tiny(**kw) -> CaptionConfig:
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Chunks of two images, so that the chunk loops run several times on tiny tensors."""
-    monkeypatch.setattr(AdditiveScore, "CHUNK", 2 * 3 * 5 * 6)
+    monkeypatch.setattr(fused, "CHUNK", 2 * 3 * 5 * 6)
 
 
 @pytest.mark.parametrize("T", [1, 3])
@@ -108,37 +110,39 @@ def test_teacher_forced_step_equals_the_plain_formulation(attention, selector, s
         assert torch.allclose(ours_grads[name], ref_grads[name], atol=1e-5, rtol=1e-4), name
 
 
-def test_recurrent_linear_gradient_equals_per_step_autograd_and_survives_a_second_backward():
+def _recurrence(fast: bool):
+    """A three-step recurrence through RecurrentLinear (fast) or F.linear at every step; the loss,
+    and each backward pass's gradients of (W, pre, *xs) after two backward passes on one graph."""
     torch.manual_seed(2)
     W = torch.randn(6, 4 + 3, requires_grad=True)          # P = 4 columns for `pre`, I = 3 per step
     pre = torch.randn(5, 3, 4, requires_grad=True)         # (N, T, P)
     xs = [torch.randn(5, 3, requires_grad=True) for _ in range(3)]
+    ys, h = [], torch.zeros(5, 6)
+    rec = RecurrentLinear(W, pre) if fast else None
+    for t, x in enumerate(xs):
+        x = x + h[:, :3]                                    # the steps depend on each other
+        y = rec.pre_out[:, t] + rec(x) if fast else F.linear(torch.cat([pre[:, t], x], -1), W)
+        h = torch.tanh(y)
+        ys.append(h)
+    loss = torch.stack(ys, 1).pow(2).sum()
+    loss.backward(retain_graph=True)
+    first = [x.grad.clone() for x in (W, pre, *xs)]
+    loss.backward()                                         # again, on the retained graph
+    return rec, first, [x.grad for x in (W, pre, *xs)]
 
-    def run(fast: bool):
-        ys, h = [], torch.zeros(5, 6)
-        rec = RecurrentLinear(W, pre) if fast else None
-        for t, x in enumerate(xs):
-            x = x + h[:, :3]                                # the steps depend on each other
-            y = rec.pre_out[:, t] + rec(x) if fast else F.linear(torch.cat([pre[:, t], x], -1), W)
-            h = torch.tanh(y)
-            ys.append(h)
-        return torch.stack(ys, 1).pow(2).sum()
 
-    grads = []
-    for fast in (False, True, True):
-        for x in (W, pre, *xs):
-            x.grad = None
-        loss = run(fast)
-        loss.backward(retain_graph=True)
-        first = [x.grad.clone() for x in (W, pre, *xs)]
-        loss.backward()                                     # again, on the retained graph: twice the first
-        assert all(torch.allclose(x.grad, 2 * g, atol=1e-6) for x, g in zip((W, pre, *xs), first))
-        grads.append(first)
-    for plain, fast in zip(grads[0], grads[1]):
+def test_recurrent_linear_gradient_equals_per_step_autograd_and_survives_a_second_backward():
+    runs = [_recurrence(fast) for fast in (False, True, True)]
+    for _, first, second in runs:
+        assert all(torch.allclose(b, 2 * a, atol=1e-6) for a, b in zip(first, second))   # twice the first
+    # the fused path wherever this PyTorch tells one backward pass from the next
+    assert (runs[1][0].token is not None) == (recurrent_linear.graph_task_id() is not None)
+    for plain, fast in zip(runs[0][1], runs[1][1]):
         assert torch.allclose(plain, fast, atol=1e-6)
+    W, x = torch.randn(6, 4 + 3, requires_grad=True), torch.randn(5, 3)
     with torch.no_grad():                                   # no graph: a plain product
-        rec = RecurrentLinear(W, pre)
-        assert rec.token is None and torch.allclose(rec(xs[0]), xs[0] @ W[:, 4:].t())
+        rec = RecurrentLinear(W, torch.randn(5, 3, 4))
+        assert rec.token is None and torch.allclose(rec(x), x @ W[:, 4:].t())
 
 
 def test_bf16_autocast_trains_and_stays_near_fp32():
@@ -184,8 +188,14 @@ def test_a_partial_backward_leaves_nothing_for_the_next_one():
     """autograd.grad on an input alone runs the steps' backward but not the weight's: the next full
     backward must not count those steps twice."""
     torch.manual_seed(6)
-    W = torch.randn(4, 3, requires_grad=True)
-    x = torch.randn(2, 3, requires_grad=True)
+    _, ours, ref = _partial_then_full_backward(torch.randn(4, 3, requires_grad=True),
+                                               torch.randn(2, 3, requires_grad=True))
+    assert torch.allclose(ours, ref, atol=1e-6)
+
+
+def _partial_then_full_backward(W: torch.Tensor, x: torch.Tensor):
+    """RecurrentLinear and W.grad after autograd.grad on x alone and then a full backward, and W.grad
+    of the same through plain products: both should be the full backward's alone."""
     rec = RecurrentLinear(W)
     y = torch.tanh(rec(x))
     loss = rec(y[:, :3]).pow(2).sum()
@@ -194,4 +204,25 @@ def test_a_partial_backward_leaves_nothing_for_the_next_one():
     W2 = W.detach().clone().requires_grad_()
     y2 = torch.tanh(x @ W2.t())
     (y2[:, :3] @ W2.t()).pow(2).sum().backward()
-    assert torch.allclose(W.grad, W2.grad, atol=1e-6)
+    return rec, W.grad, W2.grad
+
+
+@pytest.mark.parametrize("how", ["missing", "raising"])
+def test_recurrent_linear_without_the_graph_task_id_is_plain_autograd(how, monkeypatch):
+    """Without torch._C._current_graph_task_id (private: gone, or failing, in some PyTorch), the
+    recurrence takes plain autograd: the same gradients, on a second backward and after a partial one."""
+    if how == "missing":
+        monkeypatch.delattr(torch._C, "_current_graph_task_id", raising=False)
+    else:
+        def fails():
+            raise RuntimeError("graph task id unavailable")
+        monkeypatch.setattr(torch._C, "_current_graph_task_id", fails)
+    assert recurrent_linear.graph_task_id() is None
+    (_, plain, _), (rec, first, second) = _recurrence(False), _recurrence(True)
+    assert rec.token is None                                # the fallback was taken
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, first))
+    assert all(torch.allclose(b, 2 * a, atol=1e-6) for a, b in zip(first, second))
+    torch.manual_seed(6)
+    rec, ours, ref = _partial_then_full_backward(torch.randn(4, 3, requires_grad=True),
+                                                 torch.randn(2, 3, requires_grad=True))
+    assert rec.token is None and torch.allclose(ours, ref, atol=1e-6)

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import torch
 import torchvision
+from layouts import write_coco
 
 from caption import checkpoint
 from caption.api import load
@@ -15,7 +16,6 @@ from caption.data.images import load_image
 from caption.data.readers import read_folder
 from caption.device import default_device
 from caption.image.encoder import Encoder
-from layouts import write_coco
 
 SIZE = 64
 
@@ -65,6 +65,7 @@ def test_cached_features_equal_a_fresh_encoder_pass_and_train_a_checkpoint_witho
 
 def test_a_missing_or_changed_backbone_file_is_one_line(tmp_path, capsys):
     import pytest
+
     from caption.errors import CheckpointError
     data_args = _fixture(tmp_path)
     weights = str(tmp_path / "r18.pth")

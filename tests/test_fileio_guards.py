@@ -13,9 +13,9 @@ from PIL import Image
 
 from caption.errors import DataError, OutputError
 from caption.fileio import atomic_write, output_path, sniff
-from caption.viz.save import figure_format, save_figure
 from caption.lock import run_lock
 from caption.safe_read import clip, read_bytes, read_json
+from caption.viz.save import figure_format, save_figure
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs (POSIX)")
 

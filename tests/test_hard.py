@@ -3,13 +3,12 @@ the baseline rule, the expected-context mix and the test-time modes."""
 import itertools
 
 import pytest
-
 import torch
 import torch.nn.functional as F
 
 from caption.config import CaptionConfig
 from caption.image.decoder import Decoder
-from caption.image.losses import reinforce_surrogate, step_nll, to_go
+from caption.training.losses import reinforce_surrogate, step_nll, to_go
 
 L, T, V = 3, 2, 6
 
@@ -164,7 +163,7 @@ def test_capgen_scale_gradient_equals_a_transcription_of_capgens_known_grads(sum
     alphas (T, N, L) time-major; alpha_sample one-hot, or alphas
     in an expected-context row. The known gradient replaces the penalty's, which reaches the
     parameters only through alphas. Transcribed with autograd.grad(alphas, grad_outputs=known)."""
-    from caption.image.losses import capgen_surrogate, soft_attention_loss
+    from caption.training.losses import capgen_surrogate, caption_nll, penalised
     dec, feats, tgt = _problem()
     rows, b, entropy_c, alpha_c = 6, 1.7, 0.01, 1.0
     targets = tgt[:, 1:].expand(rows, -1)
@@ -177,7 +176,7 @@ def test_capgen_scale_gradient_equals_a_transcription_of_capgens_known_grads(sum
     flat = lambda gs: torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(gs, params)])  # noqa: E731
 
     steps = step_nll(out.logits, targets, mask)                                          # (N, T)
-    loss, _ = soft_attention_loss(out.logits, targets, mask, out.alpha.detach(), alpha_c)
+    loss, _ = penalised(caption_nll(out.logits, targets, mask), out.alpha.detach(), mask, alpha_c)
     ours = flat(grad(loss.mean() + capgen_surrogate(steps, out.log_prob, out.alpha, b, ~expected, 0.1,
                                                     entropy_c, sum_cost)))
 

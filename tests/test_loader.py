@@ -5,10 +5,10 @@ import subprocess
 import sys
 
 import torch
+from layouts import jpeg
 
 from caption.data.images import CaptionTargets, load_image
 from caption.data.loader import ImageFiles, batches, batches_of
-from layouts import jpeg
 
 
 def _images(folder, n, size=(96, 72)):
@@ -56,7 +56,7 @@ def test_two_shards_of_each_batch_together_are_the_whole_batch_with_the_same_cap
     for (slot, x, tokens, image_of), (s0, x0, t0, i0), (s1, x1, t1, i1) in zip(whole, *parts):
         assert slot == s0 == s1
         assert torch.equal(x[0::2], x0) and torch.equal(x[1::2], x1)
-        for r, (xr, tr, ir) in enumerate(((x0, t0, i0), (x1, t1, i1))):
+        for r, (_, tr, ir) in enumerate(((x0, t0, i0), (x1, t1, i1))):
             mine = image_of % 2 == r                                     # this shard's images' captions
             assert torch.equal(tokens[mine], tr) and torch.equal(image_of[mine] // 2, ir)
 

@@ -1,11 +1,19 @@
-"""Known answers for every loss term of caption/image/losses.py."""
+"""Known answers for every loss term of caption/training/losses.py."""
 import math
 
 import pytest
 import torch
 
-from caption.image.losses import (caption_nll, doubly_stochastic_penalty, reinforce_surrogate, remaining,
-                                  soft_attention_loss, to_go, update_baseline, update_baseline_by_remaining)
+from caption.training.losses import (
+    caption_nll,
+    doubly_stochastic_penalty,
+    penalised,
+    reinforce_surrogate,
+    remaining,
+    to_go,
+    update_baseline,
+    update_baseline_by_remaining,
+)
 
 
 def test_penalty_and_nll_known_answers():
@@ -19,7 +27,7 @@ def test_penalty_and_nll_known_answers():
     targets = torch.tensor([[1, 0]])
     assert caption_nll(logits, targets, both).item() == pytest.approx(2 * math.log(5))
     assert caption_nll(logits, targets, torch.tensor([[True, False]])).item() == pytest.approx(math.log(5))
-    loss, nll = soft_attention_loss(logits, targets, both, alpha, alpha_c=2.0)
+    loss, nll = penalised(caption_nll(logits, targets, both), alpha, both, 2.0)
     assert loss.shape == nll.shape == (1,)
     assert loss.item() == pytest.approx(2 * math.log(5) + 2 * 1.5) and nll.item() == pytest.approx(2 * math.log(5))
 

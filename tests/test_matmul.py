@@ -1,4 +1,4 @@
-"""caption.matmul sends fp32 CPU products to oneDNN: the same numbers as PyTorch's own (within float
+"""caption.kernels.matmul sends fp32 CPU products to oneDNN: the same numbers as PyTorch's own (within float
 rounding), forward and backward, for every layout it routes, and PyTorch's own for what it does not."""
 from functools import partial
 
@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from caption import matmul, search
+from caption import search
 from caption.image.decoder import Decoder
+from caption.kernels import matmul
 from tests.test_fast_decoder import D, V, _reference_forward, tiny
 
 pytestmark = pytest.mark.skipif(not matmul.available(), reason="this PyTorch has no oneDNN inner product")

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from caption.device import default_device
-from caption.training.optim import adam_with_linear_decay, optimizer_step
+from caption.optim import adam_with_linear_decay, optimizer_step
 
 
 def test_the_learning_rate_decays_linearly_to_its_final_value_and_stays():

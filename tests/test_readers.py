@@ -3,17 +3,17 @@ skipped entries, caption text, EXIF; each trains two steps and evaluates through
 import json
 
 import numpy as np
-
 import pytest
 import torch
+from layouts import jpeg, write_coco, write_flickr8k, write_karpathy
 from PIL import Image
 
 from caption.cli import main
+from caption.data.formats import read_references
 from caption.data.images import load_image
 from caption.data.readers import read_coco, read_flickr8k, read_folder, read_karpathy
 from caption.data.text import caption_tokens
 from caption.errors import DataError
-from layouts import jpeg, write_coco, write_flickr8k, write_karpathy
 
 TINY = ["--feature-dim", "8", "--embed-dim", "8", "--hidden-dim", "16", "--attn-dim", "8", "--image-size", "32",
         "--epochs", "1", "--pretrain-epochs", "0", "--min-count", "1", "--quiet"]
@@ -55,6 +55,32 @@ def test_karpathy_restval_joins_train_and_images_resolve_per_dataset(tmp_path):
     val = read_karpathy(tmp_path / "dataset_flickr8k.json", tmp_path / "flickr", "val", lines.append)
     assert val.names == [str(tmp_path / "flickr" / "3004_abc4.jpg"), str(tmp_path / "flickr" / "3005_abc5.jpg")]
     assert val.image_ids == [4, 5]                                           # imgid where there is no cocoid
+
+
+def test_score_references_are_what_each_data_set_reader_reads(tmp_path):
+    """`caption score` reads its references with the data sets' own parsers: the same captions per
+    image as `--dataset coco / karpathy / flickr8k` give, no image opened; a stray Flickr8k line
+    is no reference, and a token line without "#n" is as malformed as the data set reader says."""
+    def same(refs, data):
+        assert {i: [c for c in refs[i] if c.strip()] for i in data.image_ids} == dict(zip(data.image_ids, data.texts))
+    write_coco(tmp_path / "coco")
+    same(read_references(tmp_path / "coco" / "annotations" / "captions_val2014.json", "test"),
+         read_coco(tmp_path / "coco", "val", 2014, lambda line: None))
+    write_karpathy(tmp_path / "dataset_coco.json", tmp_path / "kimg")
+    for split in ("train", "val", "test"):
+        refs = read_references(tmp_path / "dataset_coco.json", split)
+        data = read_karpathy(tmp_path / "dataset_coco.json", tmp_path / "kimg", split, lambda line: None)
+        assert sorted(refs) == sorted(data.image_ids)
+        same(refs, data)
+    f8k = write_flickr8k(tmp_path / "f8k")
+    token = f8k / "Flickr8k.token.txt"
+    for file in (f8k / "Flicker8k_Dataset").iterdir():
+        file.unlink()                                     # references need no image
+    refs = read_references(token, "test")
+    assert sorted(refs) == [1000268201 + k for k in range(4)] + [2000000000, 2000000001, 3000000000, 3000000001]
+    assert 2258277193 not in refs and all(len(c) == 5 for c in refs.values())
+    token.write_text(token.read_text() + "4000000000_aaaa.jpg\ta line without its number\n")
+    assert 4000000000 not in read_references(token, "test")
 
 
 def test_flickr8k_reports_the_stray_line_and_a_missing_image(tmp_path):
@@ -113,7 +139,8 @@ def test_coco_trains_two_steps_and_evaluates_through_the_cli(tmp_path, capsys, m
 def test_karpathy_trains_two_steps_and_evaluates_the_test_split(tmp_path, capsys, monkeypatch):
     write_karpathy(tmp_path / "dataset_coco.json", tmp_path / "img")
     steps = _count_steps(monkeypatch)
-    _, row = _train_and_evaluate(tmp_path, capsys, ["--dataset", "karpathy", "--data", str(tmp_path / "dataset_coco.json"),
+    _, row = _train_and_evaluate(tmp_path, capsys, ["--dataset", "karpathy", "--data",
+                                                    str(tmp_path / "dataset_coco.json"),
                                                     "--images", str(tmp_path / "img")], 2, "test")
     assert steps == [1, 1] and row["images"] == 3
 
@@ -121,14 +148,15 @@ def test_karpathy_trains_two_steps_and_evaluates_the_test_split(tmp_path, capsys
 def test_flickr8k_trains_two_steps_and_evaluates_the_test_split(tmp_path, capsys, monkeypatch):
     write_flickr8k(tmp_path / "f8k")
     steps = _count_steps(monkeypatch)
-    err, row = _train_and_evaluate(tmp_path, capsys, ["--dataset", "flickr8k", "--data", str(tmp_path / "f8k")], 2, "test")
+    err, row = _train_and_evaluate(tmp_path, capsys, ["--dataset", "flickr8k", "--data", str(tmp_path / "f8k")], 2,
+                                   "test")
     assert steps == [1, 1] and row["images"] == 2 and "skipped malformed lines 5" in err
 
 
 def _count_steps(monkeypatch):
-    from caption.training import loop
-    steps, real = [], loop.objective
-    monkeypatch.setattr(loop, "objective", lambda *a, **k: steps.append(1) or real(*a, **k))
+    from caption.training import epoch  # where the batch loop calls the objective
+    steps, real = [], epoch.objective
+    monkeypatch.setattr(epoch, "objective", lambda *a, **k: steps.append(1) or real(*a, **k))
     return steps
 
 
@@ -203,7 +231,8 @@ def test_forty_photos_stored_on_their_side_caption_as_their_upright_copies(tmp_p
     for a, b in zip(upright, stored):
         assert torch.equal(load_image(a, 112), load_image(b, 112)), b
     with Image.open(stored[4]) as im:        # orientation 6: without the tag the picture is turned
-        assert not torch.equal(load_image(upright[4], 112), torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1))
+        unturned = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
+        assert not torch.equal(load_image(upright[4], 112), unturned)
     model = load()
     want = [r.text for r in model.caption(upright)]
     assert [r.text for r in model.caption(stored)] == want

@@ -64,7 +64,7 @@ def test_a_predict_batch_reports_every_bad_image_and_captions_the_good_ones(corp
     assert lines == [caption_] + [""] * len(bad) + [caption_]
     errors = err.splitlines()
     assert len(errors) == len(bad)
-    for line, (kind, path) in zip(errors, bad.items()):
+    for line, kind in zip(errors, bad):
         assert line.startswith("caption: error: ") and EXPECTED[kind] in line, (kind, line)
     assert "\x1b" not in err and "esc\\x1b[31mape.png" in errors[-1]        # a terminal escape is shown, not run
 

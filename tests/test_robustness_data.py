@@ -8,6 +8,7 @@ import re
 import pytest
 import torch
 import torchvision
+from layouts import jpeg, write_coco, write_flickr8k, write_karpathy
 
 from caption.cli import main
 from caption.config import CaptionConfig, CaptionTrainConfig
@@ -15,7 +16,6 @@ from caption.data.readers import read_flickr8k, read_karpathy
 from caption.data.scenes import scene_set
 from caption.errors import DataError, InputError
 from caption.training.loop import build_captioner, train_captioner
-from layouts import jpeg, write_coco, write_flickr8k, write_karpathy
 
 TINY = ["--feature-dim", "8", "--embed-dim", "8", "--hidden-dim", "16", "--attn-dim", "8", "--image-size", "32",
         "--epochs", "1", "--pretrain-epochs", "0", "--min-count", "1", "--quiet"]

@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+from layouts import write_coco
 
 from caption.cli import main
 from caption.metrics import java
 from caption.safe_read import CAPTION_CHARS
-from layouts import write_coco
 
 ANN = "annotations/captions_val2014.json"
 

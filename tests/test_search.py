@@ -135,6 +135,7 @@ def test_decode_options_are_validated_once_with_one_line(bad, name):
 
 def test_decode_options_are_frozen_and_take_any_integer():
     import dataclasses
+
     import numpy as np
     opts = DecodeOptions(beam_size=np.int64(2))
     with pytest.raises(dataclasses.FrozenInstanceError):

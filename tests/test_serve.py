@@ -11,7 +11,6 @@ import sys
 import threading
 
 import pytest
-from browser import browser  # noqa: F401 (a fixture: real Chromium, or a skip with its reason)
 from PIL import Image
 
 from caption.api import load

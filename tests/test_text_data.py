@@ -3,8 +3,16 @@ import pytest
 import torch
 
 from caption.errors import DataError
-from caption.text.data import (book_split, format_date, format_lines, generate, generate_dates, length_groups,
-                               parse_line, read_pairs)
+from caption.text.data import (
+    book_split,
+    format_date,
+    format_lines,
+    generate,
+    generate_dates,
+    length_groups,
+    parse_line,
+    read_pairs,
+)
 
 
 def test_book_split_is_numpy_seed_1984_last_tenth():

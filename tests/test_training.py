@@ -8,9 +8,11 @@ from caption.data.images import caption_targets
 from caption.data.loader import batches
 from caption.data.scenes import scene_set
 from caption.image.encoder import Encoder
-from caption.image.losses import soft_attention_loss
 from caption.search import DecodeOptions
-from caption.training.loop import build_captioner as build, last_path, train_captioner as train
+from caption.training.loop import build_captioner as build
+from caption.training.loop import last_path
+from caption.training.loop import train_captioner as train
+from caption.training.losses import caption_nll, penalised
 from caption.training.pretrain_scenes import LABELS, object_labels, pretrain_encoder
 from caption.vocab import PAD_ID
 
@@ -28,7 +30,8 @@ def test_a_tiny_model_overfits_a_few_scenes():
     for _ in range(120):
         for _, images, tokens, image_of in batches(data.images, targets, 4, gen):
             out = model(images, tokens[:, :-1], image_of)
-            loss = soft_attention_loss(out.logits, tokens[:, 1:], tokens[:, 1:] != PAD_ID, out.alpha)[0].mean()
+            mask = tokens[:, 1:] != PAD_ID
+            loss = penalised(caption_nll(out.logits, tokens[:, 1:], mask), out.alpha, mask)[0].mean()
             opt.zero_grad()
             loss.backward()
             opt.step()

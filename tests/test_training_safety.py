@@ -19,8 +19,8 @@ from caption.config import CaptionConfig, CaptionTrainConfig
 from caption.data import loader
 from caption.data.scenes import scene_set
 from caption.errors import InputError, OptionError
+from caption.training import epoch
 from caption.training import history as history_module
-from caption.training import loop
 from caption.training.loop import build_captioner, last_path, train_captioner
 from caption.training.stop import Interrupted
 
@@ -124,14 +124,14 @@ def _small_run(tmp_path, epochs=1, resume=False, **kw):
 def test_a_nan_loss_stops_the_run_and_the_last_good_files_stay_byte_for_byte(tmp_path, monkeypatch):
     _small_run(tmp_path)
     before = _files(tmp_path)
-    real, calls = loop.objective, []
+    real, calls = epoch.objective, []
 
     def diverges(*args, **kw):              # the second batch of epoch 2 diverges
         loss, nll = real(*args, **kw)
         calls.append(1)
         return (loss * float("nan"), nll) if len(calls) == 2 else (loss, nll)
 
-    monkeypatch.setattr(loop, "objective", diverges)
+    monkeypatch.setattr(epoch, "objective", diverges)
     with pytest.raises(InputError, match=r"^the training loss is nan at batch 2 of epoch 2: the run diverged and "
                                          r"stopped; .*m\.pt and .*m\.last\.pt keep the last good state"):
         _small_run(tmp_path, epochs=2, resume=True, save_every=1e-9)    # a state after every batch, but not this one
@@ -166,17 +166,17 @@ def test_an_interrupt_during_validation_keeps_the_epoch_and_resumes_to_the_strai
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     straight, _ = _small_run(tmp_path / "a", epochs=2)
-    real = loop.evaluate_captions
+    real = epoch.evaluate_captions
 
     def interrupted(*args, **kw):
         raise KeyboardInterrupt              # as a signal outside the batch loop raises it
 
-    monkeypatch.setattr(loop, "evaluate_captions", interrupted)
+    monkeypatch.setattr(epoch, "evaluate_captions", interrupted)
     with pytest.raises(Interrupted, match=r"the state after the training of epoch 1 \(before its validation\) "
                                           r"is saved in .*m\.last\.pt; --resume continues from there"):
         _small_run(tmp_path / "b", epochs=2)
     assert checkpoint.load(tmp_path / "b" / "m.last.pt")["meta"]["partial"]["slot"] == 2
-    monkeypatch.setattr(loop, "evaluate_captions", real)
+    monkeypatch.setattr(epoch, "evaluate_captions", real)
     resumed, logs = _small_run(tmp_path / "b", epochs=2, resume=True)
     assert any("resumed from" in line and "after batch 2 of epoch 1" in line for line in logs)
     for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
@@ -315,6 +315,7 @@ def test_entries_the_data_set_refused_make_the_exit_status_1_after_training(tmp_
 def test_entries_refused_while_caching_features_make_the_exit_status_1(tmp_path, monkeypatch, capsys):
     import torchvision
     from layouts import write_coco
+
     from caption.cli import train as cli_train
     write_coco(tmp_path / "coco", n_train=3, n_val=1)
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "r18.pth")

@@ -72,12 +72,13 @@ def _run(argv: list[str] | None) -> int:
     # numpy before torch: torch's C code imports it too, and there a Ctrl-C is swallowed (torch
     # goes on without numpy and the command runs on); imported here first, it is a KeyboardInterrupt
     import numpy  # noqa: F401
+
     from ..errors import EXIT_INPUT, CaptionError
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:       # --help, --version (0) or a bad flag (1, its line already printed)
         return e.code if isinstance(e.code, int) else EXIT_INPUT
-    from ..device import keep_freed_memory
+    from ..kernels.malloc import keep_freed_memory
     keep_freed_memory()
     try:
         return args.run(args)

@@ -26,7 +26,7 @@ def add_parsers(sub) -> None:
 
 
 def cmd_scenes(args) -> int:
-    from ..data.scenes import write_scenes     # it checks --n and --size before any work
+    from ..data.scenes import write_scenes  # it checks --n and --size before any work
     path = write_scenes(args.out, args.n, args.seed, args.size, progress=True)
     print(f"wrote {args.n} scenes to {args.out} ({path.name})")
     return 0

@@ -8,8 +8,9 @@ from ..checkpoint import default_checkpoint
 from ..errors import EXIT_INPUT, CheckpointError, InputError, OutputError
 from ..fileio import output_path, regular_file, shown
 from ..safe_read import CAPTION_CHARS
+from ..search import IMAGE_COMMANDS
 from .datasets import add_dataset_flags, log_line, read_dataset, refused_status
-from .flags import IMAGE_DECODE, add_decode_flags, add_device_flags, decode_options
+from .flags import add_decode_flags, add_device_flags, decode_options
 
 SCENE_COLUMNS = [("bleu1", "B-1", 1), ("bleu2", "B-2", 1), ("bleu3", "B-3", 1), ("bleu4", "B-4", 1),
                  ("object_f1", "obj F1", 3), ("object_f1_3-4", "F1 3-4 obj", 3),
@@ -38,7 +39,7 @@ def add_parsers(sub) -> None:
     ev.add_argument("--model", type=Path, action="append", help=model_help + "; repeat to compare")
     add_dataset_flags(ev)
     ev.add_argument("--n", type=int, default=1000, help="built-in scenes to score (default: 1000)")
-    add_decode_flags(ev, **IMAGE_DECODE)
+    add_decode_flags(ev, IMAGE_COMMANDS)
     add_device_flags(ev)
     ev.add_argument("--json", action="store_true", help="one JSON object per model instead of the table")
     ev.add_argument("--results", type=Path,
@@ -199,8 +200,9 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_score(args) -> int:
+    from ..data.formats import read_references
     from ..metrics.coco import SPICE_NOTE, coco_scores
-    from ..metrics.results import read_references, read_results, references_for
+    from ..metrics.results import read_results, references_for
     candidates = read_results(args.results)
     refs = references_for(read_references(args.annotations, args.split), candidates, args.annotations,
                           args.results)

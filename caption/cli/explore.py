@@ -7,8 +7,8 @@ from pathlib import Path
 from ..checkpoint import default_checkpoint
 from ..errors import EXIT_INPUT, InputError
 from ..fileio import output_path
-from ..search import HARD_MODES
-from .flags import IMAGE_DECODE, add_decode_flags, add_device_flags, decode_options
+from ..search import HARD_MODES, IMAGE_COMMANDS
+from .flags import add_decode_flags, add_device_flags, decode_options
 
 MAX_SCENES = 100     # built-in scenes one page renders (each is decoded by every run)
 
@@ -42,7 +42,7 @@ def add_model_flags(p) -> None:
                    help="the test-time contexts a hard-attention model is shown in, one column each: "
                         f"{', '.join(HARD_MODES)} (default: all three)")
     # no --hard-mode: a hard model is shown once per mode of --hard-modes
-    add_decode_flags(p, **{k: v for k, v in IMAGE_DECODE.items() if k != "hard_mode"})
+    add_decode_flags(p, IMAGE_COMMANDS, names=("beam_size", "seed", "length_norm", "shrink_beam"))
     add_device_flags(p)
 
 

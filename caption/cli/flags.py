@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import typing
-from dataclasses import fields
+from dataclasses import fields, replace
 
 from ..search import DecodeOptions
 
@@ -29,13 +29,14 @@ def add_config_flags(p: argparse.ArgumentParser, cls) -> None:
         help, choices = f.metadata.get("help"), f.metadata.get("choices")
         if not help:
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        # a help that says its default itself ("default: 14 for backbones") says it once
+        shown = help if "default" in help else f"{help} (default: {f.default})"
         if hints[f.name] is bool:
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                           help=f"{help} (default: {f.default})")
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=shown)
         else:
             p.add_argument(flag, dest=f.name, type=_scalar(hints[f.name]), default=None, choices=choices,
-                           metavar=None if choices else f.name.upper(), help=f"{help} (default: {f.default})")
+                           metavar=None if choices else f.name.upper(), help=shown)
 
 
 def config_from(cls, args: argparse.Namespace):
@@ -62,18 +63,16 @@ def _dest(flag: str) -> str:
 FIGURE_HELP = ("figure file to write, in the format its suffix names: .png (also without a suffix), .jpg, "
                ".pdf, .webp or .tif")
 
-# the decoding flags' defaults of the commands that caption images (predict, visualize, demo, compare, evaluate)
-IMAGE_DECODE = {"beam_size": 3, "hard_mode": "expected", "seed": 0, "length_norm": True, "shrink_beam": False}
 
-
-def add_decode_flags(p: argparse.ArgumentParser, **defaults) -> None:
-    """The DecodeOptions fields named in `defaults` as flags (--beam, --hard-mode, --seed), with
-    this command's defaults."""
+def add_decode_flags(p: argparse.ArgumentParser, defaults: DecodeOptions, names: tuple[str, ...] | None = None) -> None:
+    """The DecodeOptions fields `names` (default: every one with a flag: --beam, --hard-mode, --seed,
+    --length-norm, --shrink-beam) as flags, with this command's defaults: those of `defaults`, one of
+    the presets in caption/search.py (IMAGE_COMMANDS, COMPARE_COMMAND, TEXT_COMMANDS)."""
     hints = typing.get_type_hints(DecodeOptions)
     for f in fields(DecodeOptions):
-        if f.name not in defaults:
+        if not f.metadata.get("flag") or (names is not None and f.name not in names):
             continue
-        default, choices = defaults[f.name], f.metadata.get("choices")
+        default, choices = getattr(defaults, f.name), f.metadata.get("choices")
         if hints[f.name] is bool:
             p.add_argument(f.metadata["flag"], default=default, action=argparse.BooleanOptionalAction,
                            help=f"{f.metadata['help']} (default: {'on' if default else 'off'})")
@@ -81,13 +80,15 @@ def add_decode_flags(p: argparse.ArgumentParser, **defaults) -> None:
         kind = {} if choices else {"type": _scalar(hints[f.name])}
         p.add_argument(f.metadata["flag"], default=default, choices=choices, **kind,
                        help=f"{f.metadata['help']} (default: {default})")
+    p.set_defaults(decode_defaults=defaults)     # the fields this command has no flag for
 
 
 def decode_options(args: argparse.Namespace) -> DecodeOptions:
-    """The decoding flags a command has, as one validated DecodeOptions."""
+    """The decoding flags a command has, over its preset (`add_decode_flags`), as one validated
+    DecodeOptions."""
     given = {f.name: getattr(args, _dest(f.metadata["flag"])) for f in fields(DecodeOptions)
-             if "flag" in f.metadata and hasattr(args, _dest(f.metadata["flag"]))}
-    return DecodeOptions(**given)
+             if f.metadata.get("flag") and hasattr(args, _dest(f.metadata["flag"]))}
+    return replace(getattr(args, "decode_defaults", None) or DecodeOptions(), **given)
 
 
 def flag_of(option: str) -> str | None:

@@ -11,8 +11,9 @@ from pathlib import Path
 from ..checkpoint import default_checkpoint
 from ..errors import EXIT_INPUT, InputError
 from ..fileio import folder, output_path, shown
+from ..search import COMPARE_COMMAND, IMAGE_COMMANDS
 from ..viz.save import figure_format, save_png
-from .flags import FIGURE_HELP, IMAGE_DECODE, add_decode_flags, add_device_flags, decode_options
+from .flags import FIGURE_HELP, add_decode_flags, add_device_flags, decode_options
 
 DEMO_SEED = 7     # scenes no split uses (train 0, val 1, test 2)
 MAX_DEMO = 100    # scenes a demo renders, holds and decodes at once (one batch); each writes two files
@@ -23,7 +24,7 @@ def add_parsers(sub) -> None:
     model_help = f"checkpoint (default: the shipped model, {default_checkpoint('scenes-soft.pt')})"
     def decode_flags(p, run):
         p.add_argument("--model", type=Path, help=model_help)
-        add_decode_flags(p, **IMAGE_DECODE)
+        add_decode_flags(p, IMAGE_COMMANDS)
         add_device_flags(p)
         p.set_defaults(run=run)
 
@@ -65,7 +66,7 @@ def add_parsers(sub) -> None:
     co.add_argument("--models", type=Path, nargs=2, metavar=("SOFT", "HARD"),
                     help="two checkpoints (default: the shipped scenes-soft.pt and scenes-hard.pt)")
     co.add_argument("--out", type=Path, required=True, help=FIGURE_HELP)
-    add_decode_flags(co, **{**IMAGE_DECODE, "hard_mode": "argmax"})
+    add_decode_flags(co, COMPARE_COMMAND)
     add_device_flags(co)
     co.set_defaults(run=cmd_compare)
 

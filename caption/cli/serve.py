@@ -37,7 +37,8 @@ def cmd_serve(args) -> int:
     from ..explorer.serve import MAX_UPLOAD_MB, MB, Live, make_server
     options = decode_options(args)
     if not 0 < args.max_upload <= MAX_UPLOAD_MB:     # also NaN
-        raise OptionError("max_upload", f"must be more than 0 and at most {MAX_UPLOAD_MB} (MB), got {args.max_upload:g}")
+        raise OptionError("max_upload", f"must be more than 0 and at most {MAX_UPLOAD_MB} (MB), "
+                                        f"got {args.max_upload:g}")
     if not 0 <= args.port <= 65535:
         raise OptionError("port", f"must be from 0 to 65535, got {args.port}")
     loaded = load_models(args)

@@ -8,14 +8,15 @@ from ..checkpoint import default_checkpoint
 from ..config import Seq2SeqConfig, Seq2SeqTrainConfig
 from ..errors import EXIT_INPUT, InputError
 from ..fileio import atomic_write, output_path
+from ..search import TEXT_COMMANDS
 from ..viz.save import figure_format
-from .flags import (FIGURE_HELP, add_config_flags, add_decode_flags, command_group, config_from,
-                    decode_options)
+from .flags import FIGURE_HELP, add_config_flags, add_decode_flags, command_group, config_from, decode_options
 
 # 20 times the book's 50,000 lines; generated data is held in memory (about 1 GB at the bound)
 MAX_EXAMPLES = 1_000_000
 EXPLORE_OUT = "explore-text.html"
 MAX_LINE = 100_000      # characters of one line of standard input (the longest source a model takes)
+DECODE_FLAGS = ("beam_size", "length_norm", "shrink_beam")     # no hard attention here, nothing sampled
 
 
 def _check_n(n: int) -> None:
@@ -29,9 +30,11 @@ def add_parsers(sub) -> None:
 
     tr = s2s_sub.add_parser("train", help="train a model and keep the best checkpoint",
                             description="Train on a file in the book's format (source, '_', target per line), "
-                                        "split as the book does (numpy seed 1984, last 10%% for test), "
-                                        "or on newly generated data. Reports test accuracy every epoch and "
-                                        "keeps the best checkpoint.")
+                                        "split as the book does (numpy seed 1984, last 10% for test), "
+                                        "or on newly generated data. Reports the accuracy on a validation part "
+                                        "held out of the training part (--val-fraction) every epoch, keeps the "
+                                        "best epoch's checkpoint, and decodes the test part once with it at the "
+                                        "end.")
     src = tr.add_mutually_exclusive_group()
     src.add_argument("--data", type=Path, help="data file in the book's format (e.g. ../shared/data/date.txt)")
     src.add_argument("--task", choices=["date", "addition"], default="date",
@@ -54,7 +57,7 @@ def add_parsers(sub) -> None:
                                         "output line and an error on standard error; the exit status is then 1.")
     tl.add_argument("sources", nargs="+", metavar="SOURCE", help="text to convert, or - for standard input")
     tl.add_argument("--model", type=Path, help=model_help)
-    add_decode_flags(tl, beam_size=1, length_norm=True, shrink_beam=False)
+    add_decode_flags(tl, TEXT_COMMANDS, DECODE_FLAGS)
     tl.set_defaults(run=cmd_translate)
 
     at = s2s_sub.add_parser("attention", help="write the attention matrix of one source as a figure",
@@ -80,7 +83,7 @@ def add_parsers(sub) -> None:
     ex.add_argument("--out", type=Path, default=Path(EXPLORE_OUT),
                     help=f"the HTML page to write; never an input or a file other than a page "
                          f"(default: {EXPLORE_OUT})")
-    add_decode_flags(ex, beam_size=1, length_norm=True, shrink_beam=False)
+    add_decode_flags(ex, TEXT_COMMANDS, DECODE_FLAGS)
     ex.set_defaults(run=cmd_explore)
 
     gen = s2s_sub.add_parser("generate", help="write new data in the book's format",
@@ -102,6 +105,7 @@ def _load_translator(path: Path | None):
 
 def cmd_train(args) -> int:
     import torch
+
     from ..text.data import book_split, generate, read_pairs, validation_split
     from ..text.train import build_translator, train_translator
     if not args.data:

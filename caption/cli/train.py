@@ -26,7 +26,9 @@ def add_parsers(sub) -> None:
     tr.add_argument("--features", type=Path, help="train on the cache `caption features` wrote in this folder "
                                                   "(its train and val splits) instead of images")
     tr.add_argument("--out", type=Path, required=True, help="where to write the best checkpoint")
-    tr.add_argument("--resume", action="store_true", help="continue from OUT.last.pt (after its last epoch, or inside an epoch with --save-every); refused when there is none")
+    tr.add_argument("--resume", action="store_true",
+                    help="continue from OUT.last.pt (after its last epoch, or inside an epoch with --save-every); "
+                         "refused when there is none")
     tr.add_argument("--force", action="store_true",
                     help="start a fresh run although OUT holds an earlier one (refused otherwise): its files "
                          "are first renamed (m.pt to m.replaced-N.pt, m.last.pt to m.replaced-N.last.pt, "
@@ -68,35 +70,22 @@ def _copy_flag(to, src, dest: str) -> None:
 
 
 def cmd_train(args) -> int:
-    import torch
-    from ..device import resolve_precision
+    from dataclasses import fields
+
     from ..training.distributed import world
-    from ..training.history import check_tensorboard
-    from ..training.loop import build_captioner, train_captioner, train_device
-    from ..training.outputs import check_fresh, check_outputs
+    from ..training.loop import train
+    from ..training.setup import complete_model_config, prepare_run, read_feature_cache
     from ..training.state import finished
     from ..training.stop import Interrupted
     model_cfg, train_cfg = config_from(CaptionConfig, args), config_from(CaptionTrainConfig, args)
-    check_outputs(args.out, args.resume, _inputs(args))   # names, kinds, inputs: before any work
-    device = train_device(train_cfg)                 # a device or precision this machine lacks: before any work
-    resolve_precision(train_cfg.precision, device, training=True)
-    check_tensorboard(train_cfg.tensorboard)
+    given = {f.name for f in fields(CaptionConfig) if getattr(args, f.name, None) is not None}
+    manifest = features = None
+    if args.features:      # memory-mapped: cheap to read before the checks
+        manifest, train_set, val_set, features = read_feature_cache(args.features)
+    complete_model_config(model_cfg, manifest, given)
+    # every check before any real work: names, kinds, inputs, the device and precision, an earlier run
+    setup = prepare_run(model_cfg, train_cfg, args.out, args.resume, args.force, _inputs(args))
     say = print if world().main else (lambda *a, **k: None)
-    features = None
-    if args.features:
-        from ..data.features import read_features
-        manifest, train_set, train_f = read_features(args.features, "train")
-        _, val_set, val_f = read_features(args.features, "val")
-        for k in ("encoder", "encoder_weights", "image_size"):
-            given = getattr(args, k, None)
-            if given is not None and given != manifest[k] and k != "encoder_weights":
-                raise InputError(f"--{k.replace('_', '-')} {given} differs from the feature cache's {manifest[k]}")
-            setattr(model_cfg, k, manifest[k])
-        if args.encoder_weights:
-            model_cfg.encoder_weights = str(Path(args.encoder_weights).resolve())
-        model_cfg.grid, model_cfg.fine_tune = manifest["grid"][0], False
-        features = {"train": train_f, "val": val_f}
-    check_fresh(args.out, args.resume, args.force)   # an earlier run at OUT: before the data is read
     done = finished(args.out, train_cfg, world().size) if args.resume else None
     if done:
         say(done)
@@ -105,22 +94,13 @@ def cmd_train(args) -> int:
         log_line(f"features from {args.features}: {manifest['encoder']} grid {manifest['grid']}, "
                  f"{len(train_set)} train / {len(val_set)} val images")
     else:
-        if model_cfg.encoder != "cnn" and args.image_size is None:
-            model_cfg.image_size = 224           # the paper's input for backbones (VGG conv5: 14 x 14)
         if args.dataset != "scenes":             # files decoded by workers: their shared memory, before any work
             from ..data.loader import check_shared_memory
             check_shared_memory(model_cfg.image_size, train_cfg.batch_size, train_cfg.workers)
         train_set, val_set = _splits(args, model_cfg.image_size, train_cfg)
-    torch.manual_seed(train_cfg.seed)
-    model, vocab = build_captioner(train_set, model_cfg, train_cfg.min_count, device, train_cfg.vocab_size)
-    if args.features and model.encoder.weights_sha256 != manifest["sha256"]:
-        raise InputError(f"{model_cfg.encoder_weights}: not the weights the feature cache {args.features} was "
-                         f"made with (sha256 differs)")
-    say(f"{len(train_set)} train / {len(val_set)} val images, {len(vocab)} words, "
-          f"{sum(p.numel() for p in model.parameters()):,} parameters, grid {model.grid}")
     try:
-        train_captioner(model, vocab, train_set, val_set, train_cfg, args.out, args.resume, not args.quiet,
-                        log=say, features=features, warn=log_line, force=args.force)
+        train(model_cfg, train_cfg, train_set, val_set, args.out, features=features, manifest=manifest,
+              resume=args.resume, force=args.force, progress=not args.quiet, log=say, warn=log_line, setup=setup)
     except Interrupted as e:
         print(f"caption: interrupted by {e}", file=sys.stderr)
         return 130
@@ -158,6 +138,7 @@ def _splits(args, image_size: int, cfg: CaptionTrainConfig):
 
 def cmd_features(args) -> int:
     import torch
+
     from ..data.features import write_features
     from ..device import resolve_device
     from ..image.encoder import Encoder

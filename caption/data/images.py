@@ -290,6 +290,7 @@ class CaptionTargets:
     image_of: Tensor    # (M,) the image of each caption
     first: Tensor       # (B + 1,) captions of image i are rows first[i]:first[i+1]
     cut: int = 0        # captions longer than the limit, cut to it
+    limit: int = 0      # the most words a caption keeps
 
 
 def caption_targets(data: ImageSet, vocab: Vocab, max_len: int, max_words: int | None = None) -> CaptionTargets:
@@ -306,4 +307,4 @@ def caption_targets(data: ImageSet, vocab: Vocab, max_len: int, max_words: int |
     tokens = torch.full((len(rows), T), vocab.pad, dtype=torch.long)
     for j, r in enumerate(rows):
         tokens[j, :len(r)] = torch.tensor(r)
-    return CaptionTargets(tokens, torch.tensor(image_of), torch.tensor(first), cut)
+    return CaptionTargets(tokens, torch.tensor(image_of), torch.tensor(first), cut, limit)

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ..vocab import PAD_ID
 from ..errors import InputError, OptionError
+from ..vocab import PAD_ID
 from .images import CaptionTargets, ImageSet, load_image
 
 

@@ -8,6 +8,9 @@ loader reads the files) and one summary line (images, captions, what was skipped
               images in ROOT/Flicker8k_Dataset/ (the official spelling)
     folder    a COCO-format captions file (or a folder holding captions.json), images beside it
 
+The parsers of the formats themselves are in `formats.py`, shared with `caption score`'s
+`formats.read_references`.
+
 The image root is a boundary: every image a data file names must resolve (links included) inside
 it, or the entry is refused, named in one line and kept in the set's `refused` (a command then
 exits with status 1); `allow_outside` reads such files instead. Data files are read bounded
@@ -24,6 +27,7 @@ from typing import NamedTuple
 from ..errors import DataError
 from ..fileio import shown
 from ..safe_read import CAPTION_CHARS, DATA_JSON_LIMIT, TEXT_LIMIT, clip, read_json, read_text
+from .formats import _coco_captions, _DataSet, _flickr_tokens, _karpathy_images, _need, _sentences
 from .images import ImageProblem, ImageSet, image_file
 from .text import caption_tokens
 
@@ -129,20 +133,18 @@ def read_coco_json(path: Path, images: Path, name: str, log: Callable[[str], Non
     [{"image_id", "caption"}]; files under `images`, the image root."""
     data = _json(path, "COCO captions file")
     try:
-        refs: dict[int, list] = {}
-        for k, a in enumerate(_need(path, "the file", data, "annotations", (list,))):
-            refs.setdefault(_need(path, f"annotations[{k}]", a, "image_id", (int, str)), []).append(a.get("caption"))
+        refs = _coco_captions(data, _DataSet(path))
         entries, seen = [], set()
         for k, e in enumerate(_need(path, "the file", data, "images", (list,))):
             where = f"images[{k}]"
-            image_id = _need(path, where, e, "id", (int, str))
-            seen.add(image_id)
+            ident = _need(path, where, e, "id", (int, str))
+            seen.add(ident)
             file_name = _need(path, where, e, "file_name", (str,))
             objects = _need(path, where, e, "objects", (list,), optional=True) or []
             width = _need(path, where, e, "width", (int, float), optional=True)
             height = _need(path, where, e, "height", (int, float), optional=True)
-            entries.append(Entry(image_id, f"{shown(path)}: {where} (id {clip(image_id, 40)})", file_name,
-                                 images / file_name, refs.get(image_id, []), objects,
+            entries.append(Entry(ident, f"{shown(path)}: {where} (id {clip(ident, 40)})", file_name,
+                                 images / file_name, refs.get(ident, []), objects,
                                  (width, height) if width and height else None))
     except DataError as e:
         raise DataError(str(e).replace(f"{path}: ", f"{path}: not a COCO captions file: ", 1)) from None
@@ -178,21 +180,6 @@ def read_coco(root: str | Path, split: str, year: int = 2014, log: Callable[[str
     return read_coco_json(file, root / f"{part}{year}", f"coco {part}{year}", log, allow_outside)
 
 
-def _need(path: Path, where: str, entry, key: str, types: tuple, optional: bool = False):
-    """entry[key] if it has one of `types`; otherwise DataError naming the file and the entry."""
-    if not isinstance(entry, dict):
-        raise DataError(f"{path}: {where} is {type(entry).__name__}, not an object")
-    if key not in entry:
-        if optional:
-            return None
-        raise DataError(f"{path}: {where} has no {key!r}")
-    value = entry[key]
-    if not isinstance(value, types) or isinstance(value, bool):
-        raise DataError(f"{path}: {where}[{key!r}] is {type(value).__name__}, expected "
-                        f"{' or '.join(t.__name__ for t in types)}")
-    return value
-
-
 def read_karpathy(path: str | Path, images: str | Path, split: str, log: Callable[[str], None] = print,
                   allow_outside: bool = False) -> ImageSet:
     """Karpathy's dataset_*.json: "images" [{"split", "filename", "filepath"?, "cocoid"?/"imgid",
@@ -200,23 +187,12 @@ def read_karpathy(path: str | Path, images: str | Path, split: str, log: Callabl
     the file, naming the entry; a sentence without a "raw" string is counted as an empty caption."""
     path, root = Path(path), Path(images)
     data = _json(path, "Karpathy split file")
-    listed = _need(path, "the file", data, "images", (list,))
-    wanted = {"train": ("train", "restval")}.get(split, (split,))
-    entries, ids = [], set()
-    for k, e in enumerate(listed):
-        where = f"images[{k}]"
-        image_id = _need(path, where, e, "cocoid", (int, str), optional=True)
-        image_id = _need(path, where, e, "imgid", (int, str)) if image_id is None else image_id
-        if image_id in ids:
-            raise DataError(f"{path}: {where}: image id {clip(repr(image_id), 60)} appears more than once; its "
-                            f"captions would be mixed up")
-        ids.add(image_id)
-        if _need(path, where, e, "split", (str,)) not in wanted:
-            continue
+    rules, entries = _DataSet(path), []
+    for where, ident, e in _karpathy_images(data, split, rules):
         name = os.path.join(_need(path, where, e, "filepath", (str,), optional=True) or "",
                             _need(path, where, e, "filename", (str,)))
-        raw = [s.get("raw") if isinstance(s, dict) else None for s in _need(path, where, e, "sentences", (list,))]
-        entries.append(Entry(image_id, f"{shown(path)}: {where}", name, root / name, raw, [], None))
+        entries.append(Entry(ident, f"{shown(path)}: {where}", name, root / name, _sentences(e, where, rules),
+                             [], None))
     return _build(f"karpathy {clip(data.get('dataset', path.stem), 40)} {split}", entries, log, Counter(), root,
                   allow_outside)
 
@@ -241,17 +217,8 @@ def read_flickr8k(root: str | Path, split: str, log: Callable[[str], None] = pri
             raise DataError(f"{shown(f)}: no such file (expected the Flickr8k text files in {shown(root)})")
     wanted = [(n, line.strip()) for n, line in enumerate(_text_file(names_file).splitlines(), 1) if line.strip()]
     token_lines = _text_file(tokens).splitlines()
-    refs: dict[str, list[str]] = {}
-    skipped, bad = Counter(), []
-    for n, line in enumerate(token_lines, 1):
-        key, tab, caption = line.partition("\t")
-        name, hash_, number = key.partition("#")
-        if not line.strip():
-            continue
-        if not (tab and hash_ and number.isdigit() and name.endswith(".jpg")):
-            bad.append(n)
-            continue
-        refs.setdefault(name, []).append(caption)
+    refs, bad = _flickr_tokens(token_lines)
+    skipped = Counter()
     if bad:   # known: 2258277193_586949ec62.jpg.1 (five lines)
         skipped["malformed lines"] = len(bad)
         first = token_lines[bad[0] - 1]

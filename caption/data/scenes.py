@@ -31,13 +31,12 @@ COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "
 SIZES = {"small": (16, 22), "large": (30, 40)}   # side of the box in pixels, at size 112
 PLURAL = {s: s + ("es" if s.endswith("s") else "s") for s in SHAPES}
 NUMBERS = ("zero", "one", "two", "three", "four")
-RELATIONS = ("left of", "right of", "above", "below")
 # Each split has its own seed, so no two splits share a scene; the demo uses another.
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
 # `caption data scenes` bounds. 100,000 scenes is more than COCO's 82,783 training images (about
 # 2 GB of PNGs at 112 px; their index is held in memory until captions.json is written). 1024 px
 # is 9 times the default side and four times a backbone's 224: shapes are drawn at the 112 px
-# scale and scaled up, so a larger canvas adds pixels, not detail (35 ms and 3 MB a scene here).
+# scale and scaled up, so a larger canvas adds pixels, not detail (its cost: BENCHMARKS.md, pilot measurements).
 MAX_SCENES = 100_000
 MIN_SIZE, MAX_SIZE = 48, 1024
 

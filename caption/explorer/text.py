@@ -13,7 +13,7 @@ import torch
 
 from .. import __version__
 from ..errors import InputError
-from ..search import DecodeOptions, check_batch_size
+from ..search import TEXT_COMMANDS, DecodeOptions, check_batch_size
 from ..text.data import encode_sources, length_groups
 from .maps import quantise
 from .record import SCHEMA
@@ -76,7 +76,7 @@ def text_report(translator, sources: list, name: str, title: str = "caption seq2
     bad, e.g. an over-long line of standard input). A source the model cannot read is named
     through warn(index, message) and kept in the page as {source: None, error: message}; the
     others are decoded. options: the decoding (default greedy, as `seq2seq translate`)."""
-    options = options or DecodeOptions(beam_size=1)
+    options = options or TEXT_COMMANDS
     if len(sources) > MAX_SOURCES:
         raise InputError(f"{len(sources):,} sources; one page takes at most {MAX_SOURCES:,} (split them over pages)")
     checked: dict[int, str] = {}

@@ -25,10 +25,10 @@ from torch import Tensor
 
 from ..attention import Attention, AttentionOutput
 from ..config import ATTENTION, CaptionConfig
-from ..matmul import Linear, linear
+from ..kernels.matmul import Linear, linear
+from ..kernels.recurrent_linear import RecurrentLinear
 from ..search import tree_map
 from ..vocab import PAD_ID, SPECIALS, START
-from .recurrent_linear import RecurrentLinear
 
 START_ID = SPECIALS.index(START)
 
@@ -164,7 +164,7 @@ class Decoder(nn.Module):
         hard = self.config.attention == "hard" and hard_mode != "expected"
         z, att = self._context(h, memory, hard, False, hard_mode == "argmax", generator)
         emb = self.embed_words(tokens)                                      # (N, E)
-        lstm = self.lstm   # nn.LSTMCell's own update, with its products through caption.matmul
+        lstm = self.lstm   # nn.LSTMCell's own update, with its products through caption.kernels.matmul
         gates = linear(torch.cat([emb, z], -1), lstm.weight_ih, lstm.bias_ih) + linear(h, lstm.weight_hh, lstm.bias_hh)
         h, c = _lstm_cell(gates, c)                                         # (N, H)
         logp = F.log_softmax(self._logits(emb, h, z), -1)                   # (N, V)

@@ -28,7 +28,6 @@ PAPER_TABLE1 = {
     "coco": {"soft": (70.7, 49.2, 34.4, 24.3, 23.90), "hard": (71.8, 50.4, 35.7, 25.0, 23.04)},
 }
 SPICE_NOTE = "SPICE left out: it needs Stanford CoreNLP models, a download"
-SCORE_NAMES = ("coco_bleu1", "coco_bleu2", "coco_bleu3", "coco_bleu4", "meteor", "rouge_l", "cider_d")
 # coco-caption lower-cases after tokenizing, so its bracket tokens stay as -lrb- etc.
 _BRACKETS = {"(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-", "}": "-rcb-"}
 _COCO_PUNCTUATION = frozenset(PUNCTUATION) - set(_BRACKETS) - {'"'}

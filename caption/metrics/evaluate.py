@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 import torch
 
-from ..api import CaptionModel, CaptionResult
 from ..data.images import ImageSet, center_crop
 from ..data.loader import batches_of, source
+from ..decoding import CaptionModel, CaptionResult
 from ..errors import InputError
 from ..fileio import atomic_write
 from ..safe_read import CAPTION_CHARS
@@ -100,7 +100,7 @@ def evaluate_captions(*args, **kwargs) -> dict:
 def results_json(results: list[CaptionResult], image_ids: list[int]) -> list[dict]:
     """[{"image_id": int, "caption": str}], as coco-caption's COCO.loadRes reads: an id of digits is
     written as the integer, as `caption score` reads it (caption.metrics.results.image_id)."""
-    from .results import image_id
+    from ..data.formats import image_id
     return [{"image_id": image_id(i), "caption": r.text} for i, r in zip(image_ids, results)]
 
 

@@ -24,6 +24,7 @@ from ..config import Seq2SeqConfig
 from ..search import DecodeOptions
 from ..vocab import PAD_ID
 
+
 class Seq2Seq(nn.Module):
     def __init__(self, config: Seq2SeqConfig, vocab_size: int):
         super().__init__()
@@ -102,7 +103,7 @@ class Seq2Seq(nn.Module):
 
     @torch.no_grad()
     def generate(self, src: Tensor, src_len: Tensor, start: int, end: int,
-                 options: DecodeOptions = DecodeOptions(beam_size=1)) -> list[search.Hypothesis]:
+                 options: DecodeOptions = search.TEXT_COMMANDS) -> list[search.Hypothesis]:
         B, S = src.shape
         memory, state = self.encode(src, src_len)
         state = self.init_state(state)

@@ -12,8 +12,8 @@ from tqdm import tqdm
 from .. import checkpoint
 from ..config import Seq2SeqConfig, Seq2SeqTrainConfig, check
 from ..device import default_device
+from ..optim import adam_with_linear_decay, optimizer_step
 from ..search import DecodeOptions
-from ..training.optim import adam_with_linear_decay, optimizer_step
 from ..vocab import Vocab
 from .data import CharTensors, batches, char_vocab, length_groups, to_tensors
 from .model import Seq2Seq

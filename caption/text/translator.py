@@ -7,13 +7,12 @@ import torch
 
 from .. import checkpoint
 from ..config import Seq2SeqConfig
-from ..errors import CheckpointError, InputError
+from ..errors import InputError
 from ..safe_read import clip
-from ..search import DecodeOptions, check_batch_size
+from ..search import TEXT_COMMANDS, DecodeOptions, check_batch_size
 from ..vocab import SPECIALS, Vocab
 from .data import encode_sources, length_groups
 from .model import Seq2Seq
-
 
 CLIP = 120    # characters of a source shown in a message
 
@@ -34,12 +33,7 @@ class Translator:
     def from_checkpoint(cls, payload: dict, name: str = "checkpoint") -> "Translator":
         config, vocab = checkpoint.parts(payload, Seq2SeqConfig, name)
         model = Seq2Seq(config, len(vocab))
-        checkpoint.check_state(payload.get("state_dict"), name, expected=model.state_dict())
-        try:
-            model.load_state_dict(payload["state_dict"])
-        except (RuntimeError, KeyError) as e:
-            raise CheckpointError(f"{name}: the state_dict does not match its config "
-                                  f"({str(e).splitlines()[0][:120]})") from None
+        checkpoint.load_state(model, payload.get("state_dict"), name)
         return cls(model, vocab)
 
     def check(self, source: str) -> str:
@@ -70,7 +64,7 @@ class Translator:
         Sources are decoded in groups of equal length (no padding, the encoder's fast path).
         options: every decoding setting at once (default: greedy); beam_size overrides its field."""
         check_batch_size(batch_size)
-        options = options or DecodeOptions(beam_size=1)
+        options = options or TEXT_COMMANDS
         if beam_size is not None:
             options = replace(options, beam_size=beam_size)
         checked = [self.check(s) for s in sources]

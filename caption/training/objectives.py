@@ -8,8 +8,17 @@ import torch
 from ..config import CaptionTrainConfig
 from ..image.captioner import Captioner
 from .distributed import world
-from ..image.losses import (capgen_surrogate, penalised, reinforce_surrogate, remaining, step_nll, to_go,
-                            update_baseline, update_baseline_by_remaining, update_capgen_baseline)
+from .losses import (
+    capgen_surrogate,
+    penalised,
+    reinforce_surrogate,
+    remaining,
+    step_nll,
+    to_go,
+    update_baseline,
+    update_baseline_by_remaining,
+    update_capgen_baseline,
+)
 
 
 def draw_expected(n: int, cfg: CaptionTrainConfig, generator: torch.Generator) -> torch.Tensor:
@@ -23,10 +32,11 @@ def draw_expected(n: int, cfg: CaptionTrainConfig, generator: torch.Generator) -
 def objective(model: Captioner, images, tokens, image_of, mask, cfg: CaptionTrainConfig,
               generator: torch.Generator, features: bool = False, forward=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The minibatch loss and its mean NLL per caption: images (B, 3, P, P) (or, with `features`,
-    cached backbone features (B, L, D)), tokens (N, T + 1), image_of (N,), mask (N, T). Soft (and none): NLL + the doubly stochastic
-    penalty (eq. 14). Hard: sampled locations and the REINFORCE surrogate with the moving-average
-    baseline (one number, or one per number of words left with reward "to-go"), which is updated
-    here once per minibatch. `forward`: what runs the model (its DistributedDataParallel wrapper)."""
+    cached backbone features (B, L, D)), tokens (N, T + 1), image_of (N,), mask (N, T). Soft (and
+    none): NLL + the doubly stochastic penalty (eq. 14). Hard: sampled locations and the REINFORCE
+    surrogate with the moving-average baseline (one number, or one per number of words left with
+    reward "to-go"), which is updated here once per minibatch. `forward`: what runs the model (its
+    DistributedDataParallel wrapper)."""
     hard = model.config.attention == "hard"
     expected = draw_expected(len(tokens), cfg, generator).to(tokens.device) if hard else False
     out = (forward or model)(images, tokens[:, :-1], image_of, features=features, hard=hard, expected=expected)

@@ -118,11 +118,8 @@ def restore(path: Path, model, opt, sched, scaler, gen: torch.Generator, cfg: Ca
     check_resumable(state, path)
     check_same_run(state, model.config, itos, cfg, fingerprint, path, world.size)
     meta, rank = state["meta"], world.rank
-    checkpoint.check_state(state["state_dict"], shown(path), expected=model.state_dict())
+    checkpoint.load_state(model, state["state_dict"], shown(path), external=bool(state["external"]))
     try:
-        missing, unexpected = model.load_state_dict(state["state_dict"], strict=False)
-        if unexpected or any(not (state["external"] and k.startswith(checkpoint.TRUNK)) for k in missing):
-            raise ValueError(f"missing {missing[:3]}, unexpected {unexpected[:3]}")
         opt.load_state_dict(meta["optimizer"])
         sched.load_state_dict(meta["scheduler"])
         if scaler is not None and meta.get("scaler"):

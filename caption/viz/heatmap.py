@@ -10,8 +10,8 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from .save import figure_format, save_figure
 from .draw import colormap, font
+from .save import figure_format, save_figure
 
 
 def attention_heatmap(weights: Tensor, x_labels: list[str], y_labels: list[str], out: str | os.PathLike,

@@ -12,8 +12,8 @@ from PIL import Image, ImageDraw, ImageFilter
 from torch import Tensor
 
 from ..data.images import read_image, to_rgb
-from .save import figure_format, save_figure
 from .draw import font
+from .save import figure_format, save_figure
 
 PANEL = 168      # panel side in pixels
 TITLE = 22       # title strip above each panel

@@ -35,12 +35,6 @@ def doubly_stochastic_penalty(alpha: Tensor, mask: Tensor) -> Tensor:
     return (1.0 - per_location).pow(2).sum(-1)                                        # (N,)
 
 
-def soft_attention_loss(logits: Tensor, targets: Tensor, mask: Tensor, alpha: Tensor | None,
-                        alpha_c: float = 1.0) -> tuple[Tensor, Tensor]:
-    """The soft model's objective (eq. 14) per caption: (NLL + lambda * penalty (N,), NLL (N,))."""
-    return penalised(caption_nll(logits, targets, mask), alpha, mask, alpha_c)
-
-
 def penalised(nll: Tensor, alpha: Tensor | None, mask: Tensor, alpha_c: float = 1.0) -> tuple[Tensor, Tensor]:
     """Eq. 14 from the caption NLL (N,) already summed: (NLL + lambda * penalty (N,), NLL (N,))."""
     if alpha is None or not alpha_c:

@@ -1,15 +1,24 @@
-"""Matrix products on the CPU through oneDNN, forward and backward.
+"""Matrix products on the CPU through oneDNN, forward and backward: a kernel for speed only.
 
-PyTorch's fp32 matmul on the CPU calls MKL's sgemm, and MKL takes its AVX2 code path on AMD
+Equals (within float rounding: the summation order differs):
+    linear(x, weight, bias)  torch.nn.functional.linear(x, weight, bias), and each of its gradients
+                             (tests/test_matmul.py::test_linear_equals_f_linear_with_every_gradient,
+                             ::test_each_gradient_alone_and_odd_inputs)
+    Linear                   torch.nn.Linear, the same parameters and state_dict keys
+                             (tests/test_matmul.py::test_the_linear_module_is_nn_linear_with_the_same_state)
+    mm(a, b)                 a @ b (tests/test_matmul.py::test_mm_takes_transposed_operands_and_is_the_same_every_time)
+Results are the same from one run to the next.
+
+Why: PyTorch's fp32 matmul on the CPU calls MKL's sgemm, and MKL takes its AVX2 code path on AMD
 processors even where they have AVX-512. oneDNN's inner product, which PyTorch already uses for bf16
-and in its compiler, uses AVX-512 there: about twice MKL's rate at every product of a decoder step,
-and more at the recurrence's 32-row ones (benchmarks/decoder_speed.py times both in one run).
+and in its compiler, uses AVX-512 there, and is faster at every product of a decoder step
+(BENCHMARKS.md, section "Decoder speed at the paper's COCO sizes"; benchmarks/decoder_speed.py times
+both in one run).
 
-`linear` (F.linear's contract, with `Linear` the nn.Linear that calls it) and `mm` send fp32 CPU
-products to oneDNN, with a backward pass that does the same. Everything else goes to PyTorch's own
-kernels: other devices, other dtypes, autocast (which casts to bf16, already oneDNN's), and products
-too small for oneDNN's fixed cost of a call (about 10 us). Results equal PyTorch's within float
-rounding (the summation order differs) and are the same from one run to the next.
+`linear` (with `Linear` the nn.Linear that calls it) and `mm` send fp32 CPU products to oneDNN, with
+a backward pass that does the same. Everything else goes to PyTorch's own kernels: other devices,
+other dtypes, autocast (which casts to bf16, already oneDNN's), and products too small to repay
+oneDNN's fixed cost of a call (MIN_MACS).
 `backend("torch")` turns the routing off for a block (a benchmark's side-by-side timing); the
 setting belongs to the thread (a context variable), and a product's backward pass follows its
 forward's. What this gives up against F.linear: forward-mode AD, torch.func transforms and double

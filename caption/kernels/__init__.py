@@ -1,0 +1,10 @@
+"""Code that exists only for speed: each module equals a plain PyTorch expression (its docstring
+names the expression and the test that pins them equal) and changes no result beyond float rounding.
+
+    matmul           fp32 CPU products through oneDNN (Linear, linear, mm; backend("torch") turns it off)
+    additive_score   v^T tanh(q + k) for every query and key, fused and chunked for the CPU
+    recurrent_linear a recurrence's weight gradient as one GEMM over all steps (RecurrentLinear)
+    malloc           glibc malloc tuning: freed memory kept for reuse (keep_freed_memory)
+
+The package imports nothing here, so `caption.kernels.malloc` loads without torch.
+"""

@@ -1,0 +1,109 @@
+"""The additive attention score, fused by hand for the CPU: a kernel for speed only.
+
+    additive_score(q, keys, v)  q (B, T, A), keys (B, S, A), v (A,) -> e (B, T, S)
+equals, forward and every gradient (within float rounding),
+    torch.tanh(q.unsqueeze(2) + keys.unsqueeze(1)) @ v
+(tests/test_fast_decoder.py::test_additive_score_is_v_tanh_and_its_gradient_is_exact, with and
+without a graph, in chunks and whole; in a decoder,
+tests/test_fast_decoder.py::test_teacher_forced_step_equals_the_plain_formulation).
+
+The (B, T, S, A) middle tensor is the costliest part of a decoder step, and memory-bound, so it is
+made a few images at a time (`CHUNK` elements, to stay in the CPU's cache), each image's keys added
+to one query at a time (a simple broadcast), and worked on in place. tanh is taken as
+2 sigmoid(2x) - 1: the same function, but PyTorch's CPU sigmoid runs faster than its tanh
+(BENCHMARKS.md, section "Pilot measurements quoted by the code").
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+CHUNK = 1 << 20   # elements of the middle tensor made at once on the CPU
+
+
+def _score_chunk(q: Tensor, keys: Tensor, w: Tensor, half: Tensor, e: Tensor) -> None:
+    """half <- tanh(q + k) / 2 = sigmoid(2 (q + k)) - 1/2 (b, T, S, A) and e <- v^T tanh(q + k) =
+    2 (half @ v) (b, T, S), in place; w is v in half's dtype. 2 (q + k) is formed as 2 q + 2 k in
+    the one pass of the sum (doubling is exact: the same numbers as doubling the sum)."""
+    q2 = 2 * q
+    for t in range(q.shape[1]):
+        torch.add(q2[:, t].unsqueeze(1), keys, alpha=2, out=half[:, t])    # (b, S, A)
+    half.sigmoid_().sub_(0.5)
+    torch.matmul(half, w, out=e).mul_(2)
+
+
+def _chunks(B: int, per_image: int, device: torch.device):
+    """Slices of the batch of about CHUNK elements each, to stay in the CPU's cache (one slice on
+    a GPU, where every chunk would be more kernel launches)."""
+    step = B if device.type != "cpu" else max(1, CHUNK // per_image)
+    return [slice(b, min(b + step, B)) for b in range(0, B, step)]
+
+
+def additive_score(q: Tensor, keys: Tensor, v: Tensor) -> Tensor:
+    """v^T tanh(q + k): q (B, T, A), keys (B, S, A), v (A,) -> (B, T, S). With a gradient to keep,
+    `AdditiveScore`; without one, the (B, T, S, A) middle tensor is never whole: each chunk reuses
+    one scratch buffer (a fresh tensor of beam-search size costs more in page faults than the
+    arithmetic)."""
+    if torch.is_grad_enabled() and (q.requires_grad or keys.requires_grad or v.requires_grad):
+        return AdditiveScore.apply(q, keys, v)
+    B, T, A = q.shape
+    S = keys.shape[1]
+    dtype = torch.promote_types(q.dtype, keys.dtype)
+    e = torch.empty(B, T, S, dtype=dtype, device=q.device)
+    if B == 0:
+        return e
+    chunks = _chunks(B, T * S * A, q.device)
+    scratch = torch.empty(chunks[0].stop - chunks[0].start, T, S, A, dtype=dtype, device=q.device)
+    w = v.to(dtype)
+    for c in chunks:
+        _score_chunk(q[c], keys[c], w, scratch[:c.stop - c.start], e[c])
+    return e
+
+
+class AdditiveScore(torch.autograd.Function):
+    """e = v^T tanh(q + k) for every query and source position: q (B, T, A), k (B, S, A),
+    v (A,) -> (B, T, S), made in chunks as the module says.
+
+    What is kept is u = tanh(x) / 2 = sigmoid(2x) - 1/2 (small numbers, so bf16 keeps their
+    precision): e = 2 u.v and tanh'(x) = 4 (1/4 - u^2). In the backward pass v is a common factor of
+    both sums (over S for q, over T for k), so the gradient is formed once, scaled by v, and reduced
+    twice.
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, keys: Tensor, v: Tensor) -> Tensor:
+        B, T, A = q.shape
+        S = keys.shape[1]
+        dtype = torch.promote_types(q.dtype, keys.dtype)
+        half = torch.empty(B, T, S, A, dtype=dtype, device=q.device)        # tanh(q + k) / 2
+        e = torch.empty(B, T, S, dtype=dtype, device=q.device)
+        w = v.to(dtype)
+        for c in _chunks(B, T * S * A, q.device):
+            _score_chunk(q[c], keys[c], w, half[c], e[c])
+        ctx.save_for_backward(half, v)
+        return e                                                            # (B, T, S)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        half, v = ctx.saved_tensors
+        B, T, S, A = half.shape
+        grad = grad.to(half.dtype)
+        w4 = (4 * v).to(half.dtype)
+        grad_v = torch.zeros(A, dtype=torch.float64 if half.dtype == torch.float64 else torch.float32,
+                             device=half.device)
+        grad_q = torch.empty(B, T, A, dtype=half.dtype, device=half.device)
+        grad_k = torch.empty(B, S, A, dtype=half.dtype, device=half.device)
+        quarter = half.new_full((), 0.25)          # made on the device: no host copy (CUDA graphs forbid one)
+        for c in _chunks(B, T * S * A, half.device):
+            u, gc = half[c], grad[c]
+            grad_v += (gc.reshape(1, -1) @ u.reshape(-1, A)).view(A)        # sum grad * tanh / 2
+            # One query (a training step): the gradient of k is g itself, made in place.
+            g = torch.addcmul(quarter, u, u, value=-1, out=grad_k[c].unsqueeze(1)) if T == 1 \
+                else torch.addcmul(quarter, u, u, value=-1)                 # (1 - tanh^2) / 4
+            g.mul_(gc.unsqueeze(-1)).mul_(w4)                               # (b, T, S, A)
+            torch.sum(g, 2, out=grad_q[c])
+            if T > 1:
+                torch.sum(g, 1, out=grad_k[c])
+        return grad_q, grad_k, (2 * grad_v).to(v.dtype)
