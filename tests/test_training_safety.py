@@ -234,6 +234,27 @@ def test_a_full_disk_is_one_line_and_the_earlier_files_stay(trained, monkeypatch
     assert sorted(os.listdir(trained.parent)) == sorted(RUN)         # no temp file left
 
 
+def test_a_finished_run_killed_before_it_removed_its_lock_leaves_no_lock_after_resume(trained, capsys):
+    """A run killed (SIGKILL) after its last save but before it removed OUT.lock: --resume says the
+    run is complete, takes the dead run's lock over and removes it; a live holder is refused."""
+    before = _files(trained.parent)
+    lock = trained.parent / (trained.name + ".lock")
+    lock.write_text("999999\n")                                     # the killed run's, no flock held
+    assert main(["train", "--out", str(trained), *TRAIN, "--resume"]) == 0
+    assert capsys.readouterr().out == f"{trained}: already trained 1 of 1 epochs; raise --epochs to train more\n"
+    assert _files(trained.parent) == before and not lock.exists()
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'w'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)", str(lock)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        assert main(["train", "--out", str(trained), *TRAIN, "--resume"]) == 1
+        assert "another run" in _one_error(capsys.readouterr().err)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_resume_of_a_finished_run_or_of_a_best_checkpoint_is_one_line(trained, capsys):
     before = _files(trained.parent)
     assert main(["train", "--out", str(trained), *TRAIN, "--resume"]) == 0

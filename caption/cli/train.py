@@ -72,6 +72,7 @@ def _copy_flag(to, src, dest: str) -> None:
 def cmd_train(args) -> int:
     from dataclasses import fields
 
+    from ..lock import run_lock
     from ..training.distributed import world
     from ..training.loop import train
     from ..training.setup import complete_model_config, prepare_run, read_feature_cache
@@ -88,6 +89,9 @@ def cmd_train(args) -> int:
     say = print if world().main else (lambda *a, **k: None)
     done = finished(args.out, train_cfg, world().size) if args.resume else None
     if done:
+        if world().main:       # a lock left by a run killed after its last save is taken over and removed
+            with run_lock(args.out):
+                pass
         say(done)
         return 0
     if args.features:
