@@ -21,7 +21,7 @@ from .decoding import CaptionModel, CaptionResult
 from .errors import InputError
 from .search import HARD_MODES, IMAGE_COMMANDS, DecodeOptions
 
-__all__ = ["CaptionModel", "CaptionResult", "DecodeOptions", "explore", "load"]
+__all__ = ["DEFAULT_MODEL", "SCENE_SEED", "CaptionModel", "CaptionResult", "DecodeOptions", "explore", "load"]
 
 DEFAULT_MODEL = "scenes-soft.pt"
 SCENE_SEED = 7      # scenes of the explorer and the demo: no split uses it (train 0, val 1, test 2)

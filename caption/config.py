@@ -94,8 +94,8 @@ class Seq2SeqConfig:
     reverse_source: bool = option(True, "feed the source reversed (Sutskever et al. 2014)")
     score: str = option("general", "attention score: additive (Bahdanau), dot or general (Luong)",
                         ("additive", "dot", "general"))
-    attn_dim: int | None = option(None, "attention size of the additive score",
-                                  range=SIZE_OR_UNSET)   # None: the decoder size
+    attn_dim: int | None = option(None, "attention size of the additive score (default: the decoder size)",
+                                  range=SIZE_OR_UNSET)
     local: str | None = option(None, "Luong local attention: local-m or local-p (default: global)",
                                ("local-m", "local-p"))
     window: int = option(4, "half-width of the local window (Luong's D)", range=_whole(0, 1000))
@@ -121,7 +121,7 @@ class Seq2SeqTrainConfig:
                                  range=_real(0, 1, True, True))
     seed: int = option(0, "random seed (initialisation and batch order)", range=SEED)
     eval_batch_size: int = option(1000, range=BATCH)
-    threads: int | None = option(None, "torch CPU threads", range=THREADS)  # None keeps torch's choice
+    threads: int | None = option(None, "torch CPU threads (default: torch's own choice)", range=THREADS)
 
 
 @dataclass
@@ -132,7 +132,8 @@ class CaptionConfig:
                                  "the paper's), resnet18/34 (stride 32: 7x7 at 224 px, D 512), resnet50/101 "
                                  "(stride 32, D 2048); a backbone's map is average-pooled to --grid", ENCODERS)
     # None: random init (the weights then travel in the checkpoint's state_dict)
-    encoder_weights: str | None = option(None, "local state_dict file for a torchvision backbone (no download)")
+    encoder_weights: str | None = option(None, "local state_dict file for a torchvision backbone (no download; "
+                                               "default: none, the backbone starts from random weights)")
     # the built-in CNN always trains
     fine_tune: bool = option(False, "train the torchvision backbone too")
     image_size: int = option(112, "images are resized to this square size (train: 224 for backbones unless "
@@ -199,7 +200,7 @@ class CaptionTrainConfig:
     precision: str = option("auto", "fp32, bf16 autocast (CPU and CUDA) or fp16 autocast with gradient scaling "
                                     "(CUDA); auto: fp32 (why: BENCHMARKS.md, Precision on cuda)",
                             ("auto", "fp32", "bf16", "fp16"))
-    threads: int | None = option(None, "torch CPU threads", range=THREADS)
+    threads: int | None = option(None, "torch CPU threads (default: torch's own choice)", range=THREADS)
     # a state written inside an epoch resumes at the next batch, bit for bit
     save_every: float = option(0.0, "minutes between resumable states written inside an epoch to OUT.last.pt "
                                     "(0: only after each epoch); a killed run loses at most this much",
@@ -207,7 +208,7 @@ class CaptionTrainConfig:
     log_every: int = option(50, "steps between the step lines (loss, learning rate, images/s) of OUT.history.jsonl "
                                 "(0: only the epoch lines)", range=_whole(0, 1 << 30))
     tensorboard: str | None = option(None, "also write the history as TensorBoard scalars to this folder "
-                                           "(needs the tensorboard package)")
+                                           "(needs the tensorboard package; default: none)")
     # Hard attention (sec. 4.1 and the authors' capgen.py); the defaults are the paper's values.
     # lambda_r: the authors divide the REINFORCE term by 10
     reinforce_weight: float = option(0.1, "hard: weight lambda_r of the REINFORCE term", range=NON_NEGATIVE)

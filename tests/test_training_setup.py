@@ -2,6 +2,7 @@
 completes it, and `loop.train` from two configs doing what the command does."""
 import pytest
 import torch
+from layouts import write_coco
 
 from caption import checkpoint
 from caption.cli import main
@@ -65,8 +66,10 @@ def test_a_feature_cache_sets_the_encoder_and_refuses_a_given_size_that_differs(
         setup.complete_model_config(CaptionConfig(encoder="vgg16"), manifest)
 
 
-def test_every_setting_of_a_run_is_resolved_once(tmp_path, monkeypatch):
-    calls = {"precision": 0, "device": 0, "tensorboard": 0, "fresh": 0}
+@pytest.mark.parametrize("dataset", ["scenes", "coco"])
+def test_every_setting_of_a_run_is_resolved_once(tmp_path, monkeypatch, dataset):
+    from caption.data import loader
+    calls = {"precision": 0, "device": 0, "tensorboard": 0, "fresh": 0, "config": 0, "memory": 0}
 
     def counted(name, real):
         def wrapper(*args, **kwargs):
@@ -77,6 +80,26 @@ def test_every_setting_of_a_run_is_resolved_once(tmp_path, monkeypatch):
     monkeypatch.setattr(setup, "train_device", counted("device", setup.train_device))
     monkeypatch.setattr(setup, "check_tensorboard", counted("tensorboard", setup.check_tensorboard))
     monkeypatch.setattr(setup, "check_fresh", counted("fresh", setup.check_fresh))
-    flags = {**TRAIN, "epochs": 1, "pretrain_epochs": 0}
-    assert main(["train", *as_flags(FLAGS), *as_flags(flags), "--quiet", "--out", str(tmp_path / "m.pt")]) == 0
-    assert calls == {"precision": 1, "device": 1, "tensorboard": 1, "fresh": 1}
+    monkeypatch.setattr(setup, "check", counted("config", setup.check))
+    monkeypatch.setattr(loader, "check_shared_memory", counted("memory", loader.check_shared_memory))
+    flags = {**TRAIN, "epochs": 1, "pretrain_epochs": 0, "workers": 0}
+    data = ["--dataset", "coco", "--data", str(write_coco(tmp_path / "coco"))] if dataset == "coco" else []
+    assert main(["train", *data, *as_flags(FLAGS), *as_flags(flags), "--quiet", "--out", str(tmp_path / "m.pt")]) == 0
+    # both configs once after the model config is completed (the flags were checked as parsed);
+    # the shared memory of batches decoded from files once, before the data is read
+    assert calls == {"precision": 1, "device": 1, "tensorboard": 1, "fresh": 1, "config": 2,
+                     "memory": int(dataset == "coco")}
+
+
+def test_train_leaves_the_callers_config_and_wants_features_with_their_manifest(tmp_path):
+    manifest = {"encoder": "resnet18", "encoder_weights": None, "image_size": 48, "grid": [2, 2], "sha256": None}
+    features = {"train": torch.randn(12, 4, 512), "val": torch.randn(4, 4, 512)}
+    model_cfg, cfg = CaptionConfig(**FLAGS), CaptionTrainConfig(**{**TRAIN, "epochs": 1, "pretrain_epochs": 0})
+    history = train(model_cfg, cfg, scene_set(12, "train", 48), scene_set(4, "val", 48), tmp_path / "m.pt",
+                    features=features, manifest=manifest, progress=False, log=lambda s: None)
+    assert len(history) == 1 and model_cfg == CaptionConfig(**FLAGS)        # completed on a copy
+    saved = checkpoint.load(tmp_path / "m.pt")["config"]
+    assert (saved["encoder"], saved["grid"], saved["fine_tune"]) == ("resnet18", 2, False)
+    with pytest.raises(ValueError, match="features and its manifest together"):
+        train(model_cfg, cfg, scene_set(12, "train", 48), scene_set(4, "val", 48), tmp_path / "f.pt",
+              features=features)

@@ -75,17 +75,15 @@ def cmd_train(args) -> int:
     from ..lock import run_lock
     from ..training.distributed import world
     from ..training.loop import train
-    from ..training.setup import complete_model_config, prepare_run, read_feature_cache
+    from ..training.setup import complete_model_config, feature_manifest, prepare_run, read_feature_cache
     from ..training.state import finished
     from ..training.stop import Interrupted
     model_cfg, train_cfg = config_from(CaptionConfig, args), config_from(CaptionTrainConfig, args)
     given = {f.name for f in fields(CaptionConfig) if getattr(args, f.name, None) is not None}
-    manifest = features = None
-    if args.features:      # memory-mapped: cheap to read before the checks
-        manifest, train_set, val_set, features = read_feature_cache(args.features)
+    manifest = feature_manifest(args.features) if args.features else None
     complete_model_config(model_cfg, manifest, given)
     # every check before any real work: names, kinds, inputs, the device and precision, an earlier run
-    setup = prepare_run(model_cfg, train_cfg, args.out, args.resume, args.force, _inputs(args))
+    setup = prepare_run(model_cfg, train_cfg, args.out, resume=args.resume, force=args.force, inputs=_inputs(args))
     say = print if world().main else (lambda *a, **k: None)
     done = finished(args.out, train_cfg, world().size) if args.resume else None
     if done:
@@ -94,11 +92,13 @@ def cmd_train(args) -> int:
                 pass
         say(done)
         return 0
-    if args.features:
+    features = None
+    if args.features:     # memory-mapped
+        _, train_set, val_set, features = read_feature_cache(args.features)
         log_line(f"features from {args.features}: {manifest['encoder']} grid {manifest['grid']}, "
                  f"{len(train_set)} train / {len(val_set)} val images")
     else:
-        if args.dataset != "scenes":             # files decoded by workers: their shared memory, before any work
+        if args.dataset != "scenes":     # files decoded by workers: their shared memory, before the data is read
             from ..data.loader import check_shared_memory
             check_shared_memory(model_cfg.image_size, train_cfg.batch_size, train_cfg.workers)
         train_set, val_set = _splits(args, model_cfg.image_size, train_cfg)

@@ -101,19 +101,30 @@ def write_features(encoder, config, data: ImageSet, out: str | Path, split: str,
     return array_path
 
 
+MANIFEST_FIELDS = {"encoder", "encoder_weights", "image_size", "grid", "sha256"}
+
+
+def read_manifest(root: str | Path) -> dict:
+    """The manifest of the cache in `root`: its encoder, weights file and sha256, image size and grid."""
+    manifest_path = Path(root) / "manifest.json"
+    if not manifest_path.is_file():
+        raise DataError(f"{manifest_path}: no such file (write the cache with `caption features ... --out {root}`)")
+    manifest = read_json(manifest_path, "feature cache manifest")
+    if not isinstance(manifest, dict) or not MANIFEST_FIELDS <= set(manifest):
+        raise DataError(f"{manifest_path}: not a feature cache manifest (write the cache with `caption features`)")
+    return manifest
+
+
 def read_features(root: str | Path, split: str) -> tuple[dict, ImageSet, torch.Tensor]:
     """(manifest, the split's images and captions, its features (B, L, D) fp16, memory-mapped)."""
     from .text import caption_tokens
     root = Path(root)
-    manifest_path, index_path, array_path = root / "manifest.json", root / f"{split}.json", root / f"{split}.npy"
-    for f in (manifest_path, index_path, array_path):
+    index_path, array_path = root / f"{split}.json", root / f"{split}.npy"
+    for f in (root / "manifest.json", index_path, array_path):
         if not f.is_file():
             raise DataError(f"{f}: no such file (write the cache with `caption features ... --out {root}`)")
-    manifest = read_json(manifest_path, "feature cache manifest")
+    manifest = read_manifest(root)
     index = read_json(index_path, "feature cache index")
-    needed = {"encoder", "encoder_weights", "image_size", "grid", "sha256"}
-    if not isinstance(manifest, dict) or not needed <= set(manifest):
-        raise DataError(f"{manifest_path}: not a feature cache manifest (write the cache with `caption features`)")
     try:
         if index["done"] < len(index["names"]):
             raise DataError(f"{index_path}: only {index['done']} of {len(index['names'])} images encoded; "

@@ -1,7 +1,7 @@
 """One parser per captions format (COCO's captions file, Karpathy's split file, Flickr8k's token
 file), shared by the data set readers (`readers.py`, which open the images) and by
 `read_references`, what `caption score` scores against (no image opened). A parser takes `rules`
-saying how an entry is checked: a data set's way (`_DataSet`: DataError naming the file) or
+saying how an entry is checked: a data set's way (`DataSetRules`: DataError naming the file) or
 scoring's (`_References`: ids by the rule of results files, `image_id`).
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ _DIGITS = re.compile(r"-?[0-9]{1,18}")     # 18 digits: any int64 id, and int() 
 _EXACT = 2 ** 53                           # past this a float is no longer one integer
 
 
-def _need(path: Path, where: str, entry, key: str, types: tuple, optional: bool = False):
+def need_field(path: Path, where: str, entry, key: str, types: tuple, optional: bool = False):
     """entry[key] if it has one of `types`; otherwise DataError naming the file and the entry."""
     if not isinstance(entry, dict):
         raise DataError(f"{path}: {where} is {type(entry).__name__}, not an object")
@@ -33,7 +33,7 @@ def _need(path: Path, where: str, entry, key: str, types: tuple, optional: bool 
     return value
 
 
-class _DataSet:
+class DataSetRules:
     """A data set's checks: each field of the type the format gives it, an id as written (int or
     str), an id given twice refuses the file; DataError naming the file and the entry."""
     strict = True
@@ -42,10 +42,10 @@ class _DataSet:
         self.path = path
 
     def id_of(self, entry, where: str, key: str):
-        return _need(self.path, where, entry, key, (int, str))
+        return need_field(self.path, where, entry, key, (int, str))
 
     def list_of(self, entry, where: str, key: str) -> list:
-        return _need(self.path, where, entry, key, (list,))
+        return need_field(self.path, where, entry, key, (list,))
 
 
 class _References:
@@ -64,7 +64,7 @@ class _References:
         return value
 
 
-def _coco_captions(data: dict, rules) -> dict:
+def coco_captions(data: dict, rules) -> dict:
     """{image id: raw captions} of COCO's "annotations" [{"image_id", "caption"}], in file order."""
     refs: dict = {}
     for k, a in enumerate(rules.list_of(data, "the file", "annotations")):
@@ -72,7 +72,7 @@ def _coco_captions(data: dict, rules) -> dict:
     return refs
 
 
-def _karpathy_images(data: dict, split: str, rules):
+def karpathy_images(data: dict, split: str, rules):
     """(where, image id, entry) of each image of `split` in Karpathy's "images" [{"split",
     "cocoid" or "imgid", ...}]; "restval" joins train. Strict rules also refuse an id given twice
     (its captions would be mixed up) and a "split" that is not text."""
@@ -86,17 +86,17 @@ def _karpathy_images(data: dict, split: str, rules):
                 raise DataError(f"{rules.path}: {where}: image id {clip(repr(ident), 60)} appears more than "
                                 f"once; its captions would be mixed up")
             ids.add(ident)
-            _need(rules.path, where, e, "split", (str,))
+            need_field(rules.path, where, e, "split", (str,))
         if e.get("split") in wanted:
             yield where, ident, e
 
 
-def _sentences(entry: dict, where: str, rules) -> list:
+def karpathy_sentences(entry: dict, where: str, rules) -> list:
     """A Karpathy image's raw captions; a sentence without a "raw" string is None (an empty caption)."""
     return [s.get("raw") if isinstance(s, dict) else None for s in rules.list_of(entry, where, "sentences")]
 
 
-def _flickr_tokens(lines: list[str]) -> tuple[dict[str, list[str]], list[int]]:
+def flickr_tokens(lines: list[str]) -> tuple[dict[str, list[str]], list[int]]:
     """Flickr8k.token.txt's "name.jpg#n<TAB>caption" lines: ({file name: captions}, the numbers of
     the lines of another shape). Blank lines are neither."""
     refs: dict[str, list[str]] = {}
@@ -128,16 +128,16 @@ def read_references(path: str | os.PathLike, split: str) -> dict[int | str, list
         if not isinstance(data, dict):
             raise ValueError(f"it holds {json_type(data)}, not an object")
         if "annotations" in data:
-            return _coco_captions(data, rules)
+            return coco_captions(data, rules)
         if "images" in data:
-            return {i: _sentences(e, where, rules) for where, i, e in _karpathy_images(data, split, rules)}
+            return {i: karpathy_sentences(e, where, rules) for where, i, e in karpathy_images(data, split, rules)}
         raise ValueError("it has neither 'annotations' nor 'images'")
     except ValueError as e:
         raise DataError(f"{shown(path)}: neither COCO-format captions nor a Karpathy split file: {e}") from None
 
 
 def _flickr_references(path: Path) -> dict[int, list[str]]:
-    by_name, _ = _flickr_tokens(read_text(path, "Flickr8k token file", TEXT_LIMIT, DataError).splitlines())
+    by_name, _ = flickr_tokens(read_text(path, "Flickr8k token file", TEXT_LIMIT, DataError).splitlines())
     refs: dict[int, list[str]] = {}
     for name, captions in by_name.items():
         head, kept = name.split("_")[0], [c for c in captions if c]     # an empty caption is no reference

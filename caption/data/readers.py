@@ -27,7 +27,7 @@ from typing import NamedTuple
 from ..errors import DataError
 from ..fileio import shown
 from ..safe_read import CAPTION_CHARS, DATA_JSON_LIMIT, TEXT_LIMIT, clip, read_json, read_text
-from .formats import _coco_captions, _DataSet, _flickr_tokens, _karpathy_images, _need, _sentences
+from .formats import DataSetRules, coco_captions, flickr_tokens, karpathy_images, karpathy_sentences, need_field
 from .images import ImageProblem, ImageSet, image_file
 from .text import caption_tokens
 
@@ -133,16 +133,16 @@ def read_coco_json(path: Path, images: Path, name: str, log: Callable[[str], Non
     [{"image_id", "caption"}]; files under `images`, the image root."""
     data = _json(path, "COCO captions file")
     try:
-        refs = _coco_captions(data, _DataSet(path))
+        refs = coco_captions(data, DataSetRules(path))
         entries, seen = [], set()
-        for k, e in enumerate(_need(path, "the file", data, "images", (list,))):
+        for k, e in enumerate(need_field(path, "the file", data, "images", (list,))):
             where = f"images[{k}]"
-            ident = _need(path, where, e, "id", (int, str))
+            ident = need_field(path, where, e, "id", (int, str))
             seen.add(ident)
-            file_name = _need(path, where, e, "file_name", (str,))
-            objects = _need(path, where, e, "objects", (list,), optional=True) or []
-            width = _need(path, where, e, "width", (int, float), optional=True)
-            height = _need(path, where, e, "height", (int, float), optional=True)
+            file_name = need_field(path, where, e, "file_name", (str,))
+            objects = need_field(path, where, e, "objects", (list,), optional=True) or []
+            width = need_field(path, where, e, "width", (int, float), optional=True)
+            height = need_field(path, where, e, "height", (int, float), optional=True)
             entries.append(Entry(ident, f"{shown(path)}: {where} (id {clip(ident, 40)})", file_name,
                                  images / file_name, refs.get(ident, []), objects,
                                  (width, height) if width and height else None))
@@ -187,11 +187,11 @@ def read_karpathy(path: str | Path, images: str | Path, split: str, log: Callabl
     the file, naming the entry; a sentence without a "raw" string is counted as an empty caption."""
     path, root = Path(path), Path(images)
     data = _json(path, "Karpathy split file")
-    rules, entries = _DataSet(path), []
-    for where, ident, e in _karpathy_images(data, split, rules):
-        name = os.path.join(_need(path, where, e, "filepath", (str,), optional=True) or "",
-                            _need(path, where, e, "filename", (str,)))
-        entries.append(Entry(ident, f"{shown(path)}: {where}", name, root / name, _sentences(e, where, rules),
+    rules, entries = DataSetRules(path), []
+    for where, ident, e in karpathy_images(data, split, rules):
+        name = os.path.join(need_field(path, where, e, "filepath", (str,), optional=True) or "",
+                            need_field(path, where, e, "filename", (str,)))
+        entries.append(Entry(ident, f"{shown(path)}: {where}", name, root / name, karpathy_sentences(e, where, rules),
                              [], None))
     return _build(f"karpathy {clip(data.get('dataset', path.stem), 40)} {split}", entries, log, Counter(), root,
                   allow_outside)
@@ -217,7 +217,7 @@ def read_flickr8k(root: str | Path, split: str, log: Callable[[str], None] = pri
             raise DataError(f"{shown(f)}: no such file (expected the Flickr8k text files in {shown(root)})")
     wanted = [(n, line.strip()) for n, line in enumerate(_text_file(names_file).splitlines(), 1) if line.strip()]
     token_lines = _text_file(tokens).splitlines()
-    refs, bad = _flickr_tokens(token_lines)
+    refs, bad = flickr_tokens(token_lines)
     skipped = Counter()
     if bad:   # known: 2258277193_586949ec62.jpg.1 (five lines)
         skipped["malformed lines"] = len(bad)

@@ -99,7 +99,7 @@ def evaluate_captions(*args, **kwargs) -> dict:
 
 def results_json(results: list[CaptionResult], image_ids: list[int]) -> list[dict]:
     """[{"image_id": int, "caption": str}], as coco-caption's COCO.loadRes reads: an id of digits is
-    written as the integer, as `caption score` reads it (caption.metrics.results.image_id)."""
+    written as the integer, as `caption score` reads it (caption.data.formats.image_id)."""
     from ..data.formats import image_id
     return [{"image_id": image_id(i), "caption": r.text} for i, r in zip(image_ids, results)]
 

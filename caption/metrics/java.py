@@ -20,8 +20,8 @@ from ..safe_read import clip
 JAVA_CHECK_SECONDS = 30.0          # `java -version`: a cold JVM on a busy machine takes a few seconds
 PTB_SECONDS = 120.0                # the PTB tokenizer: floor ...
 PTB_CHARS_PER_SECOND = 50_000      # ... plus this (it tokenizes megabytes a second)
-METEOR_SECONDS = 300.0             # METEOR: floor (loading its tables takes 10-30 s) ...
-METEOR_CHARS_PER_SECOND = 10_000   # ... plus this (COCO's 40,504 val images take about a minute)
+METEOR_SECONDS = 300.0             # METEOR: floor (loading its tables: BENCHMARKS.md, pilots) ...
+METEOR_CHARS_PER_SECOND = 10_000   # ... plus this per character of the results
 
 _CHECKED: dict[str, str | None] = {}    # java's path -> None when it runs, else why not
 

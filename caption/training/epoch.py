@@ -93,7 +93,8 @@ def train_one_epoch(run: Run, epoch: int, logs: History, forward: torch.nn.Modul
     return {"epoch": epoch, "slot": done, "order": order, "sums": sums}
 
 
-def train_step(run: Run, inputs, tokens, image_of, phase, forward, epoch: int, done: int) -> tuple[float, float, int]:
+def train_step(run: Run, inputs, tokens, image_of, *, phase, forward, epoch: int,
+               done: int) -> tuple[float, float, int]:
     """One optimizer step on one batch: (its loss, its mean NLL per caption, its words)."""
     device = run.setup.device
     inputs, tokens, image_of = inputs.to(device), tokens.to(device), image_of.to(device)
@@ -122,10 +123,11 @@ def save_due(run: Run, since_save: float, done: int) -> bool:
     return due
 
 
-def validate(run: Run, epoch: int, sums: list, val_set: ImageSet, logs: History) -> dict:
-    """The epoch's record: its training time and NLL per word, and (on the first process) the
-    validation set decoded at --eval-beam and scored, one line through `log`."""
-    record = {"epoch": epoch, "train_seconds": sums[3], "loss_per_word": sums[1] / max(sums[2], 1)}
+def validate(run: Run, epoch: int, *, sums: list, val_set: ImageSet, logs: History) -> tuple[dict, dict]:
+    """(the epoch's record, its validation scores): the record holds its training time, its NLL per
+    word and (on the first process) the scores of the validation set decoded at --eval-beam, said
+    in one line through `log`; the other processes get no scores."""
+    record, scores = {"epoch": epoch, "train_seconds": sums[3], "loss_per_word": sums[1] / max(sums[2], 1)}, {}
     if run.world.main:     # the others wait at the barrier after the epoch
         scores = evaluate_captions(CaptionModel(run.model, run.vocab), val_set,
                                    DecodeOptions(beam_size=run.cfg.eval_beam), workers=run.cfg.workers,
@@ -135,16 +137,15 @@ def validate(run: Run, epoch: int, sums: list, val_set: ImageSet, logs: History)
                 f"train {sums[3]:.0f}s")
         logs.write("epoch", epoch * run.steps_per_epoch, **record)
     run.model.train()
-    return record
+    return record, scores
 
 
-def keep_best(run: Run, record: dict, train_set: ImageSet, val_set: ImageSet) -> None:
+def keep_best(run: Run, record: dict, *, scores: dict, train_set: ImageSet, val_set: ImageSet) -> None:
     """Add the epoch to the history and, when `select` rates it above every earlier epoch, write
     the model to OUT (with the scenes' model card)."""
     run.history.append(record)
     if run.world.main and run.select(record) > run.best:
         run.best = run.select(record)
-        scores = {k: v for k, v in record.items() if k not in ("epoch", "train_seconds", "loss_per_word")}
         checkpoint.save(run.out, "captioner", run.model, run.vocab.itos,
                         meta={"epoch": record["epoch"], "val": scores, "train": asdict(run.cfg),
                               **image_meta(train_set, val_set)})

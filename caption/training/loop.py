@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from ..config import CaptionConfig, CaptionTrainConfig, check
 from ..data.images import ImageSet, check_image_set
-from ..data.loader import check_shared_memory
 from ..device import default_device
 from ..errors import InputError
 from ..fileio import remove_stale_temps, shown
@@ -32,7 +32,7 @@ from .epoch import keep_best, train_one_epoch, validate
 from .history import History
 from .outputs import move_aside
 from .run import Run, restore_or_start, save_state, start
-from .setup import RunSetup, complete_model_config, prepare_run
+from .setup import RunSetup, complete_model_config, feature_cache_files, prepare_run
 from .state import last_path
 from .stop import Interrupted, Stop, check_weights, stop_on_signals
 
@@ -42,6 +42,12 @@ def build_captioner(train_set: ImageSet, config: CaptionConfig, min_count: int |
     """A fresh captioner and the vocabulary of the training captions (None: min_count 1 on
     the built-in scenes, 5 on real data, as Karpathy's; vocab_size: the most frequent words only)."""
     check(config)
+    return _new_captioner(train_set, config, min_count, device, vocab_size)
+
+
+def _new_captioner(train_set: ImageSet, config: CaptionConfig, min_count: int | None,
+                   device: torch.device | str | None, vocab_size: int | None) -> tuple[Captioner, Vocab]:
+    """build_captioner for a config already checked."""
     if min_count is None:
         min_count = 1 if train_set.images is not None else 5
     vocab = Vocab.build((w for caps in train_set.captions for w in caps), min_count, vocab_size)
@@ -59,16 +65,23 @@ def train(model_cfg: CaptionConfig, cfg: CaptionTrainConfig, train_set: ImageSet
     `manifest`, a backbone's 224-pixel input), every check once, a model and vocabulary built
     from the training captions under cfg.seed, then `train_captioner`. With `features` (and the
     cache's `manifest`, from `setup.read_feature_cache`) the decoder trains on cached features.
-    setup: the caller's `prepare_run`, when it prepared the run (and completed the config) itself
-    before reading the data, as the CLI does."""
+    The caller's `model_cfg` is left as it was. setup: the caller's `prepare_run`, when it
+    prepared the run itself before reading the data, as the CLI does (then `model_cfg` is taken as
+    completed, and the shared memory of batches decoded from files as checked)."""
+    if (features is None) != (manifest is None):
+        raise ValueError("train: give a feature cache's features and its manifest together "
+                         "(setup.read_feature_cache), or neither")
     if setup is None:
+        model_cfg = replace(model_cfg)           # completed here: the caller's config stays as it was
         complete_model_config(model_cfg, manifest, given)
-        setup = prepare_run(model_cfg, cfg, out, resume, force)
+        inputs = feature_cache_files(manifest["folder"]) if manifest and manifest.get("folder") else ()
+        setup = prepare_run(model_cfg, cfg, out, resume=resume, force=force, inputs=inputs,
+                            file_batch=_file_batch(cfg, train_set, features))
     torch.manual_seed(cfg.seed)
-    model, vocab = build_captioner(train_set, model_cfg, cfg.min_count, setup.device, cfg.vocab_size)
+    model, vocab = _new_captioner(train_set, model_cfg, cfg.min_count, setup.device, cfg.vocab_size)
     if manifest is not None and model.encoder.weights_sha256 != manifest["sha256"]:
-        raise InputError(f"{model_cfg.encoder_weights}: not the weights the feature cache "
-                         f"{manifest.get('folder', '')} was made with (sha256 differs)")
+        cache = f"feature cache {manifest['folder']}" if manifest.get("folder") else "feature cache"
+        raise InputError(f"{model_cfg.encoder_weights}: not the weights the {cache} was made with (sha256 differs)")
     log(f"{len(train_set)} train / {len(val_set)} val images, {len(vocab)} words, "
         f"{sum(p.numel() for p in model.parameters()):,} parameters, grid {model.grid}")
     return train_captioner(model, vocab, train_set, val_set, cfg, out, resume=resume, progress=progress, log=log,
@@ -91,12 +104,13 @@ def train_captioner(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set
     A fresh run over an OUT that holds an earlier run is refused unless `force`, which moves the
     earlier files aside (outputs.move_aside). A loss that is not finite stops the run (InputError)
     with the last good files left as they were; SIGINT or SIGTERM stops it after saving the
-    resumable state (stop.Interrupted). A run that has all its epochs already says so and returns."""
-    setup = setup or prepare_run(model.config, cfg, out, resume, force)
+    resumable state (stop.Interrupted). A run that has all its epochs already says so and returns.
+    setup: the caller's `setup.prepare_run` (default: prepared here, every check once)."""
+    if setup is None:
+        setup = prepare_run(model.config, cfg, out, resume=resume, force=force,
+                            file_batch=_file_batch(cfg, train_set, features))
     check_image_set(train_set, "the training set")
     check_image_set(val_set, "the validation set")      # before an epoch is spent, not after it
-    if features is None and train_set.images is None:     # images read by workers: before any work
-        check_shared_memory(model.config.image_size, min(cfg.batch_size, len(train_set)), cfg.workers)
     parts = dict(model=model, vocab=vocab, train_set=train_set, val_set=val_set, cfg=cfg, out=out, resume=resume,
                  select=select, features=features, setup=setup)
     if not dist.world().main:
@@ -110,13 +124,18 @@ def train_captioner(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set
         return _train(**parts, progress=progress, log=log, warn=warn or log, stop=stop)
 
 
+def _file_batch(cfg: CaptionTrainConfig, train_set: ImageSet, features) -> int:
+    """The images per batch that workers decode from their files: 0 when they come from memory."""
+    return min(cfg.batch_size, len(train_set)) if features is None and train_set.images is None else 0
+
+
 def _train(*, model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSet, cfg: CaptionTrainConfig,
            out: str | Path, resume: bool, progress: bool, log: Callable[[str], None],
            select: Callable[[dict], float], features: dict[str, torch.Tensor] | None,
            warn: Callable[[str], None], setup: RunSetup, stop: Stop) -> list[dict]:
     run = start(model=model, vocab=vocab, train_set=train_set, cfg=cfg, out=out, setup=setup, stop=stop,
                 features=features, progress=progress, log=log, warn=warn, select=select)
-    if not restore_or_start(run, resume, train_set):
+    if not restore_or_start(run, resume=resume, train_set=train_set):
         dist.finish(run.world)
         return run.history
     resume_at = None if not resume else ((run.partial["epoch"], run.partial["slot"]) if run.partial
@@ -145,8 +164,8 @@ def _epochs(run: Run, train_set: ImageSet, val_set: ImageSet, logs: History, for
             if run.stop.requested:       # came during the last batch's loading: save as before validation
                 raise KeyboardInterrupt
             check_weights(run.model, epoch, run.out)
-            record = validate(run, epoch, sums=state["sums"], val_set=val_set, logs=logs)
-            keep_best(run, record, train_set=train_set, val_set=val_set)
+            record, scores = validate(run, epoch, sums=state["sums"], val_set=val_set, logs=logs)
+            keep_best(run, record, scores=scores, train_set=train_set, val_set=val_set)
             save_state(run, epoch)
             pending = None
             dist.barrier(run.world)

@@ -32,7 +32,7 @@ class Run:
     model: Captioner
     vocab: Vocab
     cfg: CaptionTrainConfig
-    out: Path
+    out: str | Path
     setup: RunSetup
     world: dist.World
     stop: Stop
@@ -82,14 +82,14 @@ def start(*, model: Captioner, vocab: Vocab, train_set: ImageSet, cfg: CaptionTr
     train_items = source(train_set, size, crop, features["train"] if features is not None else None)
     steps = -(-len(train_set) // cfg.batch_size)
     opt, sched = adam_with_linear_decay(model.parameters(), cfg.lr, cfg.lr_final, cfg.epochs * steps)
-    return Run(model=model, vocab=vocab, cfg=cfg, out=Path(out), setup=setup, world=w, stop=stop, targets=targets,
+    return Run(model=model, vocab=vocab, cfg=cfg, out=out, setup=setup, world=w, stop=stop, targets=targets,
                train_items=train_items, cached=features is not None,
                val_features=features["val"] if features is not None else None, steps_per_epoch=steps, opt=opt,
                sched=sched, scaler=grad_scaler(setup.device, setup.precision), gen=gen,
                fingerprint=data_fingerprint(train_set), progress=progress, log=log, warn=warn, select=select)
 
 
-def restore_or_start(run: Run, resume: bool, train_set: ImageSet) -> bool:
+def restore_or_start(run: Run, *, resume: bool, train_set: ImageSet) -> bool:
     """With `resume`, the model, optimizer, generators and history as OUT.last.pt saved them;
     False when that run has trained all its epochs already (said through `log`). Fresh: each
     process its own dropout masks and samples, and on built-in scenes the built-in CNN's
@@ -116,7 +116,7 @@ def restore_or_start(run: Run, resume: bool, train_set: ImageSet) -> bool:
     return True
 
 
-def save_state(run: Run, epoch_done: int, partial: dict | None = None, states: list | None = None,
+def save_state(run: Run, epoch_done: int, *, partial: dict | None = None, states: list | None = None,
                kept: tuple | None = None) -> None:
     """OUT.last.pt: the state to resume after `epoch_done` epochs (and, with `partial`, inside the
     next one). states: every process's generators (default: gathered now); kept: (best, history)

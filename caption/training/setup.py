@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ..config import CaptionConfig, CaptionTrainConfig, check
+from ..data.loader import check_shared_memory
 from ..device import resolve_device, resolve_precision
 from ..errors import InputError, OptionError
 from . import distributed as dist
@@ -28,19 +29,23 @@ class RunSetup:
     precision: str
 
 
-def prepare_run(model_cfg: CaptionConfig, cfg: CaptionTrainConfig, out: str | Path, resume: bool = False,
-                force: bool = False, inputs: Iterable[str | os.PathLike | None] = ()) -> RunSetup:
+def prepare_run(model_cfg: CaptionConfig, cfg: CaptionTrainConfig, out: str | Path, *, resume: bool = False,
+                force: bool = False, inputs: Iterable[str | os.PathLike | None] = (),
+                file_batch: int = 0) -> RunSetup:
     """Every check a run passes before any work, each once: both configs' fields, the output
     names (none is one of `inputs`, nor a file of another kind; --resume needs OUT.last.pt), the
-    device and precision this machine has, the tensorboard package when asked for, and no earlier
-    run at OUT unless `resume` or `force`."""
-    check(model_cfg)
+    device and precision this machine has, the tensorboard package when asked for, no earlier run
+    at OUT unless `resume` or `force`, and, when batches of `file_batch` images are decoded from
+    their files by cfg.workers processes, the shared memory those need."""
     check(cfg)
+    check(model_cfg)
     check_outputs(out, resume, inputs)
     device = train_device(cfg)
     precision = resolve_precision(cfg.precision, device, training=True)
     check_tensorboard(cfg.tensorboard)
     check_fresh(out, resume, force)
+    if file_batch:
+        check_shared_memory(model_cfg.image_size, file_batch, cfg.workers)
     return RunSetup(device, precision)
 
 
@@ -95,10 +100,22 @@ def complete_model_config(cfg: CaptionConfig, manifest: dict | None = None,
     cfg.grid, cfg.fine_tune = manifest["grid"][0], False
 
 
+def feature_manifest(folder: str | Path) -> dict:
+    """The manifest of the cache `caption features` wrote in `folder`, naming that folder too."""
+    from ..data.features import read_manifest
+    return {**read_manifest(folder), "folder": str(folder)}
+
+
+def feature_cache_files(folder: str | Path) -> list[Path]:
+    """The files of a feature cache, which no output of a run may be."""
+    folder = Path(folder)
+    return [folder / "manifest.json"] + [folder / f"{s}.{x}" for s in ("train", "val", "test") for x in ("json", "npy")]
+
+
 def read_feature_cache(folder: str | Path):
     """(manifest, train set, val set, {"train": features, "val": features}) of the cache that
     `caption features` wrote in `folder` (the manifest also names that folder)."""
     from ..data.features import read_features
-    manifest, train_set, train_f = read_features(folder, "train")
+    _, train_set, train_f = read_features(folder, "train")
     _, val_set, val_f = read_features(folder, "val")
-    return {**manifest, "folder": str(folder)}, train_set, val_set, {"train": train_f, "val": val_f}
+    return feature_manifest(folder), train_set, val_set, {"train": train_f, "val": val_f}
