@@ -1,5 +1,5 @@
-"""caption: image captioning with soft and hard visual attention (Show, Attend and Tell), and the
-same attention module on a character seq2seq path.
+"""caption: image captioning with soft and hard visual attention (Show, Attend and Tell) and a
+Transformer decoder, and the same attention module on a character seq2seq path.
 
     import caption
     model = caption.load()                        # the shipped soft-attention scenes model
@@ -19,8 +19,9 @@ Shape letters, one meaning across the package (comments such as `# (N, T, V)` us
     V, K    vocabulary size, beam size
     P, C    image side in pixels, image channels (or object labels)
     R       entries of the reward-to-go baseline, one per number of words left
+    F, h    a Transformer's model size and its attention heads (each head F / h wide); Y its layers
 """
-__version__ = "0.2.0"   # checkpoint format 4 (caption/checkpoint.py)
+__version__ = "0.2.0"   # checkpoint format 5 (caption/checkpoint.py)
 
 __all__ = ["CaptionModel", "DecodeOptions", "explore", "load", "overlay", "__version__"]
 

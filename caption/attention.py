@@ -19,11 +19,20 @@ With the half-width w = `window` (Luong's D), the weights are the softmax restri
 times a Gaussian exp(-(s - p_t)^2 / (2 sigma^2)) with sigma = w / 2; as in the paper they are not
 renormalised after the Gaussian.
 
+Multi-head (Vaswani et al. 2017, eq. 1 and sec. 3.2.2), `MultiHeadAttention`:
+    head_j = softmax(Q W_q^j (K W_k^j)^T / sqrt(d)) V W_v^j      d = F / heads
+    out    = [head_1; ...; head_h] W_o
+The keys and values of a source are projected once (`project`); a decoder's self-attention appends
+each new step's to a cache instead of projecting its past again. Masks: `causal_mask` (a word sees
+itself and the words before it) and a padding mask (B, S); a masked position gets exactly zero weight.
+
 Shapes (the legend in caption/__init__.py): B batch, T queries (decoder steps, optional),
-S source positions (the L locations of an image), Q query size, D key and value size, A attention size.
+S source positions (the L locations of an image), Q query size, D key and value size, A attention size,
+F model size of the multi-head attention, h its heads.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -173,3 +182,57 @@ class Attention(nn.Module):
             out.context = torch.where(keep_soft, out.context, sampled)
         elif not expected:
             out.context = sampled
+
+
+@dataclass
+class MultiHeadOutput:
+    context: Tensor                  # (B, T, F) the heads' contexts, joined and projected (W_o)
+    alpha: Tensor                    # (B, h, T, S) each head's weights
+
+
+def causal_mask(T: int, device: torch.device | str | None = None) -> Tensor:
+    """(T, T) True where query t may read key s: s <= t (the words so far, itself included)."""
+    return torch.ones(T, T, dtype=torch.bool, device=device).tril()
+
+
+class MultiHeadAttention(nn.Module):
+    """Scaled dot-product attention with `heads` heads and learned query, key, value and output
+    projections (Vaswani et al. 2017, sec. 3.2). dim F is the query size and the output size;
+    key_dim that of the source (default F). The weights are kept (no dropout on them): they are
+    what the figures and the explorer show."""
+
+    def __init__(self, dim: int, heads: int, key_dim: int | None = None):
+        super().__init__()
+        if heads < 1 or dim % heads:
+            raise ValueError(f"the model size must be a multiple of the heads, got {dim} and {heads}")
+        self.heads, self.head_dim = heads, dim // heads
+        self.query_proj = Linear(dim, dim)
+        # no key bias: it adds q . b to every score of a query, which the softmax ignores; its gradient
+        # is zero up to rounding, which Adam would turn into steps of the full learning rate
+        self.key_proj = Linear(key_dim or dim, dim, bias=False)
+        self.value_proj = Linear(key_dim or dim, dim)
+        self.out_proj = Linear(dim, dim)
+
+    def _split(self, x: Tensor) -> Tensor:
+        B, S, _ = x.shape
+        return x.view(B, S, self.heads, self.head_dim).transpose(1, 2)            # (B, h, S, d)
+
+    def project(self, source: Tensor) -> tuple[Tensor, Tensor]:
+        """The source's keys and values per head, computed once: (B, S, D) -> (B, h, S, d) each."""
+        return self._split(self.key_proj(source)), self._split(self.value_proj(source))
+
+    def forward(self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None = None) -> MultiHeadOutput:
+        """query (B, T, F); keys, values (B, h, S, d) from `project` (or a cache of them); mask
+        broadcastable to (B, h, T, S), True where a query may read a key: `causal_mask(T)` (T, S),
+        or a padding mask (B, S) as mask[:, None, None]. A query with no key left gets zero weights."""
+        B, T, _ = query.shape
+        q = self._split(self.query_proj(query))                                   # (B, h, T, d)
+        e = q @ keys.transpose(-1, -2) / math.sqrt(self.head_dim)                 # (B, h, T, S), eq. 1
+        if mask is not None:
+            e = e.masked_fill(~mask, float("-inf"))
+        alpha = torch.softmax(e, dim=-1)
+        if mask is not None:    # a row with every key masked: 0, not NaN
+            alpha = alpha.masked_fill(~mask.any(-1, keepdim=True), 0.0)
+        heads = alpha @ values                                                    # (B, h, T, d)
+        context = self.out_proj(heads.transpose(1, 2).reshape(B, T, -1))         # (B, T, F)
+        return MultiHeadOutput(context, alpha)

@@ -15,6 +15,8 @@ Format history:
     4  a resumable state may be written inside an epoch (`meta["partial"]`: the epoch's batch order,
        the batches done and the running sums) and keeps every process's generators
        (`meta["rng_by_rank"]`); version-3 files get `partial` None
+    5  the config names the model family: a captioner's `decoder` (lstm | transformer), a seq2seq's
+       `model` (lstm | transformer); version-4 files are LSTMs
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ from .errors import CheckpointError, OutputError
 from .fileio import atomic_write, regular_file, shown
 from .safe_read import clip
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 
 
 TRUNK = "encoder.trunk."
@@ -95,7 +97,16 @@ def _v3_to_v4(payload: dict) -> dict:
     return payload
 
 
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}   # version v -> v + 1
+def _v4_to_v5(payload: dict) -> dict:
+    """Format 5 names the model family in the config; a version-4 build would read a Transformer's
+    config as an unknown field, so the version says it cannot read it. Every version-4 file is an LSTM."""
+    field = "decoder" if payload.get("kind") == "captioner" else "model"
+    payload["config"].setdefault(field, "lstm")
+    return payload
+
+
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4,
+                                                  4: _v4_to_v5}   # version v -> v + 1
 
 
 # The parts every caption checkpoint has, and their types; the migrations and the loaders read them.

@@ -17,6 +17,14 @@ C = TypeVar("C")
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "vgg16", "vgg19")
 ENCODERS = ("cnn",) + BACKBONES
 ATTENTION = ("soft", "hard", "none")
+DECODERS = ("lstm", "transformer")
+
+
+def model_kind(config) -> str:
+    """What a captioner's attention is, as tables and figures name it: soft, hard or none (the
+    attention LSTM), or multi-head (the Transformer decoder)."""
+    return "multi-head" if config.decoder == "transformer" else config.attention
+
 REWARDS = ("sequence", "to-go")   # the REINFORCE reward of step t: the whole caption's, or from t on
 REINFORCE_SCALES = ("per-caption", "capgen", "capgen-sumcost")
 
@@ -73,33 +81,44 @@ DROPOUT, NON_NEGATIVE = _real(0, 1, high_open=True), _real(0)
 
 
 def option(default: Any, help: str | None = None, choices: tuple | None = None, range: Range | None = None,
-           flag: str | None = None) -> Any:
+           flag: str | None = None, family: str | None = None) -> Any:
     """A dataclass field with its command-line help (None: not a flag, the value is set by code),
     its choices, the Range `check` holds it to (every int or float field has one: tests/test_settings.py
-    walks them) and, where it is not --field-name, its flag."""
-    return field(default=default, metadata={"help": help, "choices": choices, "range": range, "flag": flag})
+    walks them), where it is not --field-name its flag, and the one model family that reads it
+    ("lstm" or "transformer"; None: both), which `check` holds it to."""
+    return field(default=default, metadata={"help": help, "choices": choices, "range": range, "flag": flag,
+                                            "family": family})
 
 
 @dataclass
 class Seq2SeqConfig:
-    """Character seq2seq with attention (Luong et al. 2015 without input feeding, as in the book)."""
-    embed_dim: int = option(32, "character embedding size", range=SIZE)
-    hidden_dim: int = option(64, "encoder LSTM hidden size per direction", range=SIZE)
+    """Character seq2seq with attention (Luong et al. 2015 without input feeding, as in the book), or
+    on Transformer layers."""
+    model: str = option("lstm", "lstm (LSTM encoder and decoder with the attention below) or transformer "
+                                "(encoder and decoder layers of multi-head attention, pre-layer-norm: "
+                                "caption/text/transformer.py)", ("lstm", "transformer"))
+    embed_dim: int = option(32, "character embedding size", range=SIZE, family="lstm")
+    hidden_dim: int = option(64, "encoder LSTM hidden size per direction", range=SIZE, family="lstm")
     # None: the encoder's output size; else bridged by tanh(W h)
-    decoder_dim: int | None = option(64, "decoder LSTM hidden size", range=SIZE_OR_UNSET)
-    num_layers: int = option(1, "LSTM layers in encoder and decoder", range=_whole(1, 16))
+    decoder_dim: int | None = option(64, "decoder LSTM hidden size", range=SIZE_OR_UNSET, family="lstm")
+    num_layers: int = option(1, "layers in encoder and decoder (LSTM or transformer)", range=_whole(1, 16))
+    heads: int = option(4, "transformer: attention heads (--model-dim a multiple of them)", range=_whole(1, 64),
+                        family="transformer")
+    model_dim: int = option(64, "transformer: model size", range=SIZE, family="transformer")
+    ff_dim: int = option(256, "transformer: size of the feed-forward layer", range=SIZE, family="transformer")
     # reading one way confuses JAN/JUN, the other 2/22
-    bidirectional: bool = option(True, "bidirectional encoder")
+    bidirectional: bool = option(True, "bidirectional encoder", family="lstm")
     # Sutskever et al. 2014: short paths from the first source tokens
     reverse_source: bool = option(True, "feed the source reversed (Sutskever et al. 2014)")
     score: str = option("general", "attention score: additive (Bahdanau), dot or general (Luong)",
-                        ("additive", "dot", "general"))
+                        ("additive", "dot", "general"), family="lstm")
     attn_dim: int | None = option(None, "attention size of the additive score (default: the decoder size)",
-                                  range=SIZE_OR_UNSET)
+                                  range=SIZE_OR_UNSET, family="lstm")
     local: str | None = option(None, "Luong local attention: local-m or local-p (default: global)",
-                               ("local-m", "local-p"))
-    window: int = option(4, "half-width of the local window (Luong's D)", range=_whole(0, 1000))
-    dropout: float = option(0.0, "dropout on embeddings and the output layer", range=DROPOUT)
+                               ("local-m", "local-p"), family="lstm")
+    window: int = option(4, "half-width of the local window (Luong's D)", range=_whole(0, 1000), family="lstm")
+    dropout: float = option(0.0, "dropout on embeddings and the output layer (transformer: also on each "
+                                 "sublayer's output)", range=DROPOUT)
     # set by code: from the training data; longer inputs are refused
     max_source_len: int = option(29, range=_whole(1, 100000))
     max_target_len: int = option(12, range=_whole(1, 100000))        # generated tokens, <end> included
@@ -145,23 +164,35 @@ class CaptionConfig:
     # where, for relations: convolutions alone hardly say where an annotation is
     position: bool = option(True, "add a learned embedding per grid location")
     attention: str = option("soft", "soft (deterministic), hard (sampled, trained with REINFORCE) or none "
-                                    "(the mean annotation, no attention: the ablation)", ATTENTION)
-    embed_dim: int = option(64, "word embedding size", range=SIZE)                          # E
-    hidden_dim: int = option(256, "LSTM size", range=SIZE)                                  # H
-    attn_dim: int = option(128, "hidden size of the additive attention score", range=SIZE)  # A
+                                    "(the mean annotation, no attention: the ablation); the transformer "
+                                    "decoder's multi-head attention is soft", ATTENTION)
+    decoder: str = option("lstm", "lstm (Show, Attend and Tell's attention LSTM) or transformer (causal "
+                                  "self-attention over the words, multi-head cross-attention over the "
+                                  "annotations, pre-layer-norm: caption/image/transformer.py)", DECODERS)
+    layers: int = option(2, "transformer: decoder layers", range=_whole(1, 64), family="transformer")      # Y
+    heads: int = option(4, "transformer: attention heads (--model-dim a multiple of them)",
+                        range=_whole(1, 64), family="transformer")                                      # h
+    model_dim: int = option(128, "transformer: model size", range=SIZE, family="transformer")             # F
+    ff_dim: int = option(512, "transformer: size of the feed-forward layer", range=SIZE, family="transformer")
+    embed_dim: int = option(64, "word embedding size", range=SIZE, family="lstm")                          # E
+    hidden_dim: int = option(256, "LSTM size", range=SIZE, family="lstm")                                  # H
+    attn_dim: int = option(128, "hidden size of the additive attention score", range=SIZE, family="lstm")  # A
     # beta = sigmoid(f_beta(h_{t-1})) on the context
-    selector: bool = option(True, "the gate beta on the context (sec. 4.2.1)")
-    dropout: float = option(0.3, "dropout before the output layer", range=DROPOUT)   # where the authors' code has it
+    selector: bool = option(True, "the gate beta on the context (sec. 4.2.1)", family="lstm")
+    # LSTM: where the authors' code has it
+    dropout: float = option(0.3, "dropout before the output layer (transformer: also on the words' "
+                                 "embeddings and each sublayer's output)", range=DROPOUT)
     # capgen's COCO switches (--recipe capgen-coco sets them all; docs/paper.md)
     init_layers: int = option(1, "layers from the mean annotation to h_0 and c_0; 2: a ReLU layer first "
-                                 "(the authors' n_layers_init 2)", range=_whole(1, 2))
+                                 "(the authors' n_layers_init 2)", range=_whole(1, 2), family="lstm")
     attn_layers: int = option(1, "layers on the key side of the additive attention; 2: tanh(W2 (W1 a + b1) + b2) "
-                                 "(the authors' n_layers_att 2)", range=_whole(1, 2))
+                                 "(the authors' n_layers_att 2)", range=_whole(1, 2), family="lstm")
     dropout_h: bool = option(False, "dropout (same rate) also on h_t before L_h and after the init layer "
-                                    "(the authors' use_dropout)")
+                                    "(the authors' use_dropout)", family="lstm")
     start_zero: bool = option(False, "the first word input is a zero vector, not a learned <start> embedding "
-                                     "(the authors)")
-    alpha_c: float = option(1.0, "weight of the doubly stochastic attention penalty",
+                                     "(the authors)", family="lstm")
+    alpha_c: float = option(1.0, "weight of the doubly stochastic attention penalty (transformer: on its last "
+                                 "layer's mean head)",
                             range=NON_NEGATIVE)   # lambda, eq. 14
     max_len: int = option(30, "longest caption generated, in words", range=_whole(2, 1000))   # <end> included
 
@@ -248,7 +279,12 @@ def check(config) -> None:
     if getattr(config, "reinforce_scale", "per-caption") != "per-caption" and config.reward != "sequence":
         raise OptionError("reward", f"to-go applies to --reinforce-scale per-caption; {config.reinforce_scale} "
                                     "has its own reward")
-    if isinstance(config, Seq2SeqConfig) and config.score == "dot":
+    if isinstance(config, (CaptionConfig, Seq2SeqConfig)):
+        _check_family(config)
+    if isinstance(config, CaptionConfig) and config.decoder == "transformer" and config.attention != "soft":
+        raise OptionError("attention", f"{config.attention} is the LSTM decoder's; the transformer's "
+                                       "multi-head attention is soft")
+    if isinstance(config, Seq2SeqConfig) and config.model == "lstm" and config.score == "dot":
         # Luong's dot score q.k needs the decoder state and the encoder output of one size
         encoder = config.hidden_dim * (2 if config.bidirectional else 1)
         decoder = config.decoder_dim or encoder
@@ -257,6 +293,20 @@ def check(config) -> None:
                                        f"output size ({encoder}: --hidden-dim {config.hidden_dim}"
                                        f"{' x 2 directions' if config.bidirectional else ''}); give "
                                        f"--decoder-dim {encoder}, or use --score general")
+
+
+def _check_family(config) -> None:
+    """OptionError for a field of the other model family set away from its default, and for heads
+    that do not divide the model size."""
+    from .errors import OptionError
+    family = config.decoder if isinstance(config, CaptionConfig) else config.model
+    flag = "--decoder" if isinstance(config, CaptionConfig) else "--model"
+    for f in fields(config):
+        owner = f.metadata.get("family")
+        if owner not in (None, family) and getattr(config, f.name) != f.default:    # it would do nothing
+            raise OptionError(f.name, f"applies to {flag} {owner}, not to {flag} {family}")
+    if family == "transformer" and config.model_dim % config.heads:
+        raise OptionError("heads", f"{config.heads} does not divide --model-dim {config.model_dim}")
 
 
 def from_dict(cls: type[C], data: dict[str, Any]) -> C:

@@ -28,13 +28,14 @@ from .vocab import Vocab
 class CaptionResult:
     text: str
     words: list[str]
-    attention: Tensor      # (T, gh, gw): alpha of each generated word
+    attention: Tensor      # (T, gh, gw): alpha of each generated word (a Transformer: its last layer's mean head)
     score: float           # log-probability of the caption, <end> included
     locations: list[tuple[int, int]] | None = None   # hard argmax/sample: the cell each word used
     logprobs: list[float] | None = None   # the log-probability of each word (<end> excluded)
     beams: list["CaptionResult"] | None = None   # with all_beams: the K final beams, best first (this one first)
     source: Any = field(default=None, repr=False)   # the image as given (a path, PIL image or tensor)
     run: dict | None = field(default=None, repr=False)   # the model and mode (caption.explorer.record.run_entry)
+    heads: Tensor | None = field(default=None, repr=False)   # (Y, h, T, gh, gw): a Transformer's every layer and head
 
     def _repr_html_(self) -> str:
         """Jupyter shows the explorer's view of this caption (`caption explore`), in an iframe."""
@@ -152,8 +153,10 @@ class CaptionModel:
         att = h.alpha.float().cpu().view(len(words), gh, gw)                       # (T, gh, gw)
         locations = None if h.location is None else [divmod(int(i), gw) for i in h.location]
         run = run_entry(self.name, self.config, (gh, gw), options.hard_mode, options.beam_size)
+        heads = None if h.heads is None else \
+            h.heads.float().cpu().permute(1, 2, 0, 3).reshape(*h.heads.shape[1:3], len(words), gh, gw)
         return CaptionResult(" ".join(words), words, att, h.score, locations, h.logp.float().cpu().tolist(),
-                             run=run)
+                             run=run, heads=heads)
 
 
 def _backbone_file(external: dict, name: str) -> str | None:

@@ -99,6 +99,11 @@ def _captioner(payload: dict, name: str) -> dict:
              "embed_dim": config.embed_dim, "hidden_dim": config.hidden_dim,
              "attn_dim": config.attn_dim if config.attention != "none" else None, "max_len": config.max_len,
              "position": config.position, "selector": config.selector and config.attention != "none"}
+    if config.decoder == "transformer":     # none of the LSTM's sizes apply
+        for k in ("embed_dim", "hidden_dim", "attn_dim", "selector"):
+            del sizes[k]
+        sizes.update(decoder="transformer", layers=config.layers, heads=config.heads, model_dim=config.model_dim,
+                     ff_dim=config.ff_dim)
     info = {"attention": config.attention, "sizes": sizes, "parameters": total, "parameters_in_file": held}
     external = payload.get("external") or {}
     if external:     # a frozen backbone read from a weights file stays in that file
@@ -112,8 +117,8 @@ def _captioner(payload: dict, name: str) -> dict:
 
 def _seq2seq(payload: dict, name: str) -> dict:
     from .config import Seq2SeqConfig
-    from .text.model import Seq2Seq
-    config, model = _built(Seq2Seq, Seq2SeqConfig, payload, name)
+    from .text.transformer import build_seq2seq
+    config, model = _built(build_seq2seq, Seq2SeqConfig, payload, name)
     total, held = _count(model, payload["state_dict"])
     attention = {"score": config.score, "scope": config.local or "global"}
     if config.local:
@@ -123,6 +128,11 @@ def _seq2seq(payload: dict, name: str) -> dict:
              "reverse_source": config.reverse_source,
              "attn_dim": config.attn_dim if config.score == "additive" else None,
              "max_source_len": config.max_source_len, "max_target_len": config.max_target_len}
+    if config.model == "transformer":     # none of the LSTM's sizes apply
+        attention = {"score": f"{config.heads}-head scaled dot-product", "scope": "global"}
+        sizes = {"model": "transformer", "num_layers": config.num_layers, "heads": config.heads,
+                 "model_dim": config.model_dim, "ff_dim": config.ff_dim, "reverse_source": config.reverse_source,
+                 "max_source_len": config.max_source_len, "max_target_len": config.max_target_len}
     return {"attention": attention, "sizes": sizes, "parameters": total, "parameters_in_file": held}
 
 
@@ -207,6 +217,8 @@ def _parameters(info: dict) -> str:
 def _what(info: dict) -> str:
     a = info["attention"]
     if info["kind"] == "captioner":
+        if info["sizes"].get("decoder") == "transformer":
+            return "an image captioner with a Transformer decoder (multi-head soft attention)"
         return ("an image captioner without attention (the ablation)" if a == "none"
                 else f"an image captioner with {a} attention")
     scope = a["scope"] + (f", window {a['window']}" if "window" in a else "")
@@ -218,11 +230,18 @@ def _sizes(info: dict) -> str:
     if info["kind"] == "captioner":
         encoder = "built-in CNN" if s["encoder"] == "cnn" else s["encoder"]
         grid = "x".join(map(str, s["grid"])) if s["grid"] else "?"
-        text = (f"{encoder} encoder, {s['image_size']} px images, a {grid} grid of {s['feature_dim']}-d "
-                f"annotations; word embedding {s['embed_dim']}, LSTM {s['hidden_dim']}")
+        text = f"{encoder} encoder, {s['image_size']} px images, a {grid} grid of {s['feature_dim']}-d annotations; "
+        if s.get("decoder") == "transformer":
+            return text + (f"{s['layers']} decoder layers of model size {s['model_dim']}, {s['heads']} heads, "
+                           f"feed-forward {s['ff_dim']}; captions of at most {s['max_len']} words")
+        text += f"word embedding {s['embed_dim']}, LSTM {s['hidden_dim']}"
         if s["attn_dim"] is not None:
             text += f", attention {s['attn_dim']}"
         return text + f"; captions of at most {s['max_len']} words"
+    limits = f"; sources up to {s['max_source_len']} characters, outputs up to {s['max_target_len']}"
+    if s.get("model") == "transformer":
+        return (f"transformer: {s['num_layers']} encoder and {s['num_layers']} decoder layer(s) of model size "
+                f"{s['model_dim']}, {s['heads']} heads, feed-forward {s['ff_dim']}" + limits)
     text = (f"character embedding {s['embed_dim']}, encoder LSTM {s['hidden_dim']}"
             f"{' per direction (bidirectional)' if s['bidirectional'] else ''}, {s['num_layers']} layer(s), "
             f"decoder {s['decoder_dim'] or 'the encoder size'}")

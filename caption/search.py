@@ -6,8 +6,9 @@ A decoder exposes one step:
 `state` and `memory` are tensors, or tuples/lists/dicts of them, with the batch first. `state`
 changes each step and is reordered as beams are chosen; `memory` (encoder output, projected keys,
 mask) is fixed and expanded to the beams once. `fields` is what the step wants kept per token, a
-dict naming Hypothesis fields: "alpha" (N, L), the attention weights, and for a hard model that
-chose a location, "location" (N,); every hypothesis comes back with one of each per token.
+dict naming Hypothesis fields: "alpha" (N, L), the attention weights, for a hard model that
+chose a location "location" (N,), for a Transformer "heads" (N, Y, h, L); every hypothesis comes
+back with one of each per token.
 """
 from __future__ import annotations
 
@@ -127,6 +128,7 @@ class Hypothesis:
     location: Tensor | None = None     # (T,): hard argmax/sample, the location each token used
     logp: Tensor | None = None         # (T,): the log-probability of each generated token
     center: Tensor | None = None       # (T,): local attention, the centre p_t of each token's window
+    heads: Tensor | None = None        # (T, Y, h, L): a Transformer's every layer's every head
 
 
 _FIELDS = {f.name for f in dc_fields(Hypothesis)} - {"tokens", "score"}

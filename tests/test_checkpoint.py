@@ -36,14 +36,19 @@ def test_a_captioner_round_trips_with_config_vocab_meta_and_no_pickle(tmp_path):
     assert [r.text for r in again.caption(list(images))] == [r.text for r in CaptionModel(model, vocab).caption(list(images))]
 
 
-def test_a_version_1_hard_checkpoint_without_the_to_go_baseline_is_migrated(tmp_path):
-    model, vocab = _captioner("hard")
-    path = tmp_path / "v1.pt"
+def _written_as(path, attention: str, version: int, edit) -> None:
+    """A captioner saved as a file of an older format: `edit` takes out what that format lacked."""
+    model, vocab = _captioner(attention)
     checkpoint.save(path, "captioner", model, vocab.itos)
     payload = torch.load(path, weights_only=True)
-    payload["format_version"] = 1
-    del payload["state_dict"]["decoder.baseline_to_go"]      # as saved before the reward to go existed
+    payload["format_version"] = version
+    edit(payload)
     torch.save(payload, path)
+
+
+def test_a_version_1_hard_checkpoint_without_the_to_go_baseline_is_migrated(tmp_path):
+    path = tmp_path / "v1.pt"         # as saved before the reward to go existed
+    _written_as(path, "hard", 1, lambda payload: payload["state_dict"].pop("decoder.baseline_to_go"))
     migrated = checkpoint.load(path, kind="captioner")
     assert migrated["format_version"] == checkpoint.FORMAT_VERSION
     assert torch.equal(migrated["state_dict"]["decoder.baseline_to_go"], torch.zeros(SMALL["max_len"] + 1))
@@ -58,7 +63,7 @@ def test_a_version_1_hard_checkpoint_without_the_to_go_baseline_is_migrated(tmp_
     assert set(checkpoint.MIGRATIONS) == set(range(1, checkpoint.FORMAT_VERSION))   # every old version has a step
 
 
-@pytest.mark.parametrize("name", ["scenes-soft.pt", "scenes-hard.pt", "date.pt"])
+@pytest.mark.parametrize("name", ["scenes-soft.pt", "scenes-hard.pt", "scenes-transformer.pt", "date.pt"])
 def test_the_shipped_checkpoints_load_as_they_are(name):
     path = checkpoint.default_checkpoint(name)
     if not path.is_file():
@@ -129,3 +134,12 @@ def test_a_version_2_backbone_checkpoint_gets_the_grid_it_was_trained_with(tmp_p
                 "config": {"encoder": encoder, "image_size": size}}, tmp_path / "v2.pt")
     migrated = checkpoint.load(tmp_path / "v2.pt")
     assert migrated["config"]["grid"] == grid and migrated["external"] == {}
+
+
+def test_a_version_4_file_names_no_model_family_and_is_read_as_an_lstm(tmp_path):
+    path = tmp_path / "v4.pt"
+    family = ("decoder", "layers", "heads", "model_dim", "ff_dim")
+    _written_as(path, "soft", 4, lambda payload: [payload["config"].pop(k) for k in family])
+    migrated = checkpoint.load(path, kind="captioner")
+    assert migrated["format_version"] == checkpoint.FORMAT_VERSION == 5
+    assert migrated["config"]["decoder"] == "lstm" and load(path, device="cpu").config.decoder == "lstm"

@@ -27,6 +27,9 @@ def test_every_field_with_help_is_a_flag_and_no_other(cls):
     for f in fields(cls):
         if f.name in flags:
             help = f.metadata["help"]         # a help that names its default says it once
+            family = f.metadata.get("family")          # and one that a model family alone reads names it
+            if family and not help.startswith(family):
+                help = f"{family}: {help}"
             assert flags[f.name].help == (help if "default" in help else f"{help} (default: {f.default})")
             assert flags[f.name].choices == f.metadata.get("choices")
 

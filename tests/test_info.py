@@ -17,7 +17,7 @@ from caption.text.train import build_translator, train_translator
 
 TRAIN = ["--train-size", "4", "--val-size", "2", "--epochs", "1", "--pretrain-epochs", "0", "--feature-dim", "8",
          "--embed-dim", "8", "--hidden-dim", "8", "--attn-dim", "8", "--quiet"]
-SHIPPED = {name: default_checkpoint(name) for name in ("scenes-soft.pt", "scenes-hard.pt", "date.pt")}
+SHIPPED = {name: default_checkpoint(name) for name in ("scenes-soft.pt", "scenes-hard.pt", "scenes-transformer.pt", "date.pt")}
 DATE_TXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "date.txt"
 
 

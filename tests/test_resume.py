@@ -20,18 +20,25 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5) if ON_GPU else torch.equal(a, b)
 
 
-def _run(tmp_path, name, epochs, resume, attention, dropout):
+TRANSFORMER = dict(decoder="transformer", layers=2, heads=2, model_dim=16, ff_dim=32)
+
+
+def _run(tmp_path, name, epochs, resume, attention, dropout, decoder="lstm"):
     data, val = scene_set(8, "train", 48), scene_set(2, "val", 48)
     torch.manual_seed(0)
-    model, vocab = build_captioner(data, CaptionConfig(**SMALL, attention=attention, dropout=dropout), device="cpu")
+    lstm_only = ("embed_dim", "hidden_dim", "attn_dim")
+    sizes = {**{k: v for k, v in SMALL.items() if k not in lstm_only}, **TRANSFORMER} if decoder == "transformer" \
+        else SMALL
+    model, vocab = build_captioner(data, CaptionConfig(**sizes, attention=attention, dropout=dropout), device="cpu")
     cfg = CaptionTrainConfig(epochs=epochs, batch_size=4, pretrain_epochs=0, expected_per_example=True)
     train_captioner(model, vocab, data, val, cfg, tmp_path / name, resume=resume, progress=False, log=lambda s: None)
     return model
 
 
-@pytest.mark.parametrize("attention, dropout", [("soft", 0.3), ("hard", 0.0)])
-def test_interrupted_and_resumed_equals_straight_bit_for_bit(tmp_path, attention, dropout, monkeypatch):
-    straight = _run(tmp_path, "a.pt", 3, False, attention, dropout)
+@pytest.mark.parametrize("attention, dropout, decoder", [("soft", 0.3, "lstm"), ("hard", 0.0, "lstm"),
+                                                         ("soft", 0.3, "transformer")])
+def test_interrupted_and_resumed_equals_straight_bit_for_bit(tmp_path, attention, dropout, decoder, monkeypatch):
+    straight = _run(tmp_path, "a.pt", 3, False, attention, dropout, decoder)
     real_save = checkpoint.save
 
     def save_then_stop(path, *args, meta=None, **kw):   # the run is stopped right after epoch 1's state
@@ -41,11 +48,11 @@ def test_interrupted_and_resumed_equals_straight_bit_for_bit(tmp_path, attention
 
     monkeypatch.setattr(checkpoint, "save", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
-        _run(tmp_path, "b.pt", 3, False, attention, dropout)
+        _run(tmp_path, "b.pt", 3, False, attention, dropout, decoder)
     monkeypatch.setattr(checkpoint, "save", real_save)
     torch.manual_seed(12345)                 # whatever the process did in between must not matter
     torch.rand(7)
-    resumed = _run(tmp_path, "b.pt", 3, True, attention, dropout)
+    resumed = _run(tmp_path, "b.pt", 3, True, attention, dropout, decoder)
     for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         assert _same(a, b), k
     meta = checkpoint.load(last_path(tmp_path / "b.pt"))["meta"]

@@ -29,7 +29,7 @@ def build_parser():
             self.exit(1, f"caption: error: {clip(message, 300)} (see {self.prog} --help)\n")
 
     parser = Parser(prog="caption", description="Image captioning with soft and hard attention (Show, "
-                    "Attend and Tell), and an attention seq2seq for text.")
+                    "Attend and Tell) and a Transformer decoder, and attention seq2seq models for text.")
     parser.add_argument("--version", action="version", version=f"caption {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     text.add_parsers(sub)

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from ..checkpoint import default_checkpoint
+from ..config import model_kind
 from ..errors import EXIT_INPUT, CheckpointError, InputError, OutputError
 from ..fileio import output_path, regular_file, shown
 from ..safe_read import CAPTION_CHARS
@@ -15,7 +16,8 @@ from .flags import add_decode_flags, add_device_flags, decode_options
 SCENE_COLUMNS = [("bleu1", "B-1", 1), ("bleu2", "B-2", 1), ("bleu3", "B-3", 1), ("bleu4", "B-4", 1),
                  ("object_f1", "obj F1", 3), ("object_f1_3-4", "F1 3-4 obj", 3),
                  ("attention_mass", "alpha in box", 3), ("attention_argmax_in_box", "argmax in box", 3),
-                 ("attention_chance", "chance", 3), ("attention_entropy", "entropy", 2),
+                 ("attention_chance", "chance", 3), ("attention_best_head_mass", "best head in box", 3),
+                 ("attention_entropy", "entropy", 2),
                  ("meteor", "METEOR", 1), ("rouge_l", "ROUGE-L", 1), ("cider_d", "CIDEr-D", 1),
                  ("decode_ms_per_image", "ms/image", 1)]
 COCO_COLUMNS = [("coco_bleu1", "B-1", 1), ("coco_bleu2", "B-2", 1), ("coco_bleu3", "B-3", 1),
@@ -178,9 +180,9 @@ def cmd_evaluate(args) -> int:
             log_line(f"wrote {len(results)} captions" + (f" of {shown(path)}" if len(models) > 1 else "") +
                      f" to {shown(out)}")
         skipped += scores.get("skipped_images", 0)
-        rows.append((label, model.config.attention, scores))
+        rows.append((label, model_kind(model.config), scores))
         if args.json:
-            print(json.dumps({"model": str(path), "attention": model.config.attention, **scores}))
+            print(json.dumps({"model": str(path), "attention": model_kind(model.config), **scores}))
     if not args.json:
         real = args.dataset in REAL
         print(f"{rows[0][2]['images']} images, beam {args.beam}" +

@@ -31,6 +31,8 @@ def add_config_flags(p: argparse.ArgumentParser, cls) -> None:
             continue
         flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
         # a help that says its default itself ("default: 14 for backbones") says it once
+        family = f.metadata.get("family")      # a field one model family reads says which
+        help = help if family is None or help.startswith(family) else f"{family}: {help}"
         shown = help if "default" in help else f"{help} (default: {f.default})"
         if hints[f.name] is bool:
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=shown)

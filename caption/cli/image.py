@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..checkpoint import default_checkpoint
+from ..config import model_kind
 from ..errors import EXIT_INPUT, InputError
 from ..fileio import folder, output_path, shown
 from ..search import COMPARE_COMMAND, IMAGE_COMMANDS
@@ -46,6 +47,9 @@ def add_parsers(sub) -> None:
                                     "upsampled, smoothed and laid over the image.")
     vi.add_argument("image", help="image file")
     vi.add_argument("--out", type=Path, required=True, help=FIGURE_HELP)
+    vi.add_argument("--heads", action="store_true",
+                    help="a Transformer: one row of panels per layer and head, under the row of its alpha "
+                         "(the last layer's mean head)")
     decode_flags(vi, cmd_visualize)
 
     de = sub.add_parser("demo", help="render new scenes, caption them, write their attention figures",
@@ -57,14 +61,17 @@ def add_parsers(sub) -> None:
                     help=f"seed of the rendered scenes; training uses 0-2 (default: {DEMO_SEED})")
     decode_flags(de, cmd_demo)
 
-    co = sub.add_parser("compare", help="soft against hard attention on the same images, word by word",
-                        description="For each image, the two models' captions and, word by word, the soft "
-                                    "model's attention map beside the hard model's, with the location the "
-                                    "hard model used (argmax or sampled; the argmax of alpha in expected "
-                                    "mode) outlined in red. All images go into one figure.")
+    co = sub.add_parser("compare", help="two models' attention on the same images, word by word (soft "
+                                        "against hard by default)",
+                        description="For each image, the two models' captions and, word by word, the first "
+                                    "model's attention map beside the second's (a Transformer's: its last "
+                                    "layer's mean head), with the location a hard model used (argmax or "
+                                    "sampled; the argmax of alpha in expected mode) outlined in red. All "
+                                    "images go into one figure.")
     co.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    co.add_argument("--models", type=Path, nargs=2, metavar=("SOFT", "HARD"),
-                    help="two checkpoints (default: the shipped scenes-soft.pt and scenes-hard.pt)")
+    co.add_argument("--models", type=Path, nargs=2, metavar=("FIRST", "SECOND"),
+                    help="two checkpoints (default: the shipped scenes-soft.pt and scenes-hard.pt); the "
+                         "decoding flags' hard mode applies to the second")
     co.add_argument("--out", type=Path, required=True, help=FIGURE_HELP)
     add_decode_flags(co, COMPARE_COMMAND)
     add_device_flags(co)
@@ -173,15 +180,18 @@ def image_id(path: str, default: int) -> int:
 
 def cmd_visualize(args) -> int:
     from ..data.images import read_image
-    from ..viz.overlay import overlay
+    from ..viz.overlay import overlay, overlay_heads
     options = decode_options(args)
     inputs = [args.image, args.model]
     figure_format(args.out)           # a figure in the format its suffix names, or refused now
     output_path(args.out, "figure", inputs=inputs)
     model = _model(args.model, args)
+    if args.heads and model.config.decoder != "transformer":
+        raise InputError(f"--heads: {args.model or 'the shipped model'} is an LSTM with one map per word; "
+                         "--heads shows a Transformer's")
     image = read_image(args.image)                       # the picture the figure shows
     result = model.caption(args.image, options=options)  # read as every other command reads it
-    out = overlay(image, result, args.out, inputs=inputs)
+    out = (overlay_heads if args.heads else overlay)(image, result, args.out, inputs=inputs)
     print(f"{result.text}\nwrote {out}")
     return 0
 
@@ -216,8 +226,9 @@ def cmd_compare(args) -> int:
     images = [read_image(p) for p in args.images]       # the pictures the figure shows
     rs = soft.caption(list(args.images), beam_size=options.beam_size)
     rh = hard.caption(list(args.images), options=options)
+    tags = (model_kind(soft.config), model_kind(hard.config))
     for path, a, b in zip(args.images, rs, rh):
-        print(f"{path}\n    soft: {a.text}\n    hard: {b.text}")
+        print(f"{path}\n    {tags[0]}: {a.text}\n    {tags[1]}: {b.text}")
     names = [Path(p).name for p in args.images]
-    print(f"wrote {figure(images, rs, rh, args.out, names=names, inputs=inputs)}")
+    print(f"wrote {figure(images, rs, rh, args.out, names=names, inputs=inputs, tags=tags)}")
     return 0

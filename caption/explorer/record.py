@@ -17,11 +17,13 @@ VIEW = 224          # the side of the picture the page embeds (the model's view,
 
 def run_entry(name: str, config, grid: tuple[int, int], hard_mode: str, beam_size: int) -> dict:
     """One column of the page: a model (its config) decoded one way."""
-    attention = config.attention
+    attention, transformer = config.attention, config.decoder == "transformer"
     return {"name": name, "attention": attention,
             "mode": hard_mode if attention == "hard" else None,
             "grid": list(grid), "beam_size": beam_size, "crop": config.encoder != "cnn",
-            "label": name + (f" ({hard_mode})" if attention == "hard" else "")}
+            "label": name + (f" ({hard_mode})" if attention == "hard" else ""),
+            "decoder": config.decoder, "layers": config.layers if transformer else None,
+            "heads": config.heads if transformer else None}
 
 
 def report(images: list[dict], runs: list[dict], results: list[list], title: str = "caption explore") -> dict:
@@ -93,4 +95,15 @@ def beam_record(result, objects: list[dict] | None = None) -> dict:
             "maps": maps, "scales": scales,
             "locations": [list(rc) for rc in result.locations] if result.locations is not None else None,
             "objects": named_objects(result.words, objects) if objects else None,
+            "heads": head_maps(result.heads),
             **(word_figures(alpha) if T else {"peak": [], "entropy": []})}
+
+
+def head_maps(heads) -> dict | None:
+    """A Transformer's every map, (Y, h, T, gh, gw), quantised as Y * h * T maps in that order
+    (layer, head, word); None for other models."""
+    if heads is None:
+        return None
+    Y, h, T = heads.shape[:3]
+    maps, scales = quantise(heads.reshape(Y * h * T, -1))
+    return {"maps": maps, "scales": scales}

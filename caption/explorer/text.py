@@ -22,9 +22,14 @@ MAX_SOURCES = 1000      # every matrix is inline and drawn as cells; past this s
 
 
 def describe(translator, name: str, options: DecodeOptions) -> dict:
-    """The model as the page names it: its score, local mode and window, and the decoding."""
+    """The model as the page names it: its family, score, local mode and window, and the decoding.
+    A Transformer's matrix is its last decoder layer's cross-attention averaged over its heads."""
     c = translator.model.config
-    return {"name": name, "score": c.score, "local": c.local, "window": c.window if c.local else None,
+    if c.model == "transformer":
+        return {"name": name, "model": "transformer", "score": f"{c.heads}-head scaled dot-product", "local": None,
+                "window": None, "reverse_source": c.reverse_source, "bidirectional": None,
+                "layers": c.num_layers, "heads": c.heads, "beam_size": options.beam_size}
+    return {"name": name, "model": "lstm", "score": c.score, "local": c.local, "window": c.window if c.local else None,
             "reverse_source": c.reverse_source, "bidirectional": c.bidirectional,
             "beam_size": options.beam_size}
 

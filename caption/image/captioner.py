@@ -13,6 +13,7 @@ from ..config import CaptionConfig
 from ..search import DecodeOptions
 from .decoder import Decoder, DecoderOutput
 from .encoder import Encoder
+from .transformer import TransformerDecoder
 
 
 class Captioner(nn.Module):
@@ -20,7 +21,8 @@ class Captioner(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = Encoder(config)
-        self.decoder = Decoder(config, self.encoder.dim, vocab_size)
+        decoder = TransformerDecoder if config.decoder == "transformer" else Decoder
+        self.decoder = decoder(config, self.encoder.dim, vocab_size)
 
     @property
     def grid(self) -> tuple[int, int]:

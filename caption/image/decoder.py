@@ -40,6 +40,7 @@ class DecoderOutput:
     log_prob: Tensor | None = None   # (N, T) hard: log alpha at the sampled location
     entropy: Tensor | None = None    # (N, T) hard: entropy of alpha_t
     location: Tensor | None = None   # (N, T) hard: the sampled location s_t (drawn for every caption)
+    heads: Tensor | None = None      # (N, Y, h, T, L) transformer: every layer's every head
 
 
 def _lstm_cell(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:

@@ -62,11 +62,25 @@ def score_captions(results: list[CaptionResult], data: ImageSet, coco: bool = Fa
                                                     [data.objects[i] for i in idx])["f1"]
         att = attention_correctness(words, [r.attention for r in results], data.objects, data.sizes)
         scores.update({f"attention_{k}": v for k, v in att.items()})
+        if results and results[0].heads is not None:
+            scores.update(best_head(results, data))
     maps = [r.attention.flatten(1) for r in results if r.words]
     if maps:
         alpha = torch.cat(maps)                                              # (T, L) of all captions
         scores["attention_entropy"] = float(-torch.special.xlogy(alpha, alpha).sum(1).mean())
     return scores
+
+
+def best_head(results: list[CaptionResult], data: ImageSet) -> dict:
+    """A Transformer's head whose alpha mass in the named objects' boxes is the highest (each
+    head's maps scored as `attention_correctness` scores the mean head's): its mass, its layer and
+    its head (both from 1)."""
+    Y, h = results[0].heads.shape[:2]
+    words = [r.words for r in results]
+    mass = {(y, j): attention_correctness(words, [r.heads[y, j] for r in results], data.objects, data.sizes)["mass"]
+            for y in range(Y) for j in range(h)}
+    (y, j), best = max(mass.items(), key=lambda kv: kv[1])
+    return {"attention_best_head_mass": best, "attention_best_head_layer": y + 1, "attention_best_head": j + 1}
 
 
 def caption_and_score(model: CaptionModel, data: ImageSet, options: DecodeOptions = DecodeOptions(),

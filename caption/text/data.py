@@ -207,3 +207,13 @@ def batches(data: CharTensors, batch_size: int, generator: torch.Generator | Non
         tgt = data.tgt[idx]
         T = int((tgt != PAD_ID).sum(1).max())
         yield data.src[idx, :S], data.src_len[idx], tgt[:, :T]
+
+
+def source_order(src: Tensor, src_len: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
+    """(src, mask (B, S) True at real positions), each row's characters reversed when `reverse`
+    (the pads stay at the end)."""
+    pos = torch.arange(src.shape[1], device=src.device)
+    mask = pos.unsqueeze(0) < src_len.unsqueeze(1)                                # (B, S)
+    if reverse:
+        src = src.gather(1, torch.where(mask, src_len.unsqueeze(1) - 1 - pos, pos))
+    return src, mask

@@ -23,6 +23,7 @@ from ..attention import Attention
 from ..config import Seq2SeqConfig
 from ..search import DecodeOptions
 from ..vocab import PAD_ID
+from .data import source_order
 
 
 class Seq2Seq(nn.Module):
@@ -47,10 +48,7 @@ class Seq2Seq(nn.Module):
     def encode(self, src: Tensor, src_len: Tensor) -> tuple[tuple, tuple]:
         """src (B, S) right-padded ids -> memory (values, proj_keys, mask) and the decoder's (h0, c0)."""
         B, S = src.shape
-        pos = torch.arange(S, device=src.device)
-        mask = pos.unsqueeze(0) < src_len.unsqueeze(1)                         # (B, S) True = real
-        if self.config.reverse_source:   # reverse each row's characters, pads stay at the end
-            src = src.gather(1, torch.where(mask, src_len.unsqueeze(1) - 1 - pos, pos))
+        src, mask = source_order(src, src_len, self.config.reverse_source)     # mask (B, S) True = real
         x = self.drop(self.src_embed(src))                                     # (B, S, E)
         if bool(mask.all()):  # no padding: the fast (oneDNN) path
             values, (h, c) = self.encoder(x)                                   # (B, S, H)

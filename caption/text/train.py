@@ -17,6 +17,7 @@ from ..search import DecodeOptions
 from ..vocab import Vocab
 from .data import CharTensors, batches, char_vocab, length_groups, to_tensors
 from .model import Seq2Seq
+from .transformer import TransformerSeq2Seq, build_seq2seq
 
 
 @dataclass
@@ -34,7 +35,7 @@ class EpochResult:
 
 
 @torch.no_grad()
-def exact_matches(model: Seq2Seq, data: CharTensors, vocab: Vocab, batch_size: int = 1000,
+def exact_matches(model: Seq2Seq | TransformerSeq2Seq, data: CharTensors, vocab: Vocab, batch_size: int = 1000,
                   beam_size: int = 1) -> tuple[int, list[str]]:
     """Greedy (or beam) decoding of every source, in batches; returns (exact matches, outputs)."""
     model.eval()
@@ -62,7 +63,7 @@ class TestResult:
         return self.correct / self.total
 
 
-def train_translator(model: Seq2Seq, vocab: Vocab, train_pairs: list, val_pairs: list,
+def train_translator(model: Seq2Seq | TransformerSeq2Seq, vocab: Vocab, train_pairs: list, val_pairs: list,
                      cfg: Seq2SeqTrainConfig, out: str | Path | None = None, progress: bool = True,
                      log: Callable[[str], None] = print, test_pairs: list | None = None,
                      card: dict | None = None) -> tuple[list[EpochResult], TestResult | None]:
@@ -121,12 +122,12 @@ def train_translator(model: Seq2Seq, vocab: Vocab, train_pairs: list, val_pairs:
 
 
 def build_translator(train_pairs: list, config: Seq2SeqConfig,
-                     device: torch.device | None = None) -> tuple[Seq2Seq, Vocab]:
+                     device: torch.device | None = None) -> tuple[Seq2Seq | TransformerSeq2Seq, Vocab]:
     """A fresh model sized for the training data alone: its vocabulary (a character it never saw
     reads as <unk>) and maximum lengths."""
     check(config)
     vocab = char_vocab(train_pairs)
     config.max_source_len = max(len(s) for s, _ in train_pairs)
     config.max_target_len = max(len(t) for _, t in train_pairs) + 1
-    model = Seq2Seq(config, len(vocab)).to(device or default_device())
+    model = build_seq2seq(config, len(vocab)).to(device or default_device())
     return model, vocab

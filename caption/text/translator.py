@@ -12,7 +12,7 @@ from ..safe_read import clip
 from ..search import TEXT_COMMANDS, DecodeOptions, check_batch_size
 from ..vocab import SPECIALS, Vocab
 from .data import encode_sources, length_groups
-from .model import Seq2Seq
+from .transformer import build_seq2seq
 
 CLIP = 120    # characters of a source shown in a message
 
@@ -26,13 +26,13 @@ def quoted(text: str, limit: int = CLIP) -> str:
 class Translator:
     """A trained model with its vocabulary: strings in, strings (and attention) out."""
 
-    def __init__(self, model: Seq2Seq, vocab: Vocab):
+    def __init__(self, model, vocab: Vocab):
         self.model, self.vocab = model.eval(), vocab
 
     @classmethod
     def from_checkpoint(cls, payload: dict, name: str = "checkpoint") -> "Translator":
         config, vocab = checkpoint.parts(payload, Seq2SeqConfig, name)
-        model = Seq2Seq(config, len(vocab))
+        model = build_seq2seq(config, len(vocab))
         checkpoint.load_state(model, payload.get("state_dict"), name)
         return cls(model, vocab)
 

@@ -1,6 +1,7 @@
 """Where the model looks: the image, then one panel per generated word with that word's alpha map
 upsampled to the image, smoothed, and laid over it, the word as the panel's title (as the figures
-of Xu et al. 2015). A hard model's chosen location can be marked on each panel."""
+of Xu et al. 2015). A hard model's chosen location can be marked on each panel; a Transformer's
+maps can be drawn per layer and head."""
 from __future__ import annotations
 
 import os
@@ -96,16 +97,38 @@ def overlay(image, result, out: str | os.PathLike, columns: int = 6, inputs: Ite
     return save_figure(compose(panels, header=result.text, columns=columns), out, inputs)
 
 
+def head_panels(image, words: list[str], attention: Tensor, heads: Tensor) -> list[tuple[str, Image.Image]]:
+    """A Transformer's maps as rows of panels: first its alpha (the last layer's mean head), then
+    one row per layer and head; each row the image, then a panel per word. heads (Y, h, T, gh, gw)."""
+    Y, h = heads.shape[:2]
+    pil = to_pil(image)
+    small = pil.resize((PANEL, PANEL), Image.BILINEAR)
+    rows = [(f"mean of layer {Y}", attention)] + [(f"layer {y + 1} head {j + 1}", heads[y, j])
+                                                  for y in range(Y) for j in range(h)]
+    return [panel for title, maps in rows
+            for panel in [(title, small), *((w, attention_panel(pil, maps[k])) for k, w in enumerate(words))]]
+
+
+def overlay_heads(image, result, out: str | os.PathLike, inputs: Iterable = ()) -> Path:
+    """Write the per-head figure of one Transformer caption result (.heads (Y, h, T, gh, gw))."""
+    figure_format(out)
+    if result.heads is None:
+        raise ValueError("only a Transformer's result has a map per head")
+    panels = head_panels(image, result.words, result.attention, result.heads)
+    return save_figure(compose(panels, header=result.text, columns=len(result.words) + 1), out, inputs)
+
+
 def compare(images: list, soft: list, hard: list, out: str | os.PathLike, names: list[str] | None = None,
-            columns: int = 8, inputs: Iterable = ()) -> Path:
-    """For each image: the soft model's caption and panels, then the hard model's, each hard panel
-    with the cell it used (argmax or sampled) outlined in red; all images stacked in one figure
-    (in the format the suffix of `out` names)."""
+            columns: int = 8, inputs: Iterable = (), tags: tuple[str, str] = ("soft", "hard")) -> Path:
+    """For each image: the first model's caption and panels, then the second's, each panel of a
+    hard model with the cell it used (argmax or sampled) outlined in red; all images stacked in one
+    figure (in the format the suffix of `out` names). tags: what each model's attention is
+    (config.model_kind): soft, hard, none or multi-head."""
     figure_format(out)
     blocks = []
     for k, (image, s, h) in enumerate(zip(images, soft, hard)):
         label = f"{names[k]}: " if names else ""
-        for tag, r in (("soft", s), ("hard", h)):
+        for tag, r in zip(tags, (s, h)):
             marks = getattr(r, "locations", None)
             if marks is None and tag == "hard":   # expected mode: mark the argmax of alpha
                 gw = r.attention.shape[-1]

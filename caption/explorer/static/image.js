@@ -10,6 +10,7 @@
   const states = [];        // per image: {t, pinned, hover, beams, timer, built, ...}
   let data = null;
   const decoded = new WeakMap();   // beam -> its maps as bytes, kept outside the data (exports stay clean)
+  const decodedHeads = new WeakMap();   // beam -> a Transformer's every head's maps as bytes
 
   CX.renderImages = function (app, d) {
     data = d;
@@ -25,7 +26,8 @@
   };
 
   function section(i) {
-    states[i] = {t: 0, pinned: false, hover: null, beams: data.runs.map(() => 0), timer: null, built: false};
+    states[i] = {t: 0, pinned: false, hover: null, beams: data.runs.map(() => 0), heads: data.runs.map(() => -1),
+                 timer: null, built: false};
     return el("section", {class: "image", id: "image-" + i, dataset: {index: i},
                           onmouseenter: () => { view.active = i; }});
   }
@@ -45,14 +47,17 @@
     build(i);
     const s = states[i];
     return {t: s.t, pinned: s.pinned, shown: shownT(i), beams: s.beams.slice(), playing: s.timer !== null,
-            runs: data.runs.map((run, r) => { const b = beamOf(i, r); return {words: b.words, beam: s.beams[r]}; })};
+            runs: data.runs.map((run, r) => { const b = beamOf(i, r); return {words: b.words, beam: s.beams[r], head: s.heads[r]}; })};
   };
   /* the map run r of image i shows now, dequantised (alpha = q * max / 255); null for none */
   CX.shownMap = function (i, r) {
     const b = beamOf(i, r), t = shownT(i);
     if (data.runs[r].attention === "none" || t >= b.words.length) return null;
-    return Array.from(mapBytes(i, r, t), (q) => q * b.scales[t] / 255);
+    const scale = scaleOf(i, r, t);
+    return Array.from(mapBytes(i, r, t), (q) => q * scale / 255);
   };
+  /* show head k of run r (layer k / heads + 1, head k % heads + 1); -1: the last layer's mean head */
+  CX.setHead = (i, r, k) => setHead(i, r, k);
   CX.build = (i) => build(i);
 
   function header() {
@@ -81,6 +86,8 @@
     if (run.attention === "none") return "no attention (the ablation: the mean annotation); no map to show";
     if (run.attention === "hard") return `hard attention, ${run.mode} context at test time` +
       (run.mode === "expected" ? " (dashed: the argmax cell of \u03b1)" : " (red: the cell used)");
+    if (run.decoder === "transformer") return `Transformer, multi-head attention (${run.layers} layers \u00d7 ` +
+      `${run.heads} heads): the map is the last layer's mean head, or the head the selector picks`;
     return "soft attention";
   }
 
@@ -95,11 +102,26 @@
     const s = states[i];
     return s.pinned || s.hover === null ? s.t : s.hover;
   }
+  /* the slot of map t among the beam's maps: the word's, or with a head picked (k >= 0) its head's */
+  function slot(i, r, t) {
+    const k = states[i].heads[r], b = beamOf(i, r);
+    return k >= 0 && b.heads ? k * b.words.length + t : t;
+  }
   function mapBytes(i, r, t) {
+    const b = beamOf(i, r), head = states[i].heads[r] >= 0 && b.heads;
+    const cache = head ? decodedHeads : decoded;
+    if (!cache.has(b)) cache.set(b, CX.bytes(head ? b.heads.maps : b.maps));
+    const [gh, gw] = data.runs[r].grid, L = gh * gw, n = slot(i, r, t);
+    return cache.get(b).subarray(n * L, (n + 1) * L);
+  }
+  function scaleOf(i, r, t) {
     const b = beamOf(i, r);
-    if (!decoded.has(b)) decoded.set(b, CX.bytes(b.maps));
-    const [gh, gw] = data.runs[r].grid, L = gh * gw;
-    return decoded.get(b).subarray(t * L, (t + 1) * L);
+    return states[i].heads[r] >= 0 && b.heads ? b.heads.scales[slot(i, r, t)] : b.scales[t];
+  }
+  function setHead(i, r, k) {
+    states[i].heads[r] = k;
+    drawCoverage(i, r);
+    redraw(i);
   }
 
   function build(i) {
@@ -141,9 +163,15 @@
       `\u26a0 maps barely change (variation ${CX.fmt(rr.variation, 3)})`) : null;
     const beams = rr.beams.length > 1 ? el("select", {class: "beam", onchange: (e) => setBeam(i, r, +e.target.value)},
       rr.beams.map((b, j) => el("option", {value: j}, `beam ${j + 1}: ${CX.fmt(b.score)}  ${b.words.join(" ")}`))) : null;
+    const heads = run.decoder === "transformer" ? el("select", {class: "head", "aria-label": "layer and head",
+      onchange: (e) => setHead(i, r, +e.target.value)},
+      [el("option", {value: -1}, `mean of layer ${run.layers}'s ${run.heads} heads (\u03b1)`),
+       ...Array.from({length: run.layers * run.heads}, (_, k) =>
+         el("option", {value: k}, `layer ${Math.floor(k / run.heads) + 1}, head ${k % run.heads + 1}`))]) : null;
     col.node = el("div", {class: "run", dataset: {run: r}, style: `width:${view.size + 18}px`},
-      el("div", {class: "run-head"}, el("b", {}, run.label), " ", el("span", {class: "tag"}, run.attention), badge),
-      beams, col.canvas, col.words, col.figures,
+      el("div", {class: "run-head"}, el("b", {}, run.label), " ",
+         el("span", {class: "tag"}, run.decoder === "transformer" ? "multi-head" : run.attention), badge),
+      beams, heads, col.canvas, col.words, col.figures,
       run.attention === "none" ? null : el("div", {class: "cover-box"}, col.cover,
         el("span", {class: "cover-label"}, "coverage \u03a3\u209c \u03b1\u209c")));
     return col;
@@ -232,8 +260,14 @@
     const L = run.grid[0] * run.grid[1];
     const logp = b.logprobs ? ` \u00b7 log p ${CX.fmt(b.logprobs[t])}` : "";
     if (run.attention === "none") return `\u201c${b.words[t]}\u201d${logp} \u00b7 no attention, no map`;
-    return `\u201c${b.words[t]}\u201d \u00b7 peak \u03b1 ${CX.fmt(b.peak[t])} \u00b7 entropy ` +
-           `${CX.fmt(b.entropy[t])} of ${CX.fmt(Math.log(L))} nats${logp}`;
+    let peak = b.peak[t], entropy = b.entropy[t];
+    if (states[i].heads[r] >= 0 && b.heads) {     // one head: its figures from its stored map
+      const scale = scaleOf(i, r, t), a = Array.from(mapBytes(i, r, t), (q) => q * scale / 255);
+      peak = scale;
+      entropy = -a.reduce((sum, x) => sum + (x > 0 ? x * Math.log(x) : 0), 0);
+    }
+    return `\u201c${b.words[t]}\u201d \u00b7 peak \u03b1 ${CX.fmt(peak)} \u00b7 entropy ` +
+           `${CX.fmt(entropy)} of ${CX.fmt(Math.log(L))} nats${logp}`;
   }
 
   /* the picture at the canvas size, as RGBA bytes (grey without one) */
@@ -338,8 +372,8 @@
     if (run.attention === "none" || !b.words.length) return;
     const [gh, gw] = run.grid, L = gh * gw, sum = new Float64Array(L);
     for (let t = 0; t < b.words.length; t++) {
-      const q = mapBytes(i, r, t);
-      for (let k = 0; k < L; k++) sum[k] += q[k] * b.scales[t] / 255;
+      const q = mapBytes(i, r, t), scale = scaleOf(i, r, t);
+      for (let k = 0; k < L; k++) sum[k] += q[k] * scale / 255;
     }
     const top = Math.max(...sum, 1e-12), ctx = col.cover.getContext("2d");
     const img = ctx.createImageData(gw, gh);

@@ -45,7 +45,8 @@
   function header() {
     const m = data.model || {}, n = (data.sources || []).length;
     const bad = (data.sources || []).filter((r) => r.error).length;
-    const att = m.local ? `${m.local} local attention, window half-width D = ${m.window}` : "global attention";
+    const att = m.model === "transformer" ? `Transformer (${m.layers} layer(s)), the last layer's mean head` :
+      m.local ? `${m.local} local attention, window half-width D = ${m.window}` : "global attention";
     return el("header", {},
       el("h1", {}, data.title || "caption seq2seq explore"),
       el("p", {class: "summary"}, `${n} source${n === 1 ? "" : "s"}` + (bad ? ` (${bad} not read)` : "") +
