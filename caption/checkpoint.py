@@ -16,7 +16,7 @@ Format history:
        the batches done and the running sums) and keeps every process's generators
        (`meta["rng_by_rank"]`); version-3 files get `partial` None
     5  the config names the model family: a captioner's `decoder` (lstm | transformer), a seq2seq's
-       `model` (lstm | transformer); version-4 files are LSTMs
+       `model` (lstm | transformer) and its recurrent `cell` (lstm | gru); version-4 files are LSTMs
 """
 from __future__ import annotations
 
@@ -100,8 +100,9 @@ def _v3_to_v4(payload: dict) -> dict:
 def _v4_to_v5(payload: dict) -> dict:
     """Format 5 names the model family in the config; a version-4 build would read a Transformer's
     config as an unknown field, so the version says it cannot read it. Every version-4 file is an LSTM."""
-    field = "decoder" if payload.get("kind") == "captioner" else "model"
-    payload["config"].setdefault(field, "lstm")
+    fields = ("decoder",) if payload.get("kind") == "captioner" else ("model", "cell")
+    for field in fields:
+        payload["config"].setdefault(field, "lstm")
     return payload
 
 

@@ -101,7 +101,10 @@ class Seq2SeqConfig:
     hidden_dim: int = option(64, "encoder LSTM hidden size per direction", range=SIZE, family="lstm")
     # None: the encoder's output size; else bridged by tanh(W h)
     decoder_dim: int | None = option(64, "decoder LSTM hidden size", range=SIZE_OR_UNSET, family="lstm")
-    num_layers: int = option(1, "layers in encoder and decoder (LSTM or transformer)", range=_whole(1, 16))
+    num_layers: int = option(1, "layers in encoder and decoder (LSTM, GRU or transformer)", range=_whole(1, 16))
+    # the GRU: PyTorch's (and cuDNN's) form, the reset gate applied after the recurrent product (model.py)
+    cell: str = option("lstm", "the recurrent cell of encoder and decoder: lstm, or gru (Cho et al. 2014, "
+                               "as in Bahdanau et al.)", ("lstm", "gru"), family="lstm")
     heads: int = option(4, "transformer: attention heads (--model-dim a multiple of them)", range=_whole(1, 64),
                         family="transformer")
     model_dim: int = option(64, "transformer: model size", range=SIZE, family="transformer")

@@ -21,7 +21,8 @@ def tiny(pairs, **kw):
 def test_padding_does_not_change_the_result():
     """A source decodes the same alone and beside longer sources (masking, packing, reversal)."""
     pairs = generate_dates(64, seed=0)
-    for kw in ({}, {"bidirectional": True}, {"reverse_source": False, "score": "additive"}):
+    for kw in ({}, {"bidirectional": True}, {"reverse_source": False, "score": "additive"},
+               {"cell": "gru", "decoder_dim": 24}):
         model, vocab = tiny(pairs, **kw)
         model.eval()
         data = to_tensors(pairs[:6], vocab)
@@ -46,7 +47,8 @@ def test_beam_k1_equals_greedy_on_a_seq2seq_model():
         torch.testing.assert_close(x.alpha, y.alpha)
 
 
-@pytest.mark.parametrize("kw", [{}, {"score": "additive", "bidirectional": True}, {"local": "local-p"}])
+@pytest.mark.parametrize("kw", [{}, {"score": "additive", "bidirectional": True}, {"local": "local-p"},
+                                {"cell": "gru"}])
 def test_tiny_model_overfits_a_few_examples(kw):
     pairs = generate_dates(8, seed=2)
     model, vocab = tiny(pairs, **kw)
@@ -112,3 +114,43 @@ def test_the_epoch_is_chosen_on_validation_and_the_test_set_is_decoded_once(tmp_
     assert meta["val_correct"] == best.correct and meta["val_total"] == 10
     assert test.correct == real(Translator.from_checkpoint(checkpoint.load(path, kind="seq2seq")).model,
                                 to_tensors(test_pairs, vocab), vocab)[0]
+
+
+def test_the_gru_cell_is_the_written_out_equations():
+    """torch.nn.GRU, as the model runs it, against the gates written out (the form in text/model.py:
+    the reset gate scales U_n h + c_n)."""
+    torch.manual_seed(4)
+    model, _ = tiny(generate_dates(8, seed=3), cell="gru", bidirectional=False)
+    gru = model.decoder
+    x, h = torch.randn(3, 8), torch.randn(3, model.decoder.hidden_size)
+    W, U, b, c = gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0
+    (Wr, Wz, Wn), (Ur, Uz, Un) = W.chunk(3), U.chunk(3)
+    (br, bz, bn), (cr, cz, cn) = b.chunk(3), c.chunk(3)
+    r = torch.sigmoid(x @ Wr.T + br + h @ Ur.T + cr)
+    z = torch.sigmoid(x @ Wz.T + bz + h @ Uz.T + cz)
+    n = torch.tanh(x @ Wn.T + bn + r * (h @ Un.T + cn))
+    expected = (1 - z) * n + z * h
+    with torch.no_grad():
+        out, last = gru(x.unsqueeze(1), h.unsqueeze(0))
+    torch.testing.assert_close(out[:, 0], expected, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(last[0], expected, atol=1e-6, rtol=1e-5)
+
+
+def test_a_gru_model_round_trips_a_checkpoint_and_an_old_lstm_file_reads_as_an_lstm(tmp_path):
+    pairs = generate_dates(16, seed=6)
+    model, vocab = tiny(pairs, cell="gru", num_layers=2, decoder_dim=24)
+    assert model.state_parts == 1 and isinstance(model.encoder, torch.nn.GRU)
+    checkpoint.save(tmp_path / "g.pt", "seq2seq", model, vocab.itos)
+    loaded = Translator.from_checkpoint(checkpoint.load(tmp_path / "g.pt", kind="seq2seq"))
+    sources = [p[0] for p in pairs[:5]]
+    assert loaded.translate(sources, beam_size=3) == Translator(model, vocab).translate(sources, beam_size=3)
+    lstm, lstm_vocab = tiny(pairs)
+    checkpoint.save(tmp_path / "l.pt", "seq2seq", lstm, lstm_vocab.itos)
+    payload = torch.load(tmp_path / "l.pt", weights_only=True)
+    payload["format_version"] = 4
+    for k in ("model", "cell", "heads", "model_dim", "ff_dim"):
+        del payload["config"][k]
+    torch.save(payload, tmp_path / "l.pt")
+    old = Translator.from_checkpoint(checkpoint.load(tmp_path / "l.pt", kind="seq2seq"))
+    assert old.model.config.cell == "lstm" and isinstance(old.model.encoder, torch.nn.LSTM)
+    assert old.translate(sources) == Translator(lstm, lstm_vocab).translate(sources)
