@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.report import ROOT, parse, parser, publish, table  # noqa: E402
+from benchmarks.report import ROOT, parse, parser, publish, table, text_training  # noqa: E402
 from caption.config import Seq2SeqConfig, Seq2SeqTrainConfig  # noqa: E402
 from caption.text.data import book_split, read_pairs, validation_split  # noqa: E402
 from caption.text.train import build_translator, train_translator  # noqa: E402
@@ -48,11 +48,8 @@ def main() -> int:
     t = MODELS["transformer"]
     body = table(["model", "seed", "parameters", "validation % per epoch", "epochs to 99%", "epoch kept",
                   "test exact match", f"train s ({args.epochs} epochs)"], rows)
-    body += (f"\n\nThe book's split (numpy seed 1984): {len(train_pairs):,} training dates, {len(val_pairs):,} "
-             f"held out of them for validation (which chooses the epoch kept), its {len(test_pairs):,} test dates "
-             f"decoded once, greedy. Both: Adam lr {Seq2SeqTrainConfig.lr} decaying linearly to "
-             f"{Seq2SeqTrainConfig.lr_final} over the {args.epochs} epochs, batch {Seq2SeqTrainConfig.batch_size}, "
-             f"clipping {Seq2SeqTrainConfig.clip}, the source reversed. The LSTM: the shipped date model's sizes "
+    body += (f"\n\n{len(train_pairs):,} training dates, {len(val_pairs):,} for validation, {len(test_pairs):,} "
+             f"for test. {text_training(args.epochs)} Both read the source reversed. The LSTM: the shipped date model's sizes "
              f"(benchmarks/seq2seq_date.py). The Transformer: {t.num_layers} encoder and {t.num_layers} decoder "
              f"layer(s), model size {t.model_dim}, {t.heads} heads, feed-forward {t.ff_dim}, pre-layer-norm.")
     publish("date-transformer", "Date conversion: the Transformer against the LSTM", body,

@@ -63,6 +63,14 @@ def write_section(name: str, title: str, body: str, path: Path = ROOT / "BENCHMA
     path.write_text(text)
 
 
+def text_training(epochs: int) -> str:
+    """How the seq2seq benchmarks train, in one sentence: the book's split and the trainer's defaults."""
+    from caption.config import Seq2SeqTrainConfig as C
+    return (f"The book's split (numpy seed 1984, the last tenth for test), a tenth of the rest held out to "
+            f"choose the epoch, the test split decoded once, greedy; Adam {C.lr} decaying linearly to "
+            f"{C.lr_final} over the {epochs} epochs, batch {C.batch_size}, clipping {C.clip}.")
+
+
 def publish(name: str, title: str, body: str, write: bool = True) -> None:
     """Print the section's body and, unless told not to (--no-write), rewrite it in BENCHMARKS.md."""
     print(body)

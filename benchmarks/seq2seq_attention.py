@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.report import ROOT, parse, parser, publish, table  # noqa: E402
+from benchmarks.report import ROOT, parse, parser, publish, table, text_training  # noqa: E402
 from caption.config import Seq2SeqConfig, Seq2SeqTrainConfig  # noqa: E402
 from caption.text.data import book_split, read_pairs, validation_split  # noqa: E402
 from caption.text.train import build_translator, train_translator  # noqa: E402
@@ -57,14 +57,11 @@ def main() -> int:
             print(" | ".join(rows[-1]), flush=True)
     body = table(["task", "attention", "test exact match % (mean)", "min - max", "epochs kept",
                   "train s / epoch"], rows)
-    body += (f"\n\n{len(args.seeds)} seeds ({', '.join(map(str, args.seeds))}) per row, {args.epochs} epochs each; "
-             f"the book's split of each file (numpy seed 1984, the last tenth for test), a tenth of the rest held "
-             f"out to choose the epoch, the test split decoded once, greedy. Model: bidirectional encoder "
-             f"{BASE.hidden_dim}/direction, decoder {2 * BASE.hidden_dim} (the encoder's output size, for the dot "
-             f"score), embedding {BASE.embed_dim}, source reversed; local window half-width D = {BASE.window} "
-             f"(the Gaussian's sigma D/2, as Luong et al.). Adam {Seq2SeqTrainConfig.lr} decaying linearly to "
-             f"{Seq2SeqTrainConfig.lr_final}, batch {Seq2SeqTrainConfig.batch_size}, clipping "
-             f"{Seq2SeqTrainConfig.clip}.")
+    body += (f"\n\n{len(args.seeds)} seeds ({', '.join(map(str, args.seeds))}) per row, {args.epochs} epochs each. "
+             f"{text_training(args.epochs)} Model: bidirectional encoder {BASE.hidden_dim}/direction, decoder "
+             f"{2 * BASE.hidden_dim} (the encoder's output size, for the dot score), embedding {BASE.embed_dim}, "
+             f"source reversed; local window half-width D = {BASE.window} (the Gaussian's sigma D/2, as Luong "
+             f"et al.).")
     publish("seq2seq-attention", "Attention variants on the date and addition tasks: global, local, GRU", body,
             write=not args.no_write)
     return 0
