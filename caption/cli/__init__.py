@@ -68,10 +68,36 @@ def main(argv: list[str] | None = None) -> int:
         return 141
 
 
+def _import_numpy() -> None:
+    """import numpy, a Ctrl-C during it a KeyboardInterrupt. numpy's C code imports modules of its own
+    (datetime), and a KeyboardInterrupt raised inside one comes out as an ImportError: a SIGINT
+    handler that notes the signal tells the two apart."""
+    import signal
+    seen = []
+
+    def note(signum, frame):
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGINT, note)
+    except ValueError:            # not the main thread: no handler can be set there
+        previous = None
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        if seen:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
 def _run(argv: list[str] | None) -> int:
     # numpy before torch: torch's C code imports it too, and there a Ctrl-C is swallowed (torch
     # goes on without numpy and the command runs on); imported here first, it is a KeyboardInterrupt
-    import numpy  # noqa: F401
+    _import_numpy()
 
     from ..errors import EXIT_INPUT, CaptionError
     try:
