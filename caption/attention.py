@@ -72,7 +72,9 @@ class Attention(nn.Module):
         if score == "additive":
             attn_dim = attn_dim or query_dim
             self.key_proj = Linear(key_dim, attn_dim)
-            self.query_proj = Linear(query_dim, attn_dim, bias=False)
+            # query_dim 0: no query, e = v^T tanh(W_k k + b), attention pooling (Yang et al. 2016; the
+            # seminar's bi-GRU classifier, caption/classify/model.py)
+            self.query_proj = Linear(query_dim, attn_dim, bias=False) if query_dim else None
             self.v = Linear(attn_dim, 1, bias=False)
             # the authors' n_layers_att 2: a second layer on the source side, k = tanh(W2 (W1 a + b1) + b2)
             self.key_proj2 = Linear(attn_dim, attn_dim) if key_layers == 2 else None
@@ -92,7 +94,8 @@ class Attention(nn.Module):
     def scores(self, query: Tensor, proj_keys: Tensor) -> Tensor:
         """Unnormalised scores e: query (B, T, Q), proj_keys (B, S, A) -> (B, T, S)."""
         if self.score == "additive":
-            q = self.query_proj(query)                                      # (B, T, A)
+            q = self.query_proj(query) if self.query_proj is not None else \
+                proj_keys.new_zeros(*query.shape[:2], proj_keys.shape[-1])   # (B, T, A)
             # v^T tanh(q + k), that is torch.tanh(q.unsqueeze(2) + proj_keys.unsqueeze(1)) @ v,
             # fused for speed (caption/kernels/additive_score.py; the same numbers)
             return additive_score(q, proj_keys, self.v.weight.view(-1))     # (B, T, S)

@@ -103,8 +103,14 @@ class Seq2SeqConfig:
     decoder_dim: int | None = option(64, "decoder LSTM hidden size", range=SIZE_OR_UNSET, family="lstm")
     num_layers: int = option(1, "layers in encoder and decoder (LSTM, GRU or transformer)", range=_whole(1, 16))
     # the GRU: PyTorch's (and cuDNN's) form, the reset gate applied after the recurrent product (model.py)
-    cell: str = option("lstm", "the recurrent cell of encoder and decoder: lstm, or gru (Cho et al. 2014, "
-                               "as in Bahdanau et al.)", ("lstm", "gru"), family="lstm")
+    cell: str = option("lstm", "the recurrent cell of encoder and decoder: lstm; gru (torch's, the reset gate "
+                               "after the recurrent product: fused, fast); or gru-bahdanau (the seminar's, Bahdanau "
+                               "et al. 2015 A.1.1: the reset before the product; a Python loop, slower)",
+                       ("lstm", "gru", "gru-bahdanau"), family="lstm")
+    # text/stack.py says why from layer 3
+    residual: bool = option(False, "GNMT stacks (Wu et al. 2016): residual connections around every layer "
+                                   "from the third on, in encoder and decoder, and only the bottom encoder "
+                                   "layer bidirectional (needs --num-layers 3 or more)", family="lstm")
     heads: int = option(4, "transformer: attention heads (--model-dim a multiple of them)", range=_whole(1, 64),
                         family="transformer")
     model_dim: int = option(64, "transformer: model size", range=SIZE, family="transformer")
@@ -173,6 +179,10 @@ class CaptionConfig:
                                   "self-attention over the words, multi-head cross-attention over the "
                                   "annotations, pre-layer-norm: caption/image/transformer.py)", DECODERS)
     layers: int = option(2, "transformer: decoder layers", range=_whole(1, 64), family="transformer")      # Y
+    # text/stack.py says why from layer 3
+    residual: bool = option(False, "GNMT stacks (Wu et al. 2016): residual connections around every layer "
+                                   "from the third on, in encoder and decoder, and only the bottom encoder "
+                                   "layer bidirectional (needs --num-layers 3 or more)", family="lstm")
     heads: int = option(4, "transformer: attention heads (--model-dim a multiple of them)",
                         range=_whole(1, 64), family="transformer")                                      # h
     model_dim: int = option(128, "transformer: model size", range=SIZE, family="transformer")             # F
@@ -265,6 +275,18 @@ class CaptionTrainConfig:
     reward: str = option("sequence", "hard: REINFORCE reward of step t: the whole caption's log-likelihood "
                                      "(sequence, the paper's) or that of the words from t on, with a baseline "
                                      "per number of words left (to-go: unbiased, less variance)", REWARDS)
+    # Self-critical training (Rennie et al. 2017; caption/training/scst.py), from a cross-entropy model
+    objective: str = option("xe", "xe (the paper's: cross-entropy, and REINFORCE on a hard model's locations) or "
+                                  "scst (self-critical: sampled captions rewarded by CIDEr-D; needs --init; use a "
+                                  "learning rate far below cross-entropy's)", ("xe", "scst"))
+    init: str | None = option(None, "start from this captioner checkpoint's model, vocabulary and weights (its "
+                                    "config replaces the model flags; the optimizer starts afresh)")
+    samples_per_image: int = option(5, "scst: captions sampled per image and step", range=_whole(1, 64))
+    scst_baseline: str = option("greedy", "scst: each sample's baseline: the reward of the image's greedy caption "
+                                          "(greedy, Rennie et al.) or the mean reward of its other samples (mean, "
+                                          "needs --samples-per-image 2 or more)", ("greedy", "mean"))
+    bleu_weight: float = option(0.0, "scst: the reward is CIDEr-D + this times the sentence BLEU-4 (0-1 scale "
+                                     "times 10, as CIDEr-D's)", range=_real(0, 100))
 
 
 def check(config) -> None:
@@ -284,9 +306,16 @@ def check(config) -> None:
                                     "has its own reward")
     if isinstance(config, (CaptionConfig, Seq2SeqConfig)):
         _check_family(config)
+    if isinstance(config, CaptionTrainConfig):
+        _check_scst(config)
     if isinstance(config, CaptionConfig) and config.decoder == "transformer" and config.attention != "soft":
         raise OptionError("attention", f"{config.attention} is the LSTM decoder's; the transformer's "
                                        "multi-head attention is soft")
+    if isinstance(config, Seq2SeqConfig) and config.residual and config.num_layers < 3:
+        raise OptionError("residual", f"residual connections start at layer 3 (GNMT); --num-layers "
+                                      f"{config.num_layers} has none: give --num-layers 3 or more")
+    if isinstance(config, Seq2SeqConfig) and config.residual and not config.bidirectional:
+        raise OptionError("residual", "GNMT's bottom encoder layer is bidirectional; drop --no-bidirectional")
     if isinstance(config, Seq2SeqConfig) and config.model == "lstm" and config.score == "dot":
         # Luong's dot score q.k needs the decoder state and the encoder output of one size
         encoder = config.hidden_dim * (2 if config.bidirectional else 1)
@@ -296,6 +325,14 @@ def check(config) -> None:
                                        f"output size ({encoder}: --hidden-dim {config.hidden_dim}"
                                        f"{' x 2 directions' if config.bidirectional else ''}); give "
                                        f"--decoder-dim {encoder}, or use --score general")
+
+
+def _check_scst(config: "CaptionTrainConfig") -> None:
+    from .errors import OptionError
+    if config.objective == "scst" and not config.init:
+        raise OptionError("init", "--objective scst fine-tunes a trained model: give its checkpoint, --init MODEL")
+    if config.objective == "scst" and config.scst_baseline == "mean" and config.samples_per_image < 2:
+        raise OptionError("scst_baseline", "mean needs --samples-per-image 2 or more (the other samples' mean)")
 
 
 def _check_family(config) -> None:

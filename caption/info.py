@@ -50,6 +50,8 @@ def describe(payload: dict, name: str, stored: int | None = None) -> dict:
         info = _captioner(payload, name)
     elif kind == "seq2seq":
         info = _seq2seq(payload, name)
+    elif kind == "classifier":
+        info = _classifier(payload, name)
     else:
         raise CheckpointError(f"{name}: a {kind!r:.40} checkpoint, not one caption writes")
     meta = payload.get("meta") or {}
@@ -124,8 +126,8 @@ def _seq2seq(payload: dict, name: str) -> dict:
     if config.local:
         attention["window"] = config.window
     sizes = {"embed_dim": config.embed_dim, "hidden_dim": config.hidden_dim, "decoder_dim": config.decoder_dim,
-             "num_layers": config.num_layers, "bidirectional": config.bidirectional,
-             "reverse_source": config.reverse_source,
+             "num_layers": config.num_layers, "bidirectional": config.bidirectional, "cell": config.cell,
+             "residual": config.residual, "reverse_source": config.reverse_source,
              "attn_dim": config.attn_dim if config.score == "additive" else None,
              "max_source_len": config.max_source_len, "max_target_len": config.max_target_len}
     if config.model == "transformer":     # none of the LSTM's sizes apply
@@ -134,6 +136,16 @@ def _seq2seq(payload: dict, name: str) -> dict:
                  "model_dim": config.model_dim, "ff_dim": config.ff_dim, "reverse_source": config.reverse_source,
                  "max_source_len": config.max_source_len, "max_target_len": config.max_target_len}
     return {"attention": attention, "sizes": sizes, "parameters": total, "parameters_in_file": held}
+
+
+def _classifier(payload: dict, name: str) -> dict:
+    from .classify.config import ClassifierConfig
+    from .classify.model import AttentionClassifier
+    config, model = _built(AttentionClassifier, ClassifierConfig, payload, name)
+    total, held = _count(model, payload["state_dict"])
+    sizes = {k: getattr(config, k) for k in ("embed_dim", "hidden_dim", "attn_dim", "max_len", "labels")}
+    return {"attention": {"score": "additive pooling", "scope": "global"}, "sizes": sizes, "parameters": total,
+            "parameters_in_file": held}
 
 
 def _training(meta: dict, kind: str) -> dict:
@@ -151,6 +163,10 @@ def _training(meta: dict, kind: str) -> dict:
             val = history[-1]      # a resumable state: the last epoch's record
         if isinstance(val, dict):
             scores["validation"] = {k: v for k, v in val.items() if isinstance(v, (int, float))}
+    elif kind == "classifier":
+        for split, what in (("val", "validation"), ("test", "test")):
+            if isinstance(meta.get(split), dict):
+                scores[what] = {k: v for k, v in meta[split].items() if isinstance(v, (int, float))}
     else:
         for split, what in (("val", "validation"), ("test", "test")):
             right, total = meta.get(f"{split}_correct"), meta.get(f"{split}_total")
@@ -181,7 +197,7 @@ def lines(info: dict) -> list[str]:
     out = [f"{info['file']}: {_what(info)}"]
     out += _wrap("sizes", _sizes(info))
     out += _wrap("parameters", _parameters(info))
-    unit = "words" if info["kind"] == "captioner" else "symbols"
+    unit = "symbols" if info["kind"] == "seq2seq" else "words"
     out.append(f"  vocabulary: {info['vocabulary']:,} {unit}")
     out += _wrap("training", _training_line(info))
     out += _scores(info)
@@ -221,6 +237,8 @@ def _what(info: dict) -> str:
             return "an image captioner with a Transformer decoder (multi-head soft attention)"
         return ("an image captioner without attention (the ablation)" if a == "none"
                 else f"an image captioner with {a} attention")
+    if info["kind"] == "classifier":
+        return f"a text classifier: bi-GRU with attention pooling, labels {', '.join(info['sizes']['labels'])}"
     scope = a["scope"] + (f", window {a['window']}" if "window" in a else "")
     return f"a character seq2seq with {a['score']} attention ({scope})"
 
@@ -238,13 +256,18 @@ def _sizes(info: dict) -> str:
         if s["attn_dim"] is not None:
             text += f", attention {s['attn_dim']}"
         return text + f"; captions of at most {s['max_len']} words"
+    if info["kind"] == "classifier":
+        return (f"word embedding {s['embed_dim']}, GRU {s['hidden_dim']} per direction, attention {s['attn_dim']}; "
+                f"texts cut to {s['max_len']} tokens")
     limits = f"; sources up to {s['max_source_len']} characters, outputs up to {s['max_target_len']}"
     if s.get("model") == "transformer":
         return (f"transformer: {s['num_layers']} encoder and {s['num_layers']} decoder layer(s) of model size "
                 f"{s['model_dim']}, {s['heads']} heads, feed-forward {s['ff_dim']}" + limits)
-    text = (f"character embedding {s['embed_dim']}, encoder LSTM {s['hidden_dim']}"
-            f"{' per direction (bidirectional)' if s['bidirectional'] else ''}, {s['num_layers']} layer(s), "
-            f"decoder {s['decoder_dim'] or 'the encoder size'}")
+    cell = {"lstm": "LSTM", "gru": "GRU", "gru-bahdanau": "GRU (Bahdanau's)"}.get(s.get("cell"), "LSTM")
+    bottom = " (the bottom layer bidirectional, residual from layer 3)" if s.get("residual") else \
+        (" per direction (bidirectional)" if s["bidirectional"] else "")
+    text = (f"character embedding {s['embed_dim']}, encoder {cell} {s['hidden_dim']}{bottom}, "
+            f"{s['num_layers']} layer(s), decoder {s['decoder_dim'] or 'the encoder size'}")
     if s["attn_dim"] is not None:
         text += f", attention {s['attn_dim']}"
     return text + f"; sources up to {s['max_source_len']} characters, outputs up to {s['max_target_len']}"
@@ -270,7 +293,7 @@ def _scores(info: dict) -> list[str]:
     """One line (wrapped) per split scored: exact matches for seq2seq, every recorded figure else."""
     out = []
     for split, s in (info.get("scores") or {}).items():
-        if "correct" in s:
+        if "correct" in s and "accuracy" in s and len(s) == 3:
             out += _wrap(split, f"{s['correct']:,}/{s['total']:,} exact ({100 * s['accuracy']:.2f}%)")
             continue
         keys = [k for k in FIRST_SCORES if k in s] + [k for k in s if k not in FIRST_SCORES]

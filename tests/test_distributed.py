@@ -182,3 +182,19 @@ def test_a_transformer_trains_under_torchrun_as_on_one_process(tmp_path):
     for k in one:     # the CNN's whole-batch batch norm sums in another order on two processes: a few
         tol = 5e-4 if k.startswith("encoder.") else 1e-4      # of its weights move 1e-4 apart in 4 steps
         assert torch.allclose(one[k].float(), two[k].float(), atol=tol, rtol=1e-4), k
+
+
+def test_self_critical_training_runs_under_torchrun(tmp_path):
+    """Two processes sample their own images' captions (each its own draws) and share one update."""
+    r = _train(tmp_path / "xe.pt", 1, "--epochs", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    model_flags = {"--image-size", "--feature-dim", "--embed-dim", "--hidden-dim", "--attn-dim", "--dropout"}
+    flags = [x for k, x in enumerate(FLAGS) if x not in model_flags and FLAGS[k - 1] not in model_flags]
+    r = _train(tmp_path / "s.pt", 2, "--epochs", "1", "--objective", "scst", "--init", str(tmp_path / "xe.pt"),
+               "--samples-per-image", "2", "--scst-baseline", "mean", "--lr", "1e-3", "--lr-final", "1e-3",
+               flags=flags)
+    assert r.returncode == 0, r.stderr[-2000:]
+    steps = [json.loads(x) for x in (tmp_path / "s.history.jsonl").read_text().splitlines()]
+    assert [x["kind"] for x in steps].count("step") == 4 and all("reward" in x for x in steps if x["kind"] == "step")
+    assert not torch.equal(_weights(tmp_path / "xe.pt")["decoder.out.weight"],
+                           _weights(tmp_path / "s.pt")["decoder.out.weight"])

@@ -9,14 +9,15 @@ import typing
 import pytest
 
 from caption import config
+from caption.classify import config as classify_config
 from caption.cli import build_parser, main
 from caption.cli.flags import decode_options
 from caption.config import Range, check, option
 from caption.errors import OptionError
 from caption.search import COMPARE_COMMAND, IMAGE_COMMANDS, TEXT_COMMANDS, DecodeOptions
 
-DATACLASSES = [c for _, c in inspect.getmembers(config, inspect.isclass)
-               if dataclasses.is_dataclass(c) and c.__module__ == config.__name__ and c is not Range]
+DATACLASSES = [c for module in (config, classify_config) for _, c in inspect.getmembers(module, inspect.isclass)
+               if dataclasses.is_dataclass(c) and c.__module__ == module.__name__ and c is not Range]
 
 
 def _numeric(hint) -> type | None:
@@ -41,7 +42,7 @@ def unranged(cls) -> list[str]:
 
 def test_the_walk_covers_every_config_dataclass():
     assert {c.__name__ for c in DATACLASSES} == {"Seq2SeqConfig", "Seq2SeqTrainConfig", "CaptionConfig",
-                                                 "CaptionTrainConfig"}
+                                                 "CaptionTrainConfig", "ClassifierConfig", "ClassifierTrainConfig"}
 
 
 @pytest.mark.parametrize("cls", DATACLASSES + [DecodeOptions], ids=lambda c: c.__name__)

@@ -7,6 +7,7 @@ from caption.config import Seq2SeqConfig, Seq2SeqTrainConfig
 from caption.errors import InputError
 from caption.search import DecodeOptions
 from caption.text.data import generate_dates, to_tensors
+from caption.text.stack import ResidualStack
 from caption.text.train import build_translator, exact_matches, train_translator
 from caption.text.translator import Translator
 
@@ -154,3 +155,108 @@ def test_a_gru_model_round_trips_a_checkpoint_and_an_old_lstm_file_reads_as_an_l
     old = Translator.from_checkpoint(checkpoint.load(tmp_path / "l.pt", kind="seq2seq"))
     assert old.model.config.cell == "lstm" and isinstance(old.model.encoder, torch.nn.LSTM)
     assert old.translate(sources) == Translator(lstm, lstm_vocab).translate(sources)
+
+
+def test_a_residual_stack_is_its_formula():
+    """GNMT's stacks (text/stack.py), layer by layer by hand: x2 = BiRNN_1(x1) with both directions
+    joined, x3 = RNN_2(x2), then x^{i+1} = RNN_i(x^i) + x^i; and the final states are each layer's."""
+    for cell in ("lstm", "gru"):
+        torch.manual_seed(1)
+        stack = ResidualStack(cell, 5, 8, 4, bidirectional_bottom=True).eval()
+        x = torch.randn(3, 7, 5)
+        with torch.no_grad():
+            out, state = stack(x)
+            h = stack.layers[0](x)[0]                                       # (3, 7, 8): 4 forward + 4 backward
+            h = stack.layers[1](h)[0]
+            finals = []
+            for layer in stack.layers[2:]:
+                y, last = layer(h)
+                h = y + h
+                finals.append(last if cell == "gru" else last[0])
+        torch.testing.assert_close(out, h)
+        hn = state if cell == "gru" else state[0]
+        assert hn.shape == (4, 3, 8)
+        torch.testing.assert_close(hn[2:], torch.cat(finals))
+        bottom = stack.layers[0](x)[1]
+        bottom = bottom if cell == "gru" else bottom[0]
+        torch.testing.assert_close(hn[0], torch.cat([bottom[0], bottom[1]], -1))   # forward half, backward half
+        assert not torch.allclose(out, stack.layers[3](stack.layers[2](stack.layers[1](stack.layers[0](x)[0])[0])[0])[0])
+
+
+def test_a_residual_model_ignores_padding_and_round_trips(tmp_path):
+    pairs = generate_dates(32, seed=2)
+    model, vocab = tiny(pairs, residual=True, num_layers=3, cell="gru", decoder_dim=32)
+    model.eval()
+    data = to_tensors(pairs[:6], vocab)
+    with torch.no_grad():
+        batch = model(data.src, data.src_len, data.tgt[:, :-1])[0]
+        for i in range(6):
+            n = int(data.src_len[i])
+            alone = model(data.src[i:i + 1, :n], data.src_len[i:i + 1], data.tgt[i:i + 1, :-1])[0]
+            torch.testing.assert_close(batch[i:i + 1], alone, atol=1e-5, rtol=1e-4)
+    path = tmp_path / "r.pt"
+    checkpoint.save(path, "seq2seq", model, vocab.itos)
+    again = Translator.from_checkpoint(checkpoint.load(path, kind="seq2seq")).model
+    assert again.config.residual and isinstance(again.encoder, ResidualStack)
+    src = data.src[:2]
+    assert [h.tokens for h in again.generate(src, data.src_len[:2], vocab.start, vocab.end)] == \
+        [h.tokens for h in model.generate(src, data.src_len[:2], vocab.start, vocab.end)]
+
+
+
+
+def test_residual_needs_three_layers_and_the_bidirectional_bottom():
+    from caption.config import check
+    from caption.errors import OptionError
+    with pytest.raises(OptionError, match="--num-layers 3"):
+        check(Seq2SeqConfig(residual=True, num_layers=2))
+    with pytest.raises(OptionError, match="bidirectional"):
+        check(Seq2SeqConfig(residual=True, num_layers=4, bidirectional=False))
+
+
+def test_the_bahdanau_gru_is_the_seminars_equations():
+    """--cell gru-bahdanau against Bahdanau et al. (2015, A.1.1) written out: the reset before the
+    recurrent product, z weighting the candidate; and a padded sequence ends as it would alone."""
+    from caption.text.gru import BahdanauGRU
+    torch.manual_seed(5)
+    gru = BahdanauGRU(4, 6, num_layers=1).eval()
+    layer = gru.layers[0]
+    (Wr, Wz, W), (br, bz, b) = layer.input_proj.weight.chunk(3), layer.input_proj.bias.chunk(3)
+    (Ur, Uz), U = layer.gate_proj.weight.chunk(2), layer.cand_proj.weight
+    x, h = torch.randn(3, 5, 4), torch.randn(3, 6)
+    expected, s = [], h
+    for t in range(5):
+        r = torch.sigmoid(x[:, t] @ Wr.T + s @ Ur.T + br)
+        z = torch.sigmoid(x[:, t] @ Wz.T + s @ Uz.T + bz)
+        candidate = torch.tanh(x[:, t] @ W.T + (r * s) @ U.T + b)
+        s = (1 - z) * s + z * candidate
+        expected.append(s)
+    with torch.no_grad():
+        out, last = gru(x, h.unsqueeze(0))
+    torch.testing.assert_close(out, torch.stack(expected, 1))
+    torch.testing.assert_close(last[0], expected[-1])
+    both = BahdanauGRU(4, 6, bidirectional=True, num_layers=2).eval()
+    lengths = torch.tensor([5, 3, 1])
+    with torch.no_grad():
+        out, last = both(x, lengths=lengths)
+        for i, n in enumerate(lengths.tolist()):
+            alone, last_alone = both(x[i:i + 1, :n])
+            torch.testing.assert_close(out[i:i + 1, :n], alone)
+            torch.testing.assert_close(last[:, i:i + 1], last_alone)
+            assert out[i, n:].eq(0).all()
+
+
+def test_a_bahdanau_gru_model_decodes_padded_sources_as_alone():
+    pairs = generate_dates(16, seed=2)
+    for kw in ({}, {"residual": True, "num_layers": 3}):
+        model, vocab = tiny(pairs, cell="gru-bahdanau", decoder_dim=24, **kw)
+        model.eval()
+        data = to_tensors(pairs[:4], vocab)
+        with torch.no_grad():
+            batch = model(data.src, data.src_len, data.tgt[:, :-1])[0]
+            for i in range(4):
+                n = int(data.src_len[i])
+                alone = model(data.src[i:i + 1, :n], data.src_len[i:i + 1], data.tgt[i:i + 1, :-1])[0]
+                torch.testing.assert_close(batch[i:i + 1], alone, atol=1e-5, rtol=1e-4)
+        hyps = model.generate(data.src, data.src_len, vocab.start, vocab.end)
+        assert len(hyps) == 4 and all(h.alpha.shape[-1] == data.src.shape[1] for h in hyps)

@@ -18,7 +18,7 @@ def build_parser():
     import argparse
 
     from .. import __version__
-    from . import data, evaluate, explore, image, info, serve, text, train
+    from . import classify, data, evaluate, explore, image, info, serve, text, train
 
     class Parser(argparse.ArgumentParser):
         """argparse with the house style for a bad flag: one line and exit status 1 (argparse's own
@@ -33,6 +33,7 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"caption {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     text.add_parsers(sub)
+    classify.add_parsers(sub)
     train.add_parsers(sub)
     image.add_parsers(sub)
     explore.add_parsers(sub)

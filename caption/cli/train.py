@@ -80,6 +80,12 @@ def cmd_train(args) -> int:
     from ..training.stop import Interrupted
     model_cfg, train_cfg = config_from(CaptionConfig, args), config_from(CaptionTrainConfig, args)
     given = {f.name for f in fields(CaptionConfig) if getattr(args, f.name, None) is not None}
+    if train_cfg.init:      # the model, its vocabulary and weights are the checkpoint's
+        if given or args.recipe:
+            flag = "--recipe" if args.recipe else "--" + sorted(given)[0].replace("_", "-")
+            raise InputError(f"--init {train_cfg.init} brings its own model; {flag} does not apply to it")
+        from ..training.loop import init_config
+        model_cfg = init_config(train_cfg.init)
     manifest = feature_manifest(args.features) if args.features else None
     complete_model_config(model_cfg, manifest, given)
     # every check before any real work: names, kinds, inputs, the device and precision, an earlier run
@@ -117,7 +123,8 @@ def _inputs(args) -> list[Path]:
     (its captions file), the backbone's weights, the feature cache. An output is also refused over
     a file of another kind (a data set, an image, text), which covers the data sets' other files."""
     found = []
-    for p in (args.data, args.val_data, args.images, args.encoder_weights, getattr(args, "features", None)):
+    for p in (args.data, args.val_data, args.images, args.encoder_weights, getattr(args, "features", None),
+              getattr(args, "init", None)):
         if p is not None:
             p = Path(p)
             found += [p, p / "captions.json"] + [p / f"{s}.{x}" for s in ("manifest", "train", "val", "test")

@@ -156,14 +156,16 @@ def caption_rows(idx: Tensor, targets: CaptionTargets, generator: torch.Generato
 
 def batches(items: Tensor | Dataset, targets: CaptionTargets, batch_size: int, generator: torch.Generator,
             captions_per_image: int | None = None, workers: int = 0, order: Tensor | None = None,
-            skip: Callable[[str], None] | None = None,
-            shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[int, Tensor | None, Tensor, Tensor]]:
+            skip: Callable[[str], None] | None = None, shard: tuple[int, int] = (0, 1),
+            with_index: bool = False) -> Iterator[tuple]:
     """Shuffled training batches (slot, inputs, tokens (N, T), image_of (N,)): inputs as float
     (images in [0, 1], or annotations), None when no image of the batch could be read; slot counts
     the batches of `order` used up, skipped ones included (where a resumed run picks up). The order
     (unless given: the rest of an epoch), then each batch's caption draws, come from `generator`.
     With shard (rank, W) this process reads only images rank, rank + W, ... of each batch, but
-    draws the whole batch's captions, so the generator stays in step across the W processes."""
+    draws the whole batch's captions, so the generator stays in step across the W processes.
+    with_index: each batch also gives its images' indices in `items` (B,), in the order of inputs
+    (self-critical training looks up their references)."""
     rank, world = shard
     if order is None:
         order = torch.randperm(len(items), generator=generator)
@@ -180,4 +182,4 @@ def batches(items: Tensor | Dataset, targets: CaptionTargets, batch_size: int, g
             tokens, image_of = tokens[rows], renumber[image_of[rows]]                           # (N_local, T)
         if x is not None:
             x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-        yield slot, x, tokens, image_of
+        yield (slot, x, tokens, image_of, idx) if with_index else (slot, x, tokens, image_of)

@@ -11,9 +11,13 @@ from torch import Tensor
 from .. import search
 from ..config import CaptionConfig
 from ..search import DecodeOptions
+from ..vocab import END, SPECIALS, START
 from .decoder import Decoder, DecoderOutput
 from .encoder import Encoder
+from .sampling import Samples, sample_captions
 from .transformer import TransformerDecoder
+
+START_ID, END_ID = SPECIALS.index(START), SPECIALS.index(END)   # the same in every vocabulary
 
 
 class Captioner(nn.Module):
@@ -33,10 +37,16 @@ class Captioner(nn.Module):
         of a frozen backbone -> the annotations (B, L, D)."""
         return self.encoder.annotate(inputs.float()) if features else self.encoder(inputs)
 
-    def forward(self, inputs: Tensor, tgt_in: Tensor, image_of: Tensor | None = None, *,
-                features: bool = False, **hard) -> DecoderOutput:
+    def forward(self, inputs: Tensor, tgt_in: Tensor | None, image_of: Tensor | None = None, *,
+                features: bool = False, sample: int = 0, **hard) -> DecoderOutput | Samples:
         """inputs: images (B, 3, P, P) in [0, 1] (or cached features); tgt_in (N, T); image_of (N,)
-        -> logits (N, T, V), alpha (N, T, L)."""
+        -> logits (N, T, V), alpha (N, T, L). With `sample` K (and no tgt_in): K captions per image
+        drawn from the model, with their log-probabilities (training/sampling.py; self-critical
+        training calls it here so that DistributedDataParallel sees the pass)."""
+        if sample:
+            memory = self.decoder.memory(self.annotations(inputs, features))
+            return sample_captions(self.decoder, memory, sample, START_ID, END_ID,
+                                   hard=self.config.attention == "hard")
         N, T = tgt_in.shape
         return self.decoder(self.annotations(inputs, features), tgt_in, image_of, **hard)
 

@@ -42,11 +42,19 @@ def caption_set(model: CaptionModel, data: ImageSet, options: DecodeOptions = De
 
 
 def score_captions(results: list[CaptionResult], data: ImageSet, coco: bool = False,
-                   warn: Callable[[str], None] = print) -> dict:
+                   warn: Callable[[str], None] = print, cider: bool = False) -> dict:
+    """cider: CIDEr-D (0-100) by pycocoevalcap's scorer on the captions as tokenised (what
+    self-critical training's validation selects on); `coco` gives it too, after coco-caption's
+    own tokeniser."""
     words = [r.words for r in results]
     b = bleu(words, data.captions)
     scores = {f"bleu{n}": b[n - 1] for n in range(1, 5)}
     scores["images"] = len(data)
+    if cider and not coco and results:
+        from pycocoevalcap.cider.cider import Cider
+        gts = {i: [" ".join(c) for c in caps] for i, caps in enumerate(data.captions)}
+        res = {i: [" ".join(w)] for i, w in enumerate(words)}
+        scores["cider_d"] = 100 * float(Cider().compute_score(gts, res)[0])
     if coco:
         from .coco import coco_scores
         refs = {i: [t[:CAPTION_CHARS] for t in texts] for i, texts in enumerate(data.texts)}
@@ -86,7 +94,8 @@ def best_head(results: list[CaptionResult], data: ImageSet) -> dict:
 def caption_and_score(model: CaptionModel, data: ImageSet, options: DecodeOptions = DecodeOptions(),
                       batch_size: int = 100, progress: bool = False, workers: int = 0,
                       features: torch.Tensor | None = None, coco: bool = False,
-                      warn: Callable[[str], None] = print) -> tuple[list[CaptionResult], dict, ImageSet]:
+                      warn: Callable[[str], None] = print,
+                      cider: bool = False) -> tuple[list[CaptionResult], dict, ImageSet]:
     """Caption every image of `data` and score the captions: (the captions, the scores, with the
     decode time per image, and the images they belong to: those of `data` less any file that could
     not be decoded, each reported through `warn` and counted in scores["skipped_images"])."""
@@ -99,7 +108,7 @@ def caption_and_score(model: CaptionModel, data: ImageSet, options: DecodeOption
         if not done:
             raise InputError(f"none of the {len(data)} images could be decoded")
         data = data.take(done)
-    scores = score_captions(results, data, coco, warn)
+    scores = score_captions(results, data, coco, warn, cider)
     scores["decode_ms_per_image"] = 1000 * seconds / max(1, len(data))
     if skipped:
         scores["skipped_images"] = skipped
@@ -126,12 +135,17 @@ def write_results(path: str | os.PathLike, rows: list[dict], inputs=()) -> None:
 
 def summary(scores: dict) -> str:
     """One line for a log."""
-    parts = [f"BLEU-4 {scores['bleu4']:.1f}"]
+    parts = [f"BLEU-4 {scores['bleu4']:.1f}"] + ([f"CIDEr-D {scores['cider_d']:.1f}"] if "cider_d" in scores else [])
     if "object_f1" in scores:
         parts.append(f"object F1 {scores['object_f1']:.3f} (3-4 objects {scores['object_f1_3-4']:.3f})")
         parts.append(f"attention in box {scores['attention_mass']:.3f} vs chance "
                      f"{scores['attention_chance']:.3f}")
     return ", ".join(parts)
+
+
+def cider_selection(scores: dict) -> float:
+    """What self-critical training keeps its best model by: the CIDEr-D it optimises."""
+    return scores["cider_d"]
 
 
 def selection_score(scores: dict) -> float:

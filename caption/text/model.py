@@ -1,18 +1,20 @@
 """Character seq2seq with attention, sharing `caption.attention` and `caption.search`.
 
-Encoder: embedding + LSTM or GRU (bidirectional, layers, source reversal by option).
+Encoder: embedding + LSTM or GRU (bidirectional, layers, source reversal by option; `--residual`:
+GNMT's stacks, text/stack.py).
 Decoder: LSTM or GRU over the previous characters, then attention from each decoder state h_t to the
 encoder outputs, and an output layer over [c_t; h_t] (Luong et al. 2015, eq. 5, without input
 feeding, as in "Deep Learning from Scratch 2" ch. 8). Without input feeding the decoder states do
 not depend on the attention, so teacher-forced training runs the LSTM and the attention over
 all T steps at once.
 
-The GRU (`--cell gru`) is torch.nn.GRU's, for its fused kernels:
+The GRU (`--cell gru`) is torch.nn.GRU's, for its fused kernels (`--cell gru-bahdanau` is the
+seminar's, text/gru.py):
     r = sigmoid(W_r x + b_r + U_r h + c_r)        z = sigmoid(W_z x + b_z + U_z h + c_z)
     n = tanh(W_n x + b_n + r * (U_n h + c_n))     h' = (1 - z) * n + z * h
 Cho et al. (2014, eq. 5-8) and Bahdanau et al. (2015, appendix A.1.1) reset before the product,
 n = tanh(W x + U (r * h)); here the reset gate scales U_n h + c_n instead (cuDNN's form, Keras'
-reset_after). Both gate the same things; tests/test_text_model.py pins this form.
+reset_after). tests/test_text_model.py pins both forms.
 
 Shapes (the legend in caption/__init__.py): B sources, S source length, T target steps,
 E embedding, H decoder size (the encoder's output, He, may differ), V vocabulary.
@@ -23,7 +25,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .. import search
 from ..attention import Attention
@@ -31,6 +32,8 @@ from ..config import Seq2SeqConfig
 from ..search import DecodeOptions
 from ..vocab import PAD_ID
 from .data import source_order
+from .gru import CELLS, run_rnn
+from .stack import ResidualStack
 
 
 class Seq2Seq(nn.Module):
@@ -39,16 +42,21 @@ class Seq2Seq(nn.Module):
         c = self.config = config
         He = c.hidden_dim * (2 if c.bidirectional else 1)   # encoder output size
         H = c.decoder_dim or He
-        rnn = nn.GRU if c.cell == "gru" else nn.LSTM
-        self.state_parts = 1 if c.cell == "gru" else 2      # a GRU's state is h, an LSTM's (h, c)
+        rnn = CELLS[c.cell]
+        self.state_parts = 2 if c.cell == "lstm" else 1     # a GRU's state is h, an LSTM's (h, c)
         # Bahdanau et al. (2015, appendix A.2.2): s_0 = tanh(W h), when the sizes differ.
         self.bridge = nn.Linear(He, self.state_parts * H) if H != He else None
+        between = c.dropout if c.num_layers > 1 else 0.0
+        # (created in this order: the random initialisation of a given seed stays that of earlier versions)
         self.src_embed = nn.Embedding(vocab_size, c.embed_dim, padding_idx=PAD_ID)
-        self.encoder = rnn(c.embed_dim, c.hidden_dim, c.num_layers, batch_first=True,
-                           bidirectional=c.bidirectional, dropout=c.dropout if c.num_layers > 1 else 0.0)
+        if c.residual:   # GNMT's stacks (text/stack.py): the bottom encoder layer bidirectional
+            self.encoder = ResidualStack(c.cell, c.embed_dim, He, c.num_layers, between, bidirectional_bottom=True)
+        else:
+            self.encoder = rnn(c.embed_dim, c.hidden_dim, c.num_layers, batch_first=True,
+                               bidirectional=c.bidirectional, dropout=between)
         self.tgt_embed = nn.Embedding(vocab_size, c.embed_dim, padding_idx=PAD_ID)
-        self.decoder = rnn(c.embed_dim, H, c.num_layers, batch_first=True,
-                           dropout=c.dropout if c.num_layers > 1 else 0.0)
+        self.decoder = (ResidualStack(c.cell, c.embed_dim, H, c.num_layers, between) if c.residual else
+                        rnn(c.embed_dim, H, c.num_layers, batch_first=True, dropout=between))
         self.attention = Attention(H, He, c.attn_dim, c.score, c.local, c.window)
         self.drop = nn.Dropout(c.dropout)
         self.out = nn.Linear(He + H, vocab_size)
@@ -59,14 +67,12 @@ class Seq2Seq(nn.Module):
         B, S = src.shape
         src, mask = source_order(src, src_len, self.config.reverse_source)     # mask (B, S) True = real
         x = self.drop(self.src_embed(src))                                     # (B, S, E)
-        if bool(mask.all()):  # no padding: the fast (oneDNN) path
-            values, state = self.encoder(x)                                    # (B, S, H)
-        else:  # padding must not reach the states: pack (slower on the CPU)
-            packed = pack_padded_sequence(x, src_len.cpu(), batch_first=True, enforce_sorted=False)
-            values, state = self.encoder(packed)
-            values, _ = pad_packed_sequence(values, batch_first=True, total_length=S)
+        if self.config.residual:   # its state comes as (layers, B, He), both directions joined
+            values, state = self.encoder(x, lengths=None if bool(mask.all()) else src_len)
+        else:  # padding must not reach the states: packed (slower on the CPU) only where there is some
+            values, state = run_rnn(self.encoder, x, lengths=None if bool(mask.all()) else src_len)  # (B, S, He)
         state = self._parts(state)
-        if self.config.bidirectional:   # (layers*2, B, h) -> (layers, B, 2h): both directions
+        if self.config.bidirectional and not self.config.residual:   # (layers*2, B, h) -> (layers, B, 2h)
             state = tuple(x.view(self.config.num_layers, 2, B, -1).permute(0, 2, 1, 3).reshape(
                 self.config.num_layers, B, -1) for x in state)
         if self.bridge is not None:

@@ -23,7 +23,7 @@ from ..optim import optimizer_step
 from ..search import DecodeOptions
 from . import distributed as dist
 from .history import History
-from .objectives import objective
+from .objectives import objective, scst_objective
 from .run import Run, save_state
 from .state import last_path
 from .stop import Interrupted, check_finite
@@ -56,11 +56,12 @@ def train_one_epoch(run: Run, epoch: int, logs: History, forward: torch.nn.Modul
     t0 = last_save = last_log = time.perf_counter()
     first_done, images_since, seconds_before = done, 0, sums[3]
     bar = tqdm(batches(run.train_items, run.targets, cfg.batch_size, run.gen, cfg.captions_per_image, cfg.workers,
-                       order=order[done * cfg.batch_size:], skip=run.skip, shard=(w.rank, w.size)),
+                       order=order[done * cfg.batch_size:], skip=run.skip, shard=(w.rank, w.size),
+                       with_index=True),
                total=run.steps_per_epoch, initial=done, unit="batch", desc=f"epoch {epoch}/{cfg.epochs}",
                disable=not run.progress, leave=False)
     run.stop.deferring = True           # a signal now ends the batch first (stop.py)
-    for slot, inputs, tokens, image_of in bar:
+    for slot, inputs, tokens, image_of, idx in bar:
         done = first_done + slot
         if inputs is None:
             if w.distributed:
@@ -70,9 +71,9 @@ def train_one_epoch(run: Run, epoch: int, logs: History, forward: torch.nn.Modul
                 raise stopped(run, epoch, done, order, sums[:3] + [seconds_before + time.perf_counter() - t0])
             continue
         value, nll, words = train_step(run, inputs, tokens, image_of, phase=phase, forward=forward, epoch=epoch,
-                                       done=done)
+                                       done=done, idx=idx)
         sums[0] += value * len(tokens)
-        sums[1] += nll * len(tokens)
+        sums[1] += nll * (words if cfg.objective == "scst" else len(tokens))
         sums[2] += words
         images_since += len(inputs) * w.size
         now = time.perf_counter()
@@ -80,7 +81,7 @@ def train_one_epoch(run: Run, epoch: int, logs: History, forward: torch.nn.Modul
         bar.set_postfix(loss=f"{value:.2f}", img_s=f"{img_s:.0f}")
         if cfg.log_every and done % cfg.log_every == 0:
             logs.write("step", (epoch - 1) * run.steps_per_epoch + done, epoch=epoch, slot=done,
-                       loss=value, lr=run.sched.get_last_lr()[0], images_per_s=img_s)
+                       loss=value, lr=run.sched.get_last_lr()[0], images_per_s=img_s, **run.scst_last)
             last_log, images_since = now, 0
         sums[3] = seconds_before + now - t0
         if run.stop.requested:
@@ -94,20 +95,29 @@ def train_one_epoch(run: Run, epoch: int, logs: History, forward: torch.nn.Modul
 
 
 def train_step(run: Run, inputs, tokens, image_of, *, phase, forward, epoch: int,
-               done: int) -> tuple[float, float, int]:
-    """One optimizer step on one batch: (its loss, its mean NLL per caption, its words)."""
+               done: int, idx=None) -> tuple[float, float, int]:
+    """One optimizer step on one batch: (its loss, its mean NLL per caption, its words). Self-critical
+    training (idx: the images' indices in the training set) gives (its loss, its mean reward, the
+    words sampled), and keeps its step's figures in run.scst_last for the history."""
     device = run.setup.device
     inputs, tokens, image_of = inputs.to(device), tokens.to(device), image_of.to(device)
     mask = tokens[:, 1:] != run.vocab.pad                                                # (N, T)
     with autocast(device, run.setup.precision):
-        loss, nll = objective(run.model, inputs, tokens, image_of, mask, phase, run.gen, features=run.cached,
-                              forward=forward)
+        if run.cfg.objective == "scst":
+            loss, figures = scst_objective(run.model, inputs, idx, run.cfg, run.reward, features=run.cached,
+                                           forward=forward)
+            run.scst_last = figures
+        else:
+            loss, nll = objective(run.model, inputs, tokens, image_of, mask, phase, run.gen, features=run.cached,
+                                  forward=forward)
     optimizer_step(loss, run.opt, run.sched, run.model.parameters(), run.cfg.clip, run.scaler)
     value = float(loss.detach())       # the step's one sync, after its launches
     check_finite(value, epoch, done, run.out, run.world, device)     # before any save: the files stay good
     if run.world.distributed and run.model.config.attention == "hard":      # one baseline, as one process keeps
         for b in (run.model.decoder.baseline, run.model.decoder.baseline_to_go):
             b.copy_(dist.mean_across(b, run.world))
+    if run.cfg.objective == "scst":
+        return value, run.scst_last["reward"], len(inputs)
     return value, float(nll.detach()), int(mask.sum())
 
 
@@ -128,13 +138,16 @@ def validate(run: Run, epoch: int, *, sums: list, val_set: ImageSet, logs: Histo
     word and (on the first process) the scores of the validation set decoded at --eval-beam, said
     in one line through `log`; the other processes get no scores."""
     record, scores = {"epoch": epoch, "train_seconds": sums[3], "loss_per_word": sums[1] / max(sums[2], 1)}, {}
+    if run.cfg.objective == "scst":   # sums[1]: the mean rewards summed over images, sums[2] the images
+        record = {"epoch": epoch, "train_seconds": sums[3], "reward": sums[1] / max(sums[2], 1)}
     if run.world.main:     # the others wait at the barrier after the epoch
         scores = evaluate_captions(CaptionModel(run.model, run.vocab), val_set,
                                    DecodeOptions(beam_size=run.cfg.eval_beam), workers=run.cfg.workers,
-                                   features=run.val_features, warn=run.warn)
+                                   features=run.val_features, warn=run.warn, cider=run.cfg.objective == "scst")
         record.update(scores)
-        run.log(f"epoch {epoch}: nll/word {record['loss_per_word']:.3f}  val {summary(record)}  "
-                f"train {sums[3]:.0f}s")
+        first = (f"reward {record['reward']:.3f}" if "reward" in record else
+                 f"nll/word {record['loss_per_word']:.3f}")
+        run.log(f"epoch {epoch}: {first}  val {summary(record)}  train {sums[3]:.0f}s")
         logs.write("epoch", epoch * run.steps_per_epoch, **record)
     run.model.train()
     return record, scores

@@ -24,7 +24,7 @@ from ..errors import InputError
 from ..fileio import remove_stale_temps, shown
 from ..image.captioner import Captioner
 from ..lock import run_lock
-from ..metrics.evaluate import selection_score
+from ..metrics.evaluate import cider_selection, selection_score
 from ..vocab import Vocab
 from . import distributed as dist
 from . import rng
@@ -55,6 +55,21 @@ def _new_captioner(train_set: ImageSet, config: CaptionConfig, min_count: int | 
     return model.to(device or default_device()), vocab
 
 
+def init_config(path: str) -> CaptionConfig:
+    """The model config of the --init checkpoint (CheckpointError naming it when it is not one)."""
+    from .. import checkpoint
+    return checkpoint.parts(checkpoint.load(path, kind="captioner"), CaptionConfig, str(path))[0]
+
+
+def initial_captioner(path: str, device: torch.device) -> tuple[Captioner, Vocab]:
+    """--init: the model, vocabulary and weights of a captioner checkpoint (a frozen backbone's
+    trunk read from the weights file it names), to train further."""
+    from .. import checkpoint
+    from ..decoding import CaptionModel
+    cm = CaptionModel.from_checkpoint(checkpoint.load(path, kind="captioner"), device=device, name=str(path))
+    return cm.model, cm.vocab
+
+
 def train(model_cfg: CaptionConfig, cfg: CaptionTrainConfig, train_set: ImageSet, val_set: ImageSet,
           out: str | Path, *, features: dict[str, torch.Tensor] | None = None, manifest: dict | None = None,
           resume: bool = False, force: bool = False, progress: bool = True, log: Callable[[str], None] = print,
@@ -71,6 +86,8 @@ def train(model_cfg: CaptionConfig, cfg: CaptionTrainConfig, train_set: ImageSet
     if (features is None) != (manifest is None):
         raise ValueError("train: give a feature cache's features and its manifest together "
                          "(setup.read_feature_cache), or neither")
+    if cfg.init:       # the model is the checkpoint's
+        model_cfg = init_config(cfg.init)
     if setup is None:
         model_cfg = replace(model_cfg)           # completed here: the caller's config stays as it was
         complete_model_config(model_cfg, manifest, given)
@@ -78,7 +95,10 @@ def train(model_cfg: CaptionConfig, cfg: CaptionTrainConfig, train_set: ImageSet
         setup = prepare_run(model_cfg, cfg, out, resume=resume, force=force, inputs=inputs,
                             file_batch=_file_batch(cfg, train_set, features))
     torch.manual_seed(cfg.seed)
-    model, vocab = _new_captioner(train_set, model_cfg, cfg.min_count, setup.device, cfg.vocab_size)
+    if cfg.init:
+        model, vocab = initial_captioner(cfg.init, setup.device)
+    else:
+        model, vocab = _new_captioner(train_set, model_cfg, cfg.min_count, setup.device, cfg.vocab_size)
     if manifest is not None and model.encoder.weights_sha256 != manifest["sha256"]:
         cache = f"feature cache {manifest['folder']}" if manifest.get("folder") else "feature cache"
         raise InputError(f"{model_cfg.encoder_weights}: not the weights the {cache} was made with (sha256 differs)")
@@ -111,6 +131,8 @@ def train_captioner(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set
                             file_batch=_file_batch(cfg, train_set, features))
     check_image_set(train_set, "the training set")
     check_image_set(val_set, "the validation set")      # before an epoch is spent, not after it
+    if cfg.objective == "scst" and select is selection_score:
+        select = cider_selection
     parts = dict(model=model, vocab=vocab, train_set=train_set, val_set=val_set, cfg=cfg, out=out, resume=resume,
                  select=select, features=features, setup=setup)
     if not dist.world().main:

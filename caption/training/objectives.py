@@ -1,12 +1,16 @@
 """The captioner's training objective for one minibatch: the soft model's (NLL and the doubly
 stochastic penalty, eq. 14) and the hard model's REINFORCE surrogate (sec. 4.1), with the
-moving-average baseline updated once per minibatch."""
+moving-average baseline updated once per minibatch; and self-critical training's (scst_objective)."""
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
 from ..config import CaptionTrainConfig
-from ..image.captioner import Captioner
+from ..image.captioner import END_ID, START_ID, Captioner
+from ..search import DecodeOptions
+from ..vocab import PAD_ID
 from .distributed import world
 from .losses import (
     capgen_surrogate,
@@ -19,6 +23,7 @@ from .losses import (
     update_baseline_by_remaining,
     update_capgen_baseline,
 )
+from .scst import mean_baseline, scst_surrogate
 
 
 def draw_expected(n: int, cfg: CaptionTrainConfig, generator: torch.Generator) -> torch.Tensor:
@@ -65,3 +70,36 @@ def objective(model: Captioner, images, tokens, image_of, mask, cfg: CaptionTrai
                                           cfg.reinforce_weight, cfg.entropy_weight)
         b.copy_(update_baseline(b, nll, cfg.baseline_decay))
     return loss.mean(), nll.mean()
+
+
+def scst_objective(model: Captioner, images, image_idx: torch.Tensor, cfg: CaptionTrainConfig,
+                   reward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], features: bool = False,
+                   forward=None) -> tuple[torch.Tensor, dict]:
+    """Self-critical training's minibatch loss (training/scst.py) and its figures: K =
+    cfg.samples_per_image captions sampled per image (with a hard model's locations), each rewarded
+    by `reward` (CIDEr-D of its words against the references of image_idx, (B,) dataset indices),
+    less the baseline: the greedy caption's reward, decoded as at test time (eval mode, no gradient),
+    or the mean of the image's other samples. Returns (loss, {reward, baseline, length}: the
+    minibatch's mean reward and baseline, and the mean sampled caption length in words)."""
+    K = cfg.samples_per_image
+    samples = (forward or model)(images, None, features=features, sample=K)
+    device = samples.log_prob.device
+    r = reward(samples.tokens.cpu(), image_idx.cpu().repeat_interleave(K)).to(device)          # (N,)
+    if cfg.scst_baseline == "mean":
+        b = mean_baseline(r, K)
+    else:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            hyps = model.generate(images, START_ID, END_ID, DecodeOptions(beam_size=1), features=features)
+        model.train(was_training)
+        T = max(1, max(len(h.tokens) for h in hyps))
+        greedy = torch.full((len(hyps), T), PAD_ID, dtype=torch.long)
+        for i, h in enumerate(hyps):
+            greedy[i, :len(h.tokens)] = torch.as_tensor(h.tokens, dtype=torch.long)
+        b = reward(greedy, image_idx.cpu()).to(device).repeat_interleave(K)                       # (N,)
+    where = samples.location_log_prob.float() if samples.location_log_prob is not None else None
+    loss = scst_surrogate(samples.log_prob.float(), samples.mask, r, b, where).mean()
+    ended = samples.tokens == END_ID
+    words = samples.lengths - ended.any(1).long()                                                 # <end> not a word
+    return loss, {"reward": float(r.mean()), "baseline": float(b.mean()), "length": float(words.float().mean())}

@@ -12,13 +12,15 @@ from pathlib import Path
 from ..errors import InputError, OutputError
 from ..fileio import NAME_MAX, output_path, shown, sniff
 from .history import history_path
+from .reward import cider_path
 from .state import last_path
 
 
 def run_files(out: str | Path) -> list[Path]:
-    """OUT, OUT.last.pt and OUT.history.jsonl: the files a run writes (its lock aside)."""
+    """OUT, OUT.last.pt, OUT.history.jsonl and (self-critical runs) OUT.cider.pt: the files a run
+    writes (its lock aside)."""
     out = Path(out)
-    return [out, last_path(out), history_path(out)]
+    return [out, last_path(out), history_path(out), cider_path(out)]
 
 
 def held(out: str | Path) -> list[Path]:
@@ -42,7 +44,7 @@ def check_outputs(out: str | Path, resume: bool = False, inputs: Iterable[str | 
     if resume and not last_path(out).is_file():
         raise InputError(f"{shown(last_path(out))}: nothing to resume from; leave out --resume to start a fresh run")
     inputs = [i for i in inputs if i is not None]
-    for target in run_files(out)[:2]:
+    for target in [*run_files(out)[:2], run_files(out)[3]]:
         output_path(target, "checkpoint", inputs)
     history = output_path(history_path(out), None, inputs)
     # a history whose first line a kill or a full disk cut short sniffs as a JSON object: still ours

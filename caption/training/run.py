@@ -55,6 +55,8 @@ class Run:
     first_epoch: int = 1
     partial: dict | None = None
     warned: set[str] = field(default_factory=set)
+    reward: Callable | None = None      # self-critical training: reward(tokens, image indices) (reward.py)
+    scst_last: dict = field(default_factory=dict)   # its last step's reward, baseline and length, for the history
 
     def skip(self, line: str) -> None:
         """An image file that cannot be decoded: said once, left out of its batch."""
@@ -108,7 +110,12 @@ def restore_or_start(run: Run, *, resume: bool, train_set: ImageSet) -> bool:
                  else f"epoch {run.first_epoch - 1}"))
     elif w.rank > 0:      # each process its own dropout masks and samples; the first keeps the seed's
         torch.manual_seed(cfg.seed + w.rank)
-    if (run.first_epoch == 1 and run.partial is None and cfg.pretrain_epochs and run.model.config.encoder == "cnn"
+    if cfg.objective == "scst":     # the document frequencies: counted now, or the run's own, checked
+        from .reward import CaptionReward, frequencies, training_references
+        refs = training_references(train_set.captions)
+        run.reward = CaptionReward(frequencies(run.out, refs, resume, write=w.main), refs, run.vocab, cfg.bleu_weight)
+    if (not cfg.init and run.first_epoch == 1 and run.partial is None and cfg.pretrain_epochs
+            and run.model.config.encoder == "cnn"
             and any(train_set.objects) and train_set.images is not None):
         from .pretrain_scenes import pretrain_encoder
         pretrain_encoder(run.model.encoder, train_set, cfg.pretrain_epochs, lr=cfg.lr, seed=cfg.seed,
