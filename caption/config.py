@@ -179,10 +179,6 @@ class CaptionConfig:
                                   "self-attention over the words, multi-head cross-attention over the "
                                   "annotations, pre-layer-norm: caption/image/transformer.py)", DECODERS)
     layers: int = option(2, "transformer: decoder layers", range=_whole(1, 64), family="transformer")      # Y
-    # text/stack.py says why from layer 3
-    residual: bool = option(False, "GNMT stacks (Wu et al. 2016): residual connections around every layer "
-                                   "from the third on, in encoder and decoder, and only the bottom encoder "
-                                   "layer bidirectional (needs --num-layers 3 or more)", family="lstm")
     heads: int = option(4, "transformer: attention heads (--model-dim a multiple of them)",
                         range=_whole(1, 64), family="transformer")                                      # h
     model_dim: int = option(128, "transformer: model size", range=SIZE, family="transformer")             # F
@@ -279,8 +275,9 @@ class CaptionTrainConfig:
     objective: str = option("xe", "xe (the paper's: cross-entropy, and REINFORCE on a hard model's locations) or "
                                   "scst (self-critical: sampled captions rewarded by CIDEr-D; needs --init; use a "
                                   "learning rate far below cross-entropy's)", ("xe", "scst"))
-    init: str | None = option(None, "start from this captioner checkpoint's model, vocabulary and weights (its "
-                                    "config replaces the model flags; the optimizer starts afresh)")
+    init: str | None = option(None, "start from this captioner checkpoint's model, vocabulary and weights, "
+                                    "without pre-training (its config replaces the model flags; the optimizer "
+                                    "starts afresh)")
     samples_per_image: int = option(5, "scst: captions sampled per image and step", range=_whole(1, 64))
     scst_baseline: str = option("greedy", "scst: each sample's baseline: the reward of the image's greedy caption "
                                           "(greedy, Rennie et al.) or the mean reward of its other samples (mean, "

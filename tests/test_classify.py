@@ -202,3 +202,40 @@ def test_the_shipped_model_is_right_and_looks_at_the_deciding_words(tmp_path, ca
     assert data["kind"] == "classify" and len(data["texts"]) == 5
     assert all(t["deciding"] and t["label"] in ("neg", "pos") for t in data["texts"])
     assert "http" not in page.read_text().split("<script")[0].replace("http-equiv", "")
+
+
+def test_one_label_or_too_few_texts_is_one_line(tmp_path, capsys):
+    table = tmp_path / "one.csv"
+    table.write_text("text,label\n" + "".join(f"text {i},same\n" for i in range(20)))
+    assert main(["classify", "train", "--data", str(table), "--out", str(tmp_path / "m.pt")]) == 1
+    assert "a classifier needs two labels or more" in capsys.readouterr().err
+    assert main(["classify", "train", "--n", "1", "--out", str(tmp_path / "m.pt")]) == 1
+    assert "two labels or more" in capsys.readouterr().err
+
+
+def test_deciding_words_cut_off_by_max_len_are_not_counted():
+    examples = [Example("a b great c", "pos", (2,)), Example("a b c d awful", "neg", (4,))]
+    model, vocab = build_classifier(examples, ClassifierConfig(embed_dim=4, hidden_dim=4, attn_dim=4, max_len=3))
+    s = score(model, to_tensors(examples, vocab, model.config.labels, 3), examples)
+    assert s.total == 2 and s.chance == pytest.approx(1 / 3)        # the second text's word was cut: left out
+    cut = score(model, to_tensors(examples, vocab, model.config.labels, 2), examples)
+    assert cut.mass is None
+
+
+def test_an_unknown_test_label_names_its_file_and_an_unreadable_folder_is_one_line(tmp_path, monkeypatch):
+    from caption.classify.data import check_labels
+    with pytest.raises(DataError, match=r"t.tsv: label maybe is not one the model knows \(neg, pos\)"):
+        check_labels([Example("x", "maybe")], ("neg", "pos"), "t.tsv")
+    root = write_imdb(tmp_path / "aclImdb", GOOD)
+    from pathlib import Path
+
+    def refused(self):          # what chmod 000 gives a user other than root
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(Path, "iterdir", refused)
+    with pytest.raises(DataError, match=r"aclImdb/train/neg: cannot read the folder \(Permission denied\)"):
+        read_imdb(root, "train")
+
+
+def test_a_token_never_writes_a_control_character_to_the_terminal():
+    from caption.classify.show import terminal
+    assert "\x1b[2J" not in terminal(["ok", "\x1b[2J"], [0.5, 0.5], colour=False)

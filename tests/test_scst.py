@@ -31,10 +31,25 @@ def test_cider_d_with_cached_frequencies_equals_pycocoevalcap():
     df = DocumentFrequencies.from_state(DocumentFrequencies.count(tokens(REFS)).to_state())  # through the cache
     ours = CiderD(df)
     got = [ours.score(CANDIDATES[k].split(), tokens(REFS)[k], key=k) for k in REFS]
-    assert got == pytest.approx(list(per_image), abs=1e-12)
+    assert got == [float(x) for x in per_image]                # bit for bit
     assert [ours.score(CANDIDATES[k].split(), None, key=k) for k in REFS] == got     # the kept vectors
     assert ours.score(REFS[2][0].split(), tokens(REFS)[2]) > ours.score("a yellow star".split(), tokens(REFS)[2])
     assert ours.score([], tokens(REFS)[1]) == 0.0
+
+
+def test_cider_d_equals_pycocoevalcap_bit_for_bit_on_random_captions():
+    import random
+    rng = random.Random(4)
+    words = "a the red blue ball cube left of on two small star".split()
+    say = lambda: " ".join(rng.choice(words) for _ in range(rng.randint(1, 16)))     # noqa: E731
+    refs = {k: [say() for _ in range(rng.randint(1, 5))] for k in range(40)}
+    cands = {k: say() for k in refs}
+    scorer = CiderScorer(n=4, sigma=6.0)
+    for k in refs:
+        scorer += (cands[k], refs[k])
+    _, per_image = scorer.compute_score()
+    ours = CiderD(DocumentFrequencies.count(tokens(refs)))
+    assert [ours.score(cands[k].split(), tokens(refs)[k]) for k in refs] == [float(x) for x in per_image]
 
 
 def test_a_cache_from_other_references_is_refused():

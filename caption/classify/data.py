@@ -66,13 +66,17 @@ def read_imdb(root: str | os.PathLike, split: str) -> list[Example]:
         if not folder.is_dir():
             raise DataError(f"{shown(folder)}: no such folder; the aclImdb layout is train/ and test/, each "
                             f"with pos/ and neg/ of .txt reviews")
-        files = sorted(p for p in folder.iterdir() if p.suffix == ".txt")
+        try:
+            files = sorted(p for p in folder.iterdir() if p.suffix == ".txt")
+        except OSError as e:
+            raise DataError(f"{shown(folder)}: cannot read the folder ({e.strerror})") from None
         if not files:
             raise DataError(f"{shown(folder)}: no .txt reviews")
         for path in files:
-            if os.path.commonpath([boundary, os.path.realpath(path)]) != boundary:
+            real = os.path.realpath(path)       # read by this name: a link swapped later is not followed
+            if os.path.commonpath([boundary, real]) != boundary:
                 raise DataError(f"{shown(path)}: leads outside the data folder {shown(root)} through a link; refused")
-            text = clean(_decode(read_bytes(path, "review file", REVIEW_LIMIT), path))
+            text = clean(_decode(read_bytes(real, "review file", REVIEW_LIMIT), path))
             if not text:
                 raise DataError(f"{shown(path)}:1: an empty review")
             examples.append(Example(text, label))
@@ -136,9 +140,16 @@ class TextTensors:
         return len(self.words)
 
 
+def check_labels(examples: list[Example], labels: tuple, source: str) -> None:
+    """DataError naming `source` (the file or folder read) when a label is not among `labels`."""
+    unknown = sorted({e.label for e in examples} - set(labels))
+    if unknown:
+        raise DataError(f"{source}: label {clip(unknown[0], 60)} is not one the model knows ({', '.join(labels)})")
+
+
 def to_tensors(examples: list[Example], vocab: Vocab, labels: tuple, max_len: int) -> TextTensors:
     """Tokenised (caption.vocab.tokenize), cut to the first max_len tokens and padded; a label not
-    among `labels` is a DataError naming it."""
+    among `labels` is a DataError naming it (check_labels names its source first, where there is one)."""
     index = {name: i for i, name in enumerate(labels)}
     words = [tokenize(e.text)[:max_len] or [vocab.itos[vocab.unk]] for e in examples]
     L = max(len(w) for w in words)

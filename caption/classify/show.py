@@ -27,7 +27,9 @@ def shade(weight: float, top: float) -> int:
 
 def terminal(tokens: list[str], alpha: list[float], colour: bool = True) -> str:
     """The tokens, each on a background as strong as its weight (ANSI 256 colours); without colour,
-    the tokens whose weight is at least half the largest in [brackets]."""
+    the tokens whose weight is at least half the largest in [brackets]. A control character in a
+    token is written as its escape: a text never writes to the terminal itself."""
+    tokens = [t if t.isprintable() else repr(t)[1:-1] for t in tokens]
     top = max(alpha, default=0.0)
     if not colour:
         return " ".join(f"[{t}]" if top > 0 and a >= top / 2 else t for t, a in zip(tokens, alpha))

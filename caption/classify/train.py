@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from .. import checkpoint
 from ..config import check
+from ..errors import CheckpointError, DataError
 from ..vocab import Vocab, tokenize
 from .config import ClassifierConfig, ClassifierTrainConfig
 from .data import Example, TextTensors, batches, to_tensors
@@ -56,6 +57,9 @@ def build_classifier(train: list[Example], config: ClassifierConfig) -> tuple[At
     """A fresh model: its vocabulary the most frequent words of the training texts, its labels theirs
     (sorted: aclImdb's neg, pos)."""
     labels = tuple(sorted({e.label for e in train}))
+    if len(train) < 2 or len(labels) < 2:
+        raise DataError(f"{len(train)} training text(s) with {len(labels)} label(s) "
+                        f"({', '.join(labels) or 'none'}); a classifier needs two labels or more to learn")
     config = replace(config, labels=labels)
     check(config)
     vocab = Vocab.build((tokenize(e.text)[:config.max_len] for e in train), max_words=config.vocab_size)
@@ -80,11 +84,13 @@ def score(model: AttentionClassifier, data: TextTensors, examples: list[Example]
     """Accuracy and, where the examples name their deciding words, the attention mass on them."""
     probs, alphas = classify(model, data, batch_size)
     correct = int((probs.argmax(-1) == data.labels).sum())
-    known = [(a, e.deciding) for a, e in zip(alphas, examples) if e.deciding]
+    # texts whose deciding words the cut to max_len kept (at least one of them)
+    known = [(a, kept) for a, e in zip(alphas, examples) if e.deciding
+             for kept in [[i for i in e.deciding if i < len(a)]] if kept]
     if not known:
         return Scores(correct, len(data))
-    mass = sum(float(a[[i for i in d if i < len(a)]].sum()) for a, d in known) / len(known)
-    chance = sum(len([i for i in d if i < len(a)]) / len(a) for a, d in known) / len(known)
+    mass = sum(float(a[d].sum()) for a, d in known) / len(known)
+    chance = sum(len(d) / len(a) for a, d in known) / len(known)
     return Scores(correct, len(data), mass, chance)
 
 
@@ -149,6 +155,11 @@ def load_classifier(path: str | Path) -> tuple[AttentionClassifier, Vocab, dict]
     """(model in eval mode, vocabulary, meta) of a classifier checkpoint; CheckpointError naming it."""
     payload = checkpoint.load(path, kind=KIND)
     config, vocab = checkpoint.parts(payload, ClassifierConfig, str(path))
+    labels = config.labels
+    if not (isinstance(labels, (tuple, list)) and len(labels) >= 2 and len(set(labels)) == len(labels)
+            and all(isinstance(x, str) for x in labels)):
+        raise CheckpointError(f"{path}: a broken classifier checkpoint (its labels are not two or more names)")
+    config.labels = tuple(labels)
     model = AttentionClassifier(config, len(vocab))
     checkpoint.load_state(model, payload["state_dict"], str(path))
     return model.eval(), vocab, payload["meta"]

@@ -111,6 +111,9 @@ def cmd_train(args) -> int:
     train, test = _train_test(args)
     train, val = split_validation(train, train_cfg.val_fraction, train_cfg.seed)
     model, vocab = build_classifier(train, model_cfg)
+    from ..classify.data import check_labels
+    check_labels(val, model.config.labels, f"{args.data or 'the built-in reviews'} (validation part)")
+    check_labels(test, model.config.labels, str(args.test or args.data or "the built-in test reviews"))
     if args.force:
         move_aside(args.out, log_line)
     print(f"{len(train)} train / {len(val)} validation / {len(test)} test texts, labels "
@@ -177,6 +180,8 @@ def cmd_evaluate(args) -> int:
     model, vocab, _ = _load(args.model)
     examples = read_labelled(args.data, "test") if args.data else _builtin(args.n, TEST_SEED)
     c = model.config
+    from ..classify.data import check_labels
+    check_labels(examples, c.labels, str(args.data or "the built-in test reviews"))
     result = score(model, to_tensors(examples, vocab, c.labels, c.max_len), examples).as_dict()
     if args.json:
         print(json.dumps(result))
@@ -201,7 +206,8 @@ def cmd_explore(args) -> int:
             print(f"caption: error: text {i + 1}: {message}", file=sys.stderr)
         records = _records(model, vocab, [e for _, e in good], labelled=False) if good else []
     else:
-        records = _records(model, vocab, _builtin(args.n, TEST_SEED), labelled=True)
+        from ..classify.synthetic import LABELS  # a model of other labels: the reviews without their truth
+        records = _records(model, vocab, _builtin(args.n, TEST_SEED), labelled=set(LABELS) <= set(model.config.labels))
     out = write_page(args.out, page_data(records, model_path.name, model.config.labels), inputs=[model_path])
     print(f"wrote {out}")
     return EXIT_INPUT if bad else 0

@@ -81,8 +81,9 @@ def cmd_train(args) -> int:
     model_cfg, train_cfg = config_from(CaptionConfig, args), config_from(CaptionTrainConfig, args)
     given = {f.name for f in fields(CaptionConfig) if getattr(args, f.name, None) is not None}
     if train_cfg.init:      # the model, its vocabulary and weights are the checkpoint's
-        if given or args.recipe:
-            flag = "--recipe" if args.recipe else "--" + sorted(given)[0].replace("_", "-")
+        vocabulary = [n for n in ("vocab_size", "min_count") if getattr(args, n, None) is not None]
+        if given or args.recipe or vocabulary:
+            flag = "--recipe" if args.recipe else "--" + sorted([*given, *vocabulary])[0].replace("_", "-")
             raise InputError(f"--init {train_cfg.init} brings its own model; {flag} does not apply to it")
         from ..training.loop import init_config
         model_cfg = init_config(train_cfg.init)

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 N, SIGMA = 4, 6.0
+MAX_KEPT = 50_000       # images whose reference vectors a scorer keeps (COCO's train split has 113k)
 
 
 def ngrams(words: Sequence[str], n: int = N) -> Counter:
@@ -98,29 +99,39 @@ class CiderD:
         for gram, tf in counts.items():
             k = len(gram) - 1
             vec[k][gram] = w = float(tf) * (self.log_images - math.log(max(1.0, self.df.counts.get(gram, 0.0))))
-            norm[k] += w * w
+            norm[k] += pow(w, 2)
             if k == 1:          # pycocoevalcap's length: the bigram count
                 length += tf
         return vec, [math.sqrt(x) for x in norm], length
 
-    def _sim(self, hyp, ref) -> float:
+    def _sim(self, hyp, ref) -> list[float]:
+        """Per n: the clipped cosine times the length penalty, in pycocoevalcap's order of operations."""
         (vh, nh, lh), (vr, nr, lr) = hyp, ref
-        gauss = math.exp(-((lh - lr) ** 2) / (2 * self.sigma ** 2))
-        total = 0.0
+        delta = float(lh - lr)
+        out = []
         for k in range(self.n):
-            val = sum(min(w, vr[k].get(g, 0.0)) * vr[k].get(g, 0.0) for g, w in vh[k].items())
+            val = 0.0
+            for g in vh[k]:
+                ref_weight = vr[k].get(g, 0.0)
+                val += min(vh[k][g], ref_weight) * ref_weight
             if nh[k] != 0 and nr[k] != 0:
                 val /= nh[k] * nr[k]
-            total += val * gauss
-        return total / self.n
+            out.append(val * math.e ** (-(delta ** 2) / (2 * self.sigma ** 2)))
+        return out
 
     def score(self, candidate: Sequence[str], references: Iterable[Sequence[str]], key=None) -> float:
         """CIDEr-D of one candidate (tokens) against its image's references; `key` (the image) keeps
-        the references' vectors for the next call."""
+        the references' vectors for the next calls (up to MAX_KEPT images, then they start afresh)."""
         refs = self._refs.get(key) if key is not None else None
         if refs is None:
             refs = [self._vector(ngrams(r, self.n)) for r in references]
             if key is not None:
+                if len(self._refs) >= MAX_KEPT:
+                    self._refs.clear()
                 self._refs[key] = refs
         hyp = self._vector(ngrams(candidate, self.n))
-        return 10.0 * sum(self._sim(hyp, r) for r in refs) / len(refs)
+        per_n = [0.0] * self.n
+        for r in refs:
+            per_n = [a + b for a, b in zip(per_n, self._sim(hyp, r))]
+        mean = sum(per_n) / self.n
+        return mean / len(refs) * 10.0
