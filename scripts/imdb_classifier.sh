@@ -5,7 +5,7 @@
 # chosen on a tenth of train/ held out, and test/ (25,000 reviews) is classified once at the end.
 # ACLIMDB: the folder aclImdb_v1.tar.gz unpacks to (nothing is downloaded here).
 set -euo pipefail
-data=${ACLIMDB:?set ACLIMDB to the aclImdb folder (train/ and test/ with pos/ and neg/)}
+data=${ACLIMDB:-aclImdb}     # the folder with train/ and test/, each with pos/ and neg/
 out=${1:-runs}
 caption classify train --data "$data" --out "$out/imdb.pt"
 caption classify evaluate --data "$data" --model "$out/imdb.pt" --json

@@ -15,5 +15,3 @@ python benchmarks/scenes_models.py --model "$out/scenes-soft.pt" --model "$out/s
 caption seq2seq train --data ../shared/data/date.txt --out "$out/date.pt"
 # the Transformer against the LSTM on the same task, three seeds each (BENCHMARKS.md)
 python benchmarks/date_transformer.py
-# the shipped review classifier: the seed's sizes on the built-in review set (20,000 reviews, 3 epochs)
-caption classify train --out "$out/reviews.pt"

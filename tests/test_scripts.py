@@ -28,7 +28,7 @@ def test_every_caption_command_in_the_script_parses(script, tmp_path):
     r = subprocess.run(["bash", str(script), str(tmp_path / "runs")], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     commands = [c.split("\037")[:-1] for c in log.read_text().split("\036")[:-1]]
-    assert commands and all(c[0] in ("train", "evaluate", "features", "seq2seq") for c in commands)
+    assert commands and all(c[0] in ("train", "evaluate", "features", "seq2seq", "classify") for c in commands)
     for argv in commands:
         args = build_parser().parse_args(argv)        # exits (fails the test) on an unknown flag
         assert args.command == argv[0]

@@ -44,12 +44,13 @@ def check_outputs(out: str | Path, resume: bool = False, inputs: Iterable[str | 
     if resume and not last_path(out).is_file():
         raise InputError(f"{shown(last_path(out))}: nothing to resume from; leave out --resume to start a fresh run")
     inputs = [i for i in inputs if i is not None]
-    for target in [*run_files(out)[:2], run_files(out)[3]]:
+    for target in run_files(out)[:2]:
         output_path(target, "checkpoint", inputs)
     history = output_path(history_path(out), None, inputs)
     # a history whose first line a kill or a full disk cut short sniffs as a JSON object: still ours
     if history.is_file() and sniff(history) not in (None, "jsonl", "data set"):
         output_path(history, "jsonl", inputs)          # the refusal, in output_path's words
+    output_path(run_files(out)[3], "checkpoint", inputs)    # OUT.cider.pt, shorter than the history's name
     lock = Path(str(output_path(out)) + ".lock")            # as lock.run_lock names it
     if len(lock.name.encode("utf-8", "surrogateescape")) > NAME_MAX:
         raise OutputError(f"{shown(out)}: the name of its lock file would be longer than {NAME_MAX} bytes; "
