@@ -10,13 +10,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.report import ROOT, parse, parser, publish, table, text_training  # noqa: E402
+from benchmarks.report import ROOT, parse, parser, publish, table, text_training, train_seq2seq  # noqa: E402
 from caption.config import Seq2SeqConfig, Seq2SeqTrainConfig  # noqa: E402
 from caption.text.data import book_split, read_pairs, validation_split  # noqa: E402
-from caption.text.train import build_translator, train_translator  # noqa: E402
 
 MODELS = {"lstm (general attention)": Seq2SeqConfig(), "transformer": Seq2SeqConfig(model="transformer")}
 
@@ -33,11 +30,7 @@ def main() -> int:
     rows = []
     for name, config in MODELS.items():
         for seed in args.seeds:
-            torch.manual_seed(seed)
-            model, vocab = build_translator(train_pairs, config, torch.device("cpu"))
-            history, test = train_translator(model, vocab, train_pairs, val_pairs,
-                                             Seq2SeqTrainConfig(epochs=args.epochs, seed=seed), progress=False,
-                                             log=lambda s: None, test_pairs=test_pairs)
+            model, history, test = train_seq2seq(config, seed, args.epochs, train_pairs, val_pairs, test_pairs)
             reached = next((r.epoch for r in history if r.accuracy >= 0.99), None)
             rows.append([name, seed, f"{sum(p.numel() for p in model.parameters()):,}",
                          " / ".join(f"{100 * r.accuracy:.2f}" for r in history),

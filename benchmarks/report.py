@@ -63,6 +63,17 @@ def write_section(name: str, title: str, body: str, path: Path = ROOT / "BENCHMA
     path.write_text(text)
 
 
+def train_seq2seq(config, seed: int, epochs: int, train_pairs: list, val_pairs: list, test_pairs: list):
+    """One seq2seq benchmark run on the CPU: (model, history, test result), seeded as `seq2seq train`."""
+    from caption.config import Seq2SeqTrainConfig
+    from caption.text.train import build_translator, train_translator
+    torch.manual_seed(seed)
+    model, vocab = build_translator(train_pairs, config, torch.device("cpu"))
+    history, test = train_translator(model, vocab, train_pairs, val_pairs, Seq2SeqTrainConfig(epochs=epochs, seed=seed),
+                                     progress=False, log=lambda s: None, test_pairs=test_pairs)
+    return model, history, test
+
+
 def text_training(epochs: int) -> str:
     """How the seq2seq benchmarks train, in one sentence: the book's split and the trainer's defaults."""
     from caption.config import Seq2SeqTrainConfig as C

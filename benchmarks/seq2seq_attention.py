@@ -14,13 +14,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.report import ROOT, parse, parser, publish, table, text_training  # noqa: E402
+from benchmarks.report import ROOT, parse, parser, publish, table, text_training, train_seq2seq  # noqa: E402
 from caption.config import Seq2SeqConfig, Seq2SeqTrainConfig  # noqa: E402
 from caption.text.data import book_split, read_pairs, validation_split  # noqa: E402
-from caption.text.train import build_translator, train_translator  # noqa: E402
 
 # one decoder size for all, the encoder's output (128), so that the dot score applies too
 BASE = Seq2SeqConfig(decoder_dim=None)
@@ -49,11 +46,7 @@ def main() -> int:
         for name, config in variants.items():
             accuracies, seconds, kept = [], [], []
             for seed in args.seeds:
-                torch.manual_seed(seed)
-                model, vocab = build_translator(train_pairs, config, torch.device("cpu"))
-                history, test = train_translator(model, vocab, train_pairs, val_pairs,
-                                                 Seq2SeqTrainConfig(epochs=args.epochs, seed=seed), progress=False,
-                                                 log=lambda s: None, test_pairs=test_pairs)
+                _, history, test = train_seq2seq(config, seed, args.epochs, train_pairs, val_pairs, test_pairs)
                 accuracies.append(100 * test.accuracy)
                 seconds.append(statistics.mean(r.train_seconds for r in history))
                 kept.append(test.epoch)
