@@ -94,7 +94,7 @@ def main() -> int:
                                " ".join(f"{x['cider_d']:.1f}" for x in lines)])
     body = (table(["model", "training", "epochs (kept)", "CIDEr-D", "BLEU-4", "object F1", "mean length",
                    "train min"], rows) +
-            f"\n\nTest: {args.n} new scenes (seed 2), beam 3; CIDEr-D by pycocoevalcap's scorer (0-100) on the "
+            f"\n\nTest: {args.n} new scenes (seed 2), beam 3; CIDEr-D by pycocoevalcap's scorer, times 100 as papers print it, on the "
             f"captions as tokenised, its document frequencies from the test references. Each run starts from the "
             f"shipped model and trains on {args.train_size:,} scenes per epoch at a constant learning rate "
             f"{args.lr:g}, epoch after epoch until its training time passes {args.minutes:g} minutes; the epoch "

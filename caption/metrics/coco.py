@@ -5,7 +5,7 @@ download. METEOR and the PTB tokenizer need Java; without it (or with a java tha
 hangs or dies: see .java, which runs both under time limits) one line says so, METEOR is left out
 and the text is tokenized by a Python stand-in that mirrors the tokenizer on ordinary captions.
 
-All scores are on a 0-100 scale, as papers print them (CIDEr-D too).
+All scores are times 100, as papers print them: 0-100, except CIDEr-D, which reaches 1000.
 """
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ def caption_set(model: CaptionModel, data: ImageSet, options: DecodeOptions = De
 
 def score_captions(results: list[CaptionResult], data: ImageSet, coco: bool = False,
                    warn: Callable[[str], None] = print, cider: bool = False) -> dict:
-    """cider: CIDEr-D (0-100) by pycocoevalcap's scorer on the captions as tokenised (what
+    """cider: CIDEr-D (times 100, as papers print it) by pycocoevalcap's scorer on the captions as tokenised (what
     self-critical training's validation selects on); `coco` gives it too, after coco-caption's
     own tokeniser."""
     words = [r.words for r in results]
