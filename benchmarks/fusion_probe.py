@@ -7,7 +7,10 @@ L 196, D 2048, H 512, attention and embedding 512, V 10,000), fp32:
     products and the rest;
   * the additive score v^T tanh(q + k) with its backward over 20 steps: plain PyTorch, the package's
     kernel (caption/kernels/additive_score.py) and the plain expression through torch.compile;
-  * the LSTM cell's gates over 20 steps, forward and backward: eager and through torch.compile.
+  * the LSTM cell's gates over 20 steps, forward and backward: eager and through torch.compile;
+  * the scenes recipe's encoder (the built-in CNN, 64 images of 112 px, forward and backward), whose
+    convolutions are most of that recipe's step: fp32 and bf16 autocast, each in PyTorch's default
+    memory layout and channels-last.
 
 Each compiled function is checked equal to the plain one before it is timed.
 
@@ -15,8 +18,10 @@ Each compiled function is checked equal to the plain one before it is timed.
 """
 from __future__ import annotations
 
+import copy
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -27,6 +32,7 @@ from benchmarks.decoder_speed import A, B, E, L, T, V, matmul_rate, train_flops,
 from benchmarks.report import parse, parser, publish, table  # noqa: E402
 from caption.config import CaptionConfig  # noqa: E402
 from caption.image.decoder import Decoder, _lstm_cell  # noqa: E402
+from caption.image.encoder import SceneCNN  # noqa: E402
 from caption.kernels.additive_score import additive_score  # noqa: E402
 from caption.kernels.malloc import keep_freed_memory  # noqa: E402
 
@@ -71,6 +77,27 @@ def cell_steps(cell, gates):
     return run
 
 
+def cnn_pass(cnn, images, bf16: bool):
+    def run():
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
+            y = cnn(images)
+        y.float().square().mean().backward()
+        cnn.zero_grad(set_to_none=True)
+    return run
+
+
+def encoder_rows(repeats: int) -> list[list[str]]:
+    """The scenes CNN's forward + backward, ms, per precision and memory layout."""
+    images = torch.rand(64, 3, 112, 112)
+    plain = SceneCNN(128)
+    last = copy.deepcopy(plain).to(memory_format=torch.channels_last)
+    images_last = images.contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(plain(images), last(images_last), atol=1e-3)
+    return [[name, *(f"{best_ms(cnn_pass(cnn, x, bf16), repeats):.0f}" for cnn, x in
+                     ((plain, images), (last, images_last)))]
+            for name, bf16 in (("fp32", False), ("bf16 autocast", True))]
+
+
 def step_split(step) -> tuple[float, float]:
     """Self CPU ms of one step: in matrix products, and in all."""
     with profile(activities=[ProfilerActivity.CPU]) as p:
@@ -111,7 +138,9 @@ def main() -> int:
             + "\n\nThe step's profiled self time (ms; the profiler's own cost inflates it a little):\n\n"
             + table(["matrix products", "everything else", "total"], split)
             + "\n\nThe pieces alone, ms (best of the repeats):\n\n"
-            + table(["piece", "plain PyTorch", "package kernel", "torch.compile (inductor, C++)"], pieces))
+            + table(["piece", "plain PyTorch", "package kernel", "torch.compile (inductor, C++)"], pieces)
+            + "\n\nThe scenes recipe's encoder (built-in CNN, 64 images of 112 px), forward + backward, ms:\n\n"
+            + table(["precision", "default layout", "channels-last"], encoder_rows(args.repeats)))
     publish("fusion-probe", "Fusing the CPU step's elementwise work: where the time goes", body,
             write=not args.no_write)
     return 0
