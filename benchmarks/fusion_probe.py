@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import sys
-import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.decoder_speed import A, B, E, L, T, V, matmul_rate, train_flops, train_step  # noqa: E402
+from benchmarks.decoder_speed import A, B, E, L, T, V, matmul_rate, timed, train_flops, train_step  # noqa: E402
 from benchmarks.report import parse, parser, publish, table  # noqa: E402
 from caption.config import CaptionConfig  # noqa: E402
 from caption.image.decoder import Decoder, _lstm_cell  # noqa: E402
@@ -41,13 +40,7 @@ PRODUCTS = ("mkldnn::_linear_pointwise", "aten::mm", "aten::bmm", "aten::addmm",
 
 
 def best_ms(fn, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return 1000 * best
+    return 1000 * timed(fn, repeats)
 
 
 def plain_score(q, keys, v):
