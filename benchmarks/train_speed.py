@@ -1,6 +1,8 @@
 """Training time per epoch of the scenes recipe, soft against hard attention (and none), measured
 side by side in one run: the same batches, the same model sizes, a fixed number of steps each,
 scaled to one epoch of 20,000 images; each also with caption.kernels.matmul's oneDNN routing off.
+Then the shipped soft recipe's minutes in each CPU precision, and what --precision auto picks here:
+its pre-training steps, captioning steps and validation decodes timed, scaled to the whole recipe.
 
     python benchmarks/train_speed.py [--steps 40]
 """
@@ -19,16 +21,22 @@ from caption.config import CaptionConfig, CaptionTrainConfig  # noqa: E402
 from caption.data.images import caption_targets  # noqa: E402
 from caption.data.loader import batches  # noqa: E402
 from caption.data.scenes import scene_set  # noqa: E402
+from caption.decoding import CaptionModel  # noqa: E402
+from caption.device import BF16_MIN_SPEEDUP, autocast, cpu_bf16_speedup, resolve_precision  # noqa: E402
 from caption.kernels import matmul  # noqa: E402
+from caption.metrics.evaluate import evaluate_captions  # noqa: E402
 from caption.optim import adam_with_linear_decay, optimizer_step  # noqa: E402
+from caption.search import DecodeOptions  # noqa: E402
 from caption.training.loop import build_captioner  # noqa: E402
 from caption.training.objectives import objective  # noqa: E402
+from caption.training.pretrain_scenes import pretrain_encoder  # noqa: E402
 from caption.vocab import PAD_ID  # noqa: E402
 
 
 def time_steps(data, cfg: CaptionTrainConfig, step_cfg: CaptionTrainConfig, attention: str,
-               steps_per_epoch: int) -> float:
-    """Seconds per training step (forward, backward, Adam) over `data`, after two warm-up steps."""
+               steps_per_epoch: int, precision: str = "fp32", keep: list | None = None) -> float:
+    """Seconds per training step (forward, backward, Adam) over `data` in autocast `precision`,
+    after two warm-up steps; `keep` receives the trained model and its vocabulary."""
     torch.manual_seed(0)
     model, vocab = build_captioner(data, CaptionConfig(attention=attention, alpha_c=0.0, dropout=0.0), device="cpu")
     targets = caption_targets(data, vocab, model.config.max_len)
@@ -39,11 +47,32 @@ def time_steps(data, cfg: CaptionTrainConfig, step_cfg: CaptionTrainConfig, atte
     for k, (_, images, tokens, image_of) in enumerate(batches(data.images, targets, cfg.batch_size, gen,
                                                            cfg.captions_per_image)):
         t = time.perf_counter()
-        loss, _ = objective(model, images, tokens, image_of, tokens[:, 1:] != PAD_ID, step_cfg, gen)
+        with autocast(torch.device("cpu"), precision):
+            loss, _ = objective(model, images, tokens, image_of, tokens[:, 1:] != PAD_ID, step_cfg, gen)
         optimizer_step(loss, opt, sched, model.parameters(), cfg.clip)
         if k >= 2:                                   # two warm-up steps
             elapsed += time.perf_counter() - t
+    if keep is not None:
+        keep.extend([model, vocab])
     return elapsed / (k - 1)
+
+
+def recipe_minutes(data, cfg: CaptionTrainConfig, steps_per_epoch: int, precision: str) -> list[str]:
+    """The soft recipe in one precision: ms per pre-training step and per captioning step, seconds
+    per validation decode (the loop's: greedy, --precision auto), and the minutes of the whole recipe
+    these make (pre-training epochs + epochs of steps and validations; reading data and saving aside)."""
+    keep = []
+    step = time_steps(data, cfg, cfg, "soft", steps_per_epoch, precision, keep)
+    model, vocab = keep
+    t = time.perf_counter()
+    pretrain_encoder(model.encoder, data, 1, cfg.batch_size, progress=False, log=lambda s: None, precision=precision)
+    pretrain = (time.perf_counter() - t) / -(-len(data) // cfg.batch_size)
+    val = scene_set(cfg.val_size, "val")
+    t = time.perf_counter()
+    evaluate_captions(CaptionModel(model, vocab), val, DecodeOptions(beam_size=cfg.eval_beam))
+    validate = time.perf_counter() - t
+    total = cfg.pretrain_epochs * steps_per_epoch * pretrain + cfg.epochs * (steps_per_epoch * step + validate)
+    return [precision, f"{1000 * pretrain:.0f}", f"{1000 * step:.0f}", f"{validate:.1f}", f"{total / 60:.1f}"]
 
 
 def main() -> int:
@@ -70,6 +99,16 @@ def main() -> int:
             f"caption.kernels.matmul's oneDNN routing off (torch's own fp32 matmul):\n\n" +
             table(["attention", "ms / step", "s / epoch", "vs soft", "ms / step on torch's matmul",
                    "oneDNN speed-up"], rows))
+    recipe = [recipe_minutes(data, cfg, steps_per_epoch, precision) for precision in ("fp32", "bf16")]
+    speedup, auto = cpu_bf16_speedup(), resolve_precision("auto", torch.device("cpu"), training=True)
+    body += (f"\n\nThe shipped soft recipe ({cfg.pretrain_epochs} pre-training epochs, {cfg.epochs} epochs of "
+             f"{steps_per_epoch} steps, a greedy validation of {cfg.val_size} scenes after each) in each precision, "
+             "from the same kind of timing (ms per step; the minutes leave out reading data and saving):\n\n" +
+             table(["precision", "pre-training ms / step", "captioning ms / step", "validation s", "recipe minutes"],
+                   recipe) +
+             f"\n\n--precision auto trains in **{auto}** here: this CPU's bf16 products ran {speedup:.1f}x its "
+             f"fp32 ones in the probe (caption.device.cpu_bf16_speedup), and auto takes bf16 from "
+             f"{BF16_MIN_SPEEDUP:g}x.")
     publish("train-speed", "Training speed: soft, hard and no attention", body, write=not args.no_write)
     return 0
 

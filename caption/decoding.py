@@ -53,7 +53,8 @@ class CaptionModel:
     def __init__(self, model: Captioner, vocab: Vocab, meta: dict | None = None, precision: str = "auto",
                  name: str = "model"):
         self.model, self.vocab, self.meta, self.name = model.eval(), vocab, meta or {}, name
-        # decoding's autocast: auto is bf16 on a CUDA device that has it, else fp32 (caption.device)
+        # decoding's autocast: auto is bf16 on a CUDA device that has it or a CPU whose bf16 products
+        # are fast (AMX), else fp32 (caption.device.resolve_precision)
         self.precision = resolve_precision(precision, next(model.parameters()).device)
 
     @classmethod

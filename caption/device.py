@@ -4,11 +4,18 @@ the gradient scaler that keeps small gradients from flushing to zero)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
+import time
 
 import torch
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# auto trains and decodes in bf16 on a CPU whose bf16 products run at least this many times its fp32
+# ones: AMX (about 7x). AVX-512 BF16 without AMX measures about 2x, where bf16 training gained 1.57x
+# on one EPYC and nothing on another (BENCHMARKS.md, "Precision on cpu", "Processes and precision"),
+# too close to call, so auto leaves it to --precision bf16 there. Both kinds kept the scenes scores.
+BF16_MIN_SPEEDUP = 3.0
 
 
 def default_device() -> torch.device:
@@ -35,18 +42,56 @@ def resolve_device(name: str | None) -> torch.device:
 
 def resolve_precision(precision: str, device: torch.device, training: bool = False) -> str:
     """auto, the fastest precision measured not to hurt the scenes models (BENCHMARKS.md, precision
-    on cuda): for training fp32 on every device (at the scenes sizes bf16 trained no faster, on an
-    H200 or on the CPU, and scored lower on the H200; at COCO sizes it was faster there, where
-    --precision bf16 is the user's call); for decoding bf16 on a CUDA device that has it (the same
-    scores, a little faster), else fp32. fp16 needs CUDA (its gradient scaler does)."""
+    on cuda and on cpu). On a CUDA device: fp32 for training (at the scenes sizes bf16 trained no
+    faster on an H200 and scored lower; at COCO sizes it was faster, where --precision bf16 is the
+    user's call), bf16 for decoding where the device has it (the same scores, a little faster). On
+    the CPU: bf16 where its bf16 products run BF16_MIN_SPEEDUP times its fp32 ones (AMX), for
+    training and decoding (bf16 trained the scenes model to the same scores there), else fp32.
+    fp16 needs CUDA (its gradient scaler does)."""
     from .errors import OptionError
     if precision not in PRECISIONS:
         raise OptionError("precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "auto":
+        if device.type == "cpu":
+            return "bf16" if cpu_bf16_speedup() >= BF16_MIN_SPEEDUP else "fp32"
         return "bf16" if not training and device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     if precision == "fp16" and device.type != "cuda":
         raise OptionError("precision", "fp16 needs a CUDA device; on the CPU use bf16 or fp32")
     return precision
+
+
+def auto_precision_line(device: torch.device, precision: str) -> str:
+    """The one line a run under --precision auto prints: what auto chose on this device, and why."""
+    if device.type != "cpu":
+        return f"precision auto: {precision} on {device.type} (BENCHMARKS.md, Precision on cuda)"
+    speedup = cpu_bf16_speedup()
+    verdict = "at least" if speedup >= BF16_MIN_SPEEDUP else "under"
+    return (f"precision auto: {precision} (this CPU's bf16 products run {speedup:.1f}x its fp32 ones, "
+            f"{verdict} the {BF16_MIN_SPEEDUP:g}x that bf16 needs; --precision fp32 or bf16 to choose)")
+
+
+@functools.cache
+def cpu_bf16_speedup(n: int = 384, window_s: float = 0.015, windows: int = 3) -> float:
+    """This CPU's bf16 matrix-product rate over its fp32 one, measured once per process: n-cubed
+    products, the best of `windows` timed windows each, fp32 at the faster of torch.mm and the
+    package's oneDNN route (what training gets). A CPU without bf16 arithmetic measures under 1."""
+    from .kernels import matmul
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a16, b16 = a.bfloat16(), b.bfloat16()
+
+    def rate(product) -> float:
+        product()                                                  # warm: the first call allocates
+        best = 0.0
+        for _ in range(windows):
+            t, k = time.perf_counter(), 0
+            while k == 0 or time.perf_counter() - t < window_s:
+                product()
+                k += 1
+            best = max(best, k / (time.perf_counter() - t))
+        return best
+
+    fp32 = max(rate(lambda: a @ b), rate(lambda: matmul.mm(a, b)))
+    return rate(lambda: a16 @ b16) / fp32
 
 
 def autocast(device: torch.device, precision: str):

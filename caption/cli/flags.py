@@ -107,4 +107,5 @@ def add_device_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when present)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="decoding in fp32, bf16 autocast or fp16 autocast (CUDA); auto: bf16 on a CUDA "
-                        "device that has it, fp32 on the CPU (default: auto)")
+                        "device that has it and on a CPU whose bf16 products run at least 3x its fp32 ones "
+                        "(AMX), else fp32 (default: auto)")

@@ -89,6 +89,10 @@ class Encoder(nn.Module):
         """images (B, 3, P, P) in [0, 1] -> the trunk's pooled map (B, L, D), before the position."""
         B, C, P, _ = images.shape
         x = (images - self.mean) / self.std
+        if self.training and x.device.type == "cpu" and isinstance(self.trunk, SceneCNN):
+            # oneDNN's convolutions run faster channels-last on the CPU (BENCHMARKS.md, "Fusing the
+            # CPU step's elementwise work"); training only, so decoding a model gives the same bits.
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.pool(self.trunk(x))                                        # (B, D, gh, gw)
         return x.flatten(2).transpose(1, 2)                                 # (B, L, D)
 

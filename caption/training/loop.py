@@ -104,6 +104,8 @@ def train(model_cfg: CaptionConfig, cfg: CaptionTrainConfig, train_set: ImageSet
         raise InputError(f"{model_cfg.encoder_weights}: not the weights the {cache} was made with (sha256 differs)")
     log(f"{len(train_set)} train / {len(val_set)} val images, {len(vocab)} words, "
         f"{sum(p.numel() for p in model.parameters()):,} parameters, grid {model.grid}")
+    if setup.note:
+        log(setup.note)
     return train_captioner(model, vocab, train_set, val_set, cfg, out, resume=resume, progress=progress, log=log,
                            features=features, warn=warn, force=force, setup=setup)
 

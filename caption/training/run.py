@@ -119,7 +119,7 @@ def restore_or_start(run: Run, *, resume: bool, train_set: ImageSet) -> bool:
             and any(train_set.objects) and train_set.images is not None):
         from .pretrain_scenes import pretrain_encoder
         pretrain_encoder(run.model.encoder, train_set, cfg.pretrain_epochs, lr=cfg.lr, seed=cfg.seed,
-                         progress=run.progress, log=run.log)
+                         progress=run.progress, log=run.log, precision=run.setup.precision)
     return True
 
 

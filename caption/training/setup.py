@@ -13,7 +13,7 @@ import torch
 
 from ..config import CaptionConfig, CaptionTrainConfig, check
 from ..data.loader import check_shared_memory
-from ..device import resolve_device, resolve_precision
+from ..device import auto_precision_line, resolve_device, resolve_precision
 from ..errors import InputError, OptionError
 from . import distributed as dist
 from .history import check_tensorboard
@@ -24,9 +24,11 @@ BACKBONE_IMAGE_SIZE = 224     # the paper's input for backbones (VGG conv5: 14 x
 
 @dataclass(frozen=True)
 class RunSetup:
-    """The device a run trains on and its autocast precision (`device.resolve_precision`)."""
+    """The device a run trains on and its autocast precision (`device.resolve_precision`); under
+    --precision auto, the line that says what auto chose and why (printed once by the loop)."""
     device: torch.device
     precision: str
+    note: str = ""
 
 
 def prepare_run(model_cfg: CaptionConfig, cfg: CaptionTrainConfig, out: str | Path, *, resume: bool = False,
@@ -46,7 +48,8 @@ def prepare_run(model_cfg: CaptionConfig, cfg: CaptionTrainConfig, out: str | Pa
     check_fresh(out, resume, force)
     if file_batch:
         check_shared_memory(model_cfg.image_size, file_batch, cfg.workers)
-    return RunSetup(device, precision)
+    note = auto_precision_line(device, precision) if cfg.precision == "auto" else ""
+    return RunSetup(device, precision, note)
 
 
 def train_device(cfg: CaptionTrainConfig) -> torch.device:
