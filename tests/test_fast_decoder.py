@@ -226,3 +226,43 @@ def test_recurrent_linear_without_the_graph_task_id_is_plain_autograd(how, monke
     rec, ours, ref = _partial_then_full_backward(torch.randn(4, 3, requires_grad=True),
                                                  torch.randn(2, 3, requires_grad=True))
     assert rec.token is None and torch.allclose(ours, ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("attention", ["soft", "hard", "none"])
+def test_captions_that_ended_leave_the_batch_and_every_real_step_is_unchanged(attention):
+    """With each caption's length (longest first) a step runs only the captions still going: the
+    outputs at every real step and every parameter's gradient are those of the whole batch, and the
+    steps past a caption's end are zero. A hard model takes the expected context here (its drawn
+    locations, and their log alpha, differ: fewer rows draw fewer numbers)."""
+    torch.manual_seed(3)
+    dec = Decoder(tiny(attention=attention), D, V)
+    feats = torch.randn(3, 5, D)
+    tgt = torch.randint(4, V, (6, 7))
+    image_of = torch.tensor([0, 1, 1, 2, 0, 2])
+    lengths = torch.tensor([7, 7, 5, 3, 3, 1])
+    mask = torch.arange(7) < lengths.unsqueeze(1)                                         # (N, T)
+    results = []
+    for given in (None, lengths):
+        dec.zero_grad()
+        out = dec(feats, tgt, image_of, hard=attention == "hard", expected=True, lengths=given)
+        loss = (out.logits.sin().sum(-1) * mask).sum()
+        if out.alpha is not None:
+            loss = loss + (out.alpha.cos().sum(-1) * mask).sum() + (out.entropy.cos() * mask).sum() \
+                if attention == "hard" else loss + (out.alpha.cos().sum(-1) * mask).sum()
+        loss.backward()
+        results.append((out, {n: p.grad.clone() for n, p in dec.named_parameters() if p.grad is not None}))
+    (whole, whole_grads), (shrunk, shrunk_grads) = results
+    for name in ("logits", "alpha", "entropy"):
+        a, b = getattr(whole, name), getattr(shrunk, name)
+        if a is None:
+            assert b is None
+            continue
+        m = mask.view(6, 7, *[1] * (a.dim() - 2))
+        assert a.shape == b.shape and torch.allclose(a * m, b * m, atol=1e-6), name
+        if name != "logits":                      # the output layer still runs on every position
+            assert not (b * ~m).any(), name
+    assert whole_grads.keys() == shrunk_grads.keys() and len(whole_grads) >= 10
+    for name in whole_grads:
+        assert torch.allclose(whole_grads[name], shrunk_grads[name], atol=1e-6, rtol=1e-5), name
+    with pytest.raises(ValueError, match="longest first"):
+        dec(feats, tgt, image_of, lengths=lengths.flip(0))

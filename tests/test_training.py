@@ -87,3 +87,35 @@ def test_bf16_autocast_training_runs_and_keeps_float32_weights(tmp_path):
     history = train(model, vocab, train_set, val_set, cfg, tmp_path / "b.pt", progress=False, log=lambda s: None)
     assert history[0]["loss_per_word"] > 0 and model.decoder.out.weight.dtype == torch.float32
     assert not torch.equal(before, model.decoder.out.weight.cpu())        # trained where the default device is
+
+
+def test_the_objective_drops_ended_captions_and_gives_the_whole_batchs_loss_and_gradients():
+    """objective() orders the captions longest first and the decoder stops the ended ones: the loss
+    (NLL and the doubly stochastic penalty), the mean NLL and every gradient are those of the
+    whole, unordered batch through the plain formulas."""
+    from caption.training.objectives import objective
+    data = scene_set(6, "train", 48)
+    torch.manual_seed(0)
+    model, vocab = build(data, CaptionConfig(**SMALL, image_size=48), device="cpu")
+    model.eval()      # batch norm's running statistics left alone, so that both passes see one model
+    targets = caption_targets(data, vocab, model.config.max_len)
+    _, images, tokens, image_of = next(batches(data.images, targets, 6, torch.Generator().manual_seed(0), 2))
+    mask = tokens[:, 1:] != PAD_ID
+    assert len(set(mask.sum(1).tolist())) > 2 and not (mask.sum(1).diff() <= 0).all()   # mixed, unordered
+    results = []
+    for ours in (True, False):
+        model.zero_grad()
+        if ours:
+            loss, nll = objective(model, images, tokens, image_of, mask, CaptionTrainConfig(), torch.Generator())
+        else:
+            out = model(images, tokens[:, :-1], image_of)
+            loss, nll = penalised(caption_nll(out.logits, tokens[:, 1:], mask), out.alpha, mask,
+                                  model.config.alpha_c)
+            loss, nll = loss.mean(), nll.mean()
+        loss.backward()
+        results.append((loss, nll, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (loss, nll, grads), (ref_loss, ref_nll, ref_grads) = results
+    assert torch.allclose(loss, ref_loss, atol=1e-5) and torch.allclose(nll, ref_nll, atol=1e-5)
+    assert grads.keys() == ref_grads.keys() and len(grads) > 20
+    for name in grads:
+        assert torch.allclose(grads[name], ref_grads[name], atol=1e-5, rtol=1e-4), name

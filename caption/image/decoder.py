@@ -13,6 +13,9 @@ h_0, c_0 = tanh(f_init_h(mean_i a_i)), tanh(f_init_c(mean_i a_i)).
 `attention="none"` is the ablation: z_t is the mean annotation at every step, no attention.
 
 Model code never sorts: captions of different lengths run together, and padding is masked in the loss.
+Given each caption's length, longest first (the training objective orders its rows so), a step runs
+only the rows whose caption has not ended: the same numbers at every real step, and the padding's
+share of the work (about half of a scenes batch's steps) is not done.
 """
 from __future__ import annotations
 
@@ -41,6 +44,16 @@ class DecoderOutput:
     entropy: Tensor | None = None    # (N, T) hard: entropy of alpha_t
     location: Tensor | None = None   # (N, T) hard: the sampled location s_t (drawn for every caption)
     heads: Tensor | None = None      # (N, Y, h, T, L) transformer: every layer's every head
+
+
+def active_rows(lengths: Tensor | None, N: int, T: int) -> list[int]:
+    """How many rows each of the T steps computes: all N without lengths; with lengths (N,),
+    non-increasing, the captions still running (at least one row, so that every step has a shape)."""
+    if lengths is None:
+        return [N] * T
+    if len(lengths) != N or (N > 1 and bool((lengths[1:] > lengths[:-1]).any())):
+        raise ValueError(f"lengths must give each of the {N} captions its steps, longest first")
+    return (lengths.unsqueeze(1) > torch.arange(T, device=lengths.device)).sum(0).clamp(min=1).tolist()
 
 
 def _lstm_cell(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
@@ -117,12 +130,15 @@ class Decoder(nn.Module):
 
     def forward(self, feats: Tensor, tgt_in: Tensor, image_of: Tensor | None = None, *,
                 hard: bool = False, expected: bool | Tensor = False,
-                generator: torch.Generator | None = None) -> DecoderOutput:
+                generator: torch.Generator | None = None, lengths: Tensor | None = None) -> DecoderOutput:
         """Teacher forcing. feats (B, L, D); tgt_in (N, T) begins with <start>; image_of (N,) names
         each caption's image (None: N == B), so an image's key projection is computed once for all
-        its captions. hard: sample s_t (expected = True, or a per-caption bool, keeps the soft context)."""
+        its captions. hard: sample s_t (expected = True, or a per-caption bool, keeps the soft context).
+        lengths (N,), non-increasing: each caption's real steps; a row past its length is not
+        computed and its outputs there are zero (its loss is masked there anyway)."""
         B, L, D = feats.shape
         N, T = tgt_in.shape
+        active = active_rows(lengths, N, T)                                 # rows at each step
         memory = self.memory(feats)
         if image_of is not None:
             memory = tree_map(lambda x: x.index_select(0, image_of), memory)  # (N, ...)
@@ -137,9 +153,14 @@ class Decoder(nn.Module):
         word_gates = recurrent.pre_out + (lstm.bias_ih + lstm.bias_hh)      # (N, T, 4H)
         hs, zs, alphas, log_probs, entropies, locations = [], [], [], [], [], []
         for t in range(T):
+            n = active[t]
+            if n < h.shape[0]:     # captions that have ended leave the batch (a prefix stays: views)
+                h, c = h[:n], c[:n]                                         # (n, H)
+                memory = tree_map(lambda x, n=n: x[:n], memory)
+                expected = expected[:n] if isinstance(expected, Tensor) else expected
             z, att = self._context(h, memory, hard, expected, False, generator)
-            gates = word_gates[:, t] + recurrent(torch.cat([z, h], -1))      # (N, 4H)
-            h, c = _lstm_cell(gates, c)                                     # (N, H)
+            gates = word_gates[:n, t] + recurrent(torch.cat([z, h], -1))     # (n, 4H)
+            h, c = _lstm_cell(gates, c)                                     # (n, H)
             hs.append(h)
             zs.append(z)
             if att is not None:
@@ -148,9 +169,11 @@ class Decoder(nn.Module):
                     log_probs.append(att.log_prob)
                     entropies.append(att.entropy)
                     locations.append(att.index)
+        def stack(xs: list[Tensor]) -> Tensor | None:     # the steps' rows, zeros past each caption's end
+            return torch.stack([F.pad(x, (0, 0) * (x.dim() - 1) + (0, N - len(x))) for x in xs], 1) if xs else None
+
         # The output layer does not feed back, so it runs once over all T steps.
-        logits = self._logits(emb, torch.stack(hs, 1), torch.stack(zs, 1))  # (N, T, V)
-        stack = lambda xs: torch.stack(xs, 1) if xs else None               # noqa: E731
+        logits = self._logits(emb, stack(hs), stack(zs))                    # (N, T, V)
         return DecoderOutput(logits, stack(alphas), stack(log_probs), stack(entropies), stack(locations))
 
     def step(self, tokens: Tensor, state: tuple[Tensor, Tensor], memory: dict, *,

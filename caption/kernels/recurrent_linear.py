@@ -3,6 +3,7 @@ a kernel for speed only.
 
     rec = RecurrentLinear(weight, pre)   # weight (O, P + I), pre (N, T, P): before the loop
     y_t = rec.pre_out[:, t] + rec(x_t)   # x_t (N, I) -> (N, O), inside it
+                                         # (or x_t (n, I), n <= N: the first n rows, pre_out[:n, t])
 equals, forward and the gradients of weight, pre and every x_t (within float rounding),
     y_t = torch.nn.functional.linear(torch.cat([pre[:, t], x_t], -1), weight)
 through plain autograd. The tests that pin them equal:
@@ -87,7 +88,8 @@ class _Collect(torch.autograd.Function):
         X = torch.cat([box.inputs[t] for t in steps]).to(G.dtype)             # (N * T, I)
         box.grads = {}     # a second backward (retain_graph) gathers afresh
         if box.pre is not None:
-            pre = torch.cat([box.pre[:, t] for t in steps]).to(G.dtype)       # (N * T, P), rows as G
+            # a step may run fewer rows than N (the first rows: captions that ended leave the batch)
+            pre = torch.cat([box.pre[:len(box.inputs[t]), t] for t in steps]).to(G.dtype)  # (rows of G, P)
             X = torch.cat([pre, X], 1)                                        # (N * T, P + I)
         return mm(G.t(), X, box.onednn).to(W.dtype), None                     # (O, P + I)
 

@@ -44,8 +44,18 @@ def objective(model: Captioner, images, tokens, image_of, mask, cfg: CaptionTrai
     DistributedDataParallel wrapper)."""
     hard = model.config.attention == "hard"
     expected = draw_expected(len(tokens), cfg, generator).to(tokens.device) if hard else False
-    out = (forward or model)(images, tokens[:, :-1], image_of, features=features, hard=hard, expected=expected)
     capgen = hard and cfg.reinforce_scale != "per-caption"
+    extra = {}
+    if model.config.decoder == "lstm" and not capgen:   # capgen's terms read the padded steps too
+        # longest caption first, so that the decoder drops the captions that have ended (a sum over
+        # captions does not depend on their order)
+        lengths = mask.sum(1)                                                            # (N,)
+        order = torch.argsort(lengths, descending=True, stable=True)
+        tokens, image_of, mask, lengths = tokens[order], image_of[order], mask[order], lengths[order]
+        expected = expected[order] if hard else expected
+        extra = {"lengths": lengths}
+    out = (forward or model)(images, tokens[:, :-1], image_of, features=features, hard=hard, expected=expected,
+                             **extra)
     alpha = None if out.alpha is None else out.alpha.float()
     steps = step_nll(out.logits.float(), tokens[:, 1:], mask)                          # (N, T), once
     # capgen's known gradient on alpha replaces the penalty's: its value stays in the loss, not its gradient
