@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.decoder_speed import matmul_rate  # noqa: E402
 from benchmarks.report import parse, parser, publish, table  # noqa: E402
 from caption.config import CaptionConfig, CaptionTrainConfig  # noqa: E402
 from caption.data.images import caption_targets  # noqa: E402
@@ -103,7 +104,10 @@ def main() -> int:
         rows.append([name, f"{1000 * per_step:.0f}", f"{per_step * steps_per_epoch:.0f}",
                      f"{per_step / times['soft']:.2f}", f"{1000 * plain:.0f}", f"{plain / per_step:.2f}x"])
         print(" | ".join(rows[-1]), flush=True)
-    body = (f"One training step of the shipped recipe ({cfg.batch_size} images, {cfg.captions_per_image} "
+    rates = [matmul_rate(torch.float32), matmul_rate(torch.float32, onednn=True), matmul_rate(torch.bfloat16)]
+    body = ("Matrix products in this run (2048 cubed, GFLOP/s): fp32 **{:.0f}** by torch.mm, **{:.0f}** by oneDNN; "
+            "bf16 **{:.0f}**.\n\n".format(*rates) +
+            f"One training step of the shipped recipe ({cfg.batch_size} images, {cfg.captions_per_image} "
             f"caption each, the default model sizes), {args.steps} steps timed per model on the same batches, "
             f"and the time of one captioning epoch ({steps_per_epoch} steps); the same steps again with "
             f"caption.kernels.matmul's oneDNN routing off (torch's own fp32 matmul). \"Every caption every "
