@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import re
 import time
 
@@ -16,6 +17,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # on one EPYC and nothing on another (BENCHMARKS.md, "Precision on cpu", "Processes and precision"),
 # too close to call, so auto leaves it to --precision bf16 there. Both kinds kept the scenes scores.
 BF16_MIN_SPEEDUP = 3.0
+SPEEDUP_ENV = "CAPTION_CPU_BF16_SPEEDUP"   # a ratio to take instead of measuring (the tests pin it)
 
 
 def default_device() -> torch.device:
@@ -53,6 +55,8 @@ def resolve_precision(precision: str, device: torch.device, training: bool = Fal
         raise OptionError("precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "auto":
         if device.type == "cpu":
+            if training and _torchrun():
+                return "fp32"
             return "bf16" if cpu_bf16_speedup() >= BF16_MIN_SPEEDUP else "fp32"
         return "bf16" if not training and device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     if precision == "fp16" and device.type != "cuda":
@@ -64,17 +68,45 @@ def auto_precision_line(device: torch.device, precision: str) -> str:
     """The one line a run under --precision auto prints: what auto chose on this device, and why."""
     if device.type != "cpu":
         return f"precision auto: {precision} on {device.type} (BENCHMARKS.md, Precision on cuda)"
+    if _torchrun():
+        return (f"precision auto: {precision} (under torchrun on the CPU: batch norm's shared statistics "
+                f"want fp32, and each process would measure bf16 on its own; --precision bf16 to choose)")
     speedup = cpu_bf16_speedup()
     verdict = "at least" if speedup >= BF16_MIN_SPEEDUP else "under"
     return (f"precision auto: {precision} (this CPU's bf16 products run {speedup:.1f}x its fp32 ones, "
             f"{verdict} the {BF16_MIN_SPEEDUP:g}x that bf16 needs; --precision fp32 or bf16 to choose)")
 
 
+def _torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def cpu_bf16_speedup() -> float:
+    """This CPU's bf16 matrix-product rate over its fp32 one: $CAPTION_CPU_BF16_SPEEDUP where set
+    (a positive number), else measured once per process."""
+    from .errors import OptionError
+    given = os.environ.get(SPEEDUP_ENV)
+    if given is None:
+        return measured_bf16_speedup()
+    try:
+        ratio = float(given)
+    except ValueError:
+        ratio = float("nan")
+    if not ratio > 0 or ratio == float("inf"):
+        raise OptionError("precision", f"auto: the environment's {SPEEDUP_ENV}={given!r} is not a positive number")
+    return ratio
+
+
 @functools.cache
-def cpu_bf16_speedup(n: int = 384, window_s: float = 0.015, windows: int = 3) -> float:
-    """This CPU's bf16 matrix-product rate over its fp32 one, measured once per process: n-cubed
-    products, the best of `windows` timed windows each, fp32 at the faster of torch.mm and the
-    package's oneDNN route (what training gets). A CPU without bf16 arithmetic measures under 1."""
+def measured_bf16_speedup(n: int = 384, window_s: float = 0.015, windows: int = 3) -> float:
+    """n-cubed products in bf16 and fp32, the best of `windows` timed windows each (autocast off),
+    fp32 at the faster of torch.mm and the package's oneDNN route (what training gets). A CPU
+    without bf16 arithmetic measures under 1."""
+    with torch.autocast("cpu", enabled=False):
+        return _measure(n, window_s, windows)
+
+
+def _measure(n: int, window_s: float, windows: int) -> float:
     from .kernels import matmul
     a, b = torch.randn(n, n), torch.randn(n, n)
     a16, b16 = a.bfloat16(), b.bfloat16()

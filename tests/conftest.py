@@ -32,7 +32,8 @@ def hard_path(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _auto_is_fp32_on_every_cpu(monkeypatch):
     """--precision auto trains in bf16 on a CPU whose bf16 products are fast (AMX: caption.device.
-    cpu_bf16_speedup). The suite pins that measurement, so its numbers do not depend on the machine
-    that runs it; tests/test_precision_auto.py sets it itself."""
+    cpu_bf16_speedup). The suite pins that ratio, in this process and in every command it starts,
+    so that its numbers do not depend on the machine that runs it; tests/test_precision_auto.py
+    sets it itself."""
     from caption import device
-    monkeypatch.setattr(device, "cpu_bf16_speedup", lambda: 1.0)
+    monkeypatch.setenv(device.SPEEDUP_ENV, "1")

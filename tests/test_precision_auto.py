@@ -9,12 +9,13 @@ import torch
 from caption import device
 from caption.config import CaptionConfig, CaptionTrainConfig
 from caption.data.scenes import scene_set
+from caption.errors import OptionError
 from caption.image.encoder import Encoder
 from caption.training.loop import train
 from caption.training.pretrain_scenes import pretrain_encoder
 
 CPU = torch.device("cpu")
-MEASURE = device.cpu_bf16_speedup    # the real probe: taken at import, before the suite pins it (conftest)
+MEASURE = device.measured_bf16_speedup    # the real probe (the suite pins the ratio in the environment)
 FLAGS = dict(feature_dim=8, embed_dim=8, hidden_dim=16, attn_dim=8, image_size=48)
 TRAIN = dict(train_size=8, val_size=4, epochs=1, batch_size=4, pretrain_epochs=1, seed=3, log_every=0)
 
@@ -30,11 +31,35 @@ def test_auto_on_the_cpu_follows_the_measured_bf16_speedup(monkeypatch, speedup,
     assert ("at least" in line) == (chosen == "bf16")
 
 
-def test_the_probe_is_a_positive_ratio_measured_once_per_process():
+def test_the_probe_is_a_positive_ratio_measured_once_per_process(monkeypatch):
     MEASURE.cache_clear()
-    first = MEASURE()
+    with torch.autocast("cpu", dtype=torch.bfloat16):      # a caller's autocast does not reach it
+        first = MEASURE()
     assert math.isfinite(first) and first > 0
     assert MEASURE() == first and MEASURE.cache_info().hits == 1
+    monkeypatch.delenv(device.SPEEDUP_ENV)
+    assert device.cpu_bf16_speedup() == first
+
+
+@pytest.mark.parametrize("given, chosen", [("7", "bf16"), ("2.5", "fp32"), ("0", None), ("-3", None),
+                                           ("fast", None), ("inf", None), ("nan", None)])
+def test_the_environment_can_give_the_ratio_and_a_bad_one_is_one_line(monkeypatch, given, chosen):
+    monkeypatch.setenv(device.SPEEDUP_ENV, given)
+    if chosen is None:
+        with pytest.raises(OptionError, match=f"{device.SPEEDUP_ENV}='{given}' is not a positive number"):
+            device.resolve_precision("auto", CPU, training=True)
+    else:
+        assert device.resolve_precision("auto", CPU, training=True) == chosen
+
+
+def test_under_torchrun_auto_trains_the_cpu_in_fp32_and_says_why(monkeypatch):
+    monkeypatch.setattr(device, "cpu_bf16_speedup", lambda: 7.0)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert device.resolve_precision("auto", CPU, training=True) == "fp32"
+    assert device.resolve_precision("auto", CPU) == "bf16"                  # decoding is one process
+    assert "under torchrun" in device.auto_precision_line(CPU, "fp32")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert device.resolve_precision("auto", CPU, training=True) == "bf16"
 
 
 def conv_output_dtypes() -> tuple[list, object]:

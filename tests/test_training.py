@@ -119,3 +119,42 @@ def test_the_objective_drops_ended_captions_and_gives_the_whole_batchs_loss_and_
     assert grads.keys() == ref_grads.keys() and len(grads) > 20
     for name in grads:
         assert torch.allclose(grads[name], ref_grads[name], atol=1e-5, rtol=1e-4), name
+
+
+def test_a_hard_model_keeps_each_captions_expected_flag_and_baselines_when_ordered(monkeypatch):
+    """The hard objective with a per-caption expected context and both rewards: ordered with ended
+    captions dropped (the LSTM path) against the unordered whole batch (the objective orders only
+    for the LSTM decoder: naming another gives the reference). The argmax location is taken, so that
+    both draw the same; loss, NLL, gradients and the moving baselines agree."""
+    from caption.image.decoder import Decoder
+    from caption.training.objectives import objective
+    context = Decoder._context
+    monkeypatch.setattr(Decoder, "_context", lambda self, h, memory, hard, expected, argmax, generator:
+                        context(self, h, memory, hard, expected, True, generator))
+    data = scene_set(8, "train", 48)
+    torch.manual_seed(0)
+    model, vocab = build(data, CaptionConfig(**SMALL, image_size=48, attention="hard"), device="cpu")
+    model.eval()
+    targets = caption_targets(data, vocab, model.config.max_len)
+    _, images, tokens, image_of = next(batches(data.images, targets, 8, torch.Generator().manual_seed(0), 3))
+    mask = tokens[:, 1:] != PAD_ID
+    dec = model.decoder
+    for reward in ("sequence", "to-go"):
+        cfg = CaptionTrainConfig(expected_per_example=True, expected_prob=0.5, reward=reward)
+        start = dec.baseline.clone(), dec.baseline_to_go.clone()
+        results = []
+        for name in ("lstm", "reference"):
+            monkeypatch.setattr(model.config, "decoder", name)
+            dec.baseline.copy_(start[0])
+            dec.baseline_to_go.copy_(start[1])
+            model.zero_grad()
+            loss, nll = objective(model, images, tokens, image_of, mask, cfg, torch.Generator().manual_seed(5))
+            loss.backward()
+            results.append((loss, nll, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None},
+                            dec.baseline.clone(), dec.baseline_to_go.clone()))
+        (loss, nll, grads, b, b_to_go), (ref_loss, ref_nll, ref_grads, ref_b, ref_b_to_go) = results
+        assert torch.allclose(loss, ref_loss, atol=1e-5) and torch.allclose(nll, ref_nll, atol=1e-5), reward
+        assert torch.allclose(b, ref_b, atol=1e-6) and torch.allclose(b_to_go, ref_b_to_go, atol=1e-6), reward
+        assert grads.keys() == ref_grads.keys()
+        for name in grads:
+            assert torch.allclose(grads[name], ref_grads[name], atol=1e-5, rtol=1e-4), (reward, name)

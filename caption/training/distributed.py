@@ -75,7 +75,8 @@ class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
         if not (self.training and dist.is_initialized()):
             return super().forward(x)
         from torch.distributed.nn.functional import all_reduce
-        C = x.shape[1]
+        C, dtype = x.shape[1], x.dtype
+        x = x.float()       # the sums in fp32 under bf16 autocast too, as BatchNorm2d's own kernel does
         count = torch.tensor([x.numel() / C], dtype=x.dtype, device=x.device)
         stats = all_reduce(torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), count]))     # (2C + 1,)
         n = stats[-1]
@@ -87,7 +88,7 @@ class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
             self.running_var.mul_(1 - m).add_(m * var.detach() * n / (n - 1))
             self.num_batches_tracked += 1
         y = (x - mean[None, :, None, None]) * torch.rsqrt(var + self.eps)[None, :, None, None]
-        return y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return (y * self.weight[None, :, None, None] + self.bias[None, :, None, None]).to(dtype)
 
 
 def mean_across(x: torch.Tensor, w: World) -> torch.Tensor:
