@@ -15,7 +15,7 @@ h_0, c_0 = tanh(f_init_h(mean_i a_i)), tanh(f_init_c(mean_i a_i)).
 Model code never sorts: captions of different lengths run together, and padding is masked in the loss.
 Given each caption's length, longest first (the training objective orders its rows so), a step runs
 only the rows whose caption has not ended: the same numbers at every real step, and the padding's
-share of the work (about half of a scenes batch's steps) is not done.
+share of the work (about 40% of a scenes batch's caption steps) is not done.
 """
 from __future__ import annotations
 
