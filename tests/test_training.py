@@ -94,13 +94,7 @@ def test_the_objective_drops_ended_captions_and_gives_the_whole_batchs_loss_and_
     (NLL and the doubly stochastic penalty), the mean NLL and every gradient are those of the
     whole, unordered batch through the plain formulas."""
     from caption.training.objectives import objective
-    data = scene_set(6, "train", 48)
-    torch.manual_seed(0)
-    model, vocab = build(data, CaptionConfig(**SMALL, image_size=48), device="cpu")
-    model.eval()      # batch norm's running statistics left alone, so that both passes see one model
-    targets = caption_targets(data, vocab, model.config.max_len)
-    _, images, tokens, image_of = next(batches(data.images, targets, 6, torch.Generator().manual_seed(0), 2))
-    mask = tokens[:, 1:] != PAD_ID
+    model, images, tokens, image_of, mask = _model_and_batch("soft", images=6, per_image=2)
     assert len(set(mask.sum(1).tolist())) > 2 and not (mask.sum(1).diff() <= 0).all()   # mixed, unordered
     results = []
     for ours in (True, False):
@@ -113,12 +107,11 @@ def test_the_objective_drops_ended_captions_and_gives_the_whole_batchs_loss_and_
                                   model.config.alpha_c)
             loss, nll = loss.mean(), nll.mean()
         loss.backward()
-        results.append((loss, nll, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+        results.append((loss, nll, _gradients(model)))
     (loss, nll, grads), (ref_loss, ref_nll, ref_grads) = results
     assert torch.allclose(loss, ref_loss, atol=1e-5) and torch.allclose(nll, ref_nll, atol=1e-5)
-    assert grads.keys() == ref_grads.keys() and len(grads) > 20
-    for name in grads:
-        assert torch.allclose(grads[name], ref_grads[name], atol=1e-5, rtol=1e-4), name
+    assert len(grads) > 20
+    _assert_same_gradients(grads, ref_grads)
 
 
 def test_a_hard_model_keeps_each_captions_expected_flag_and_baselines_when_ordered(monkeypatch):
@@ -131,13 +124,7 @@ def test_a_hard_model_keeps_each_captions_expected_flag_and_baselines_when_order
     context = Decoder._context
     monkeypatch.setattr(Decoder, "_context", lambda self, h, memory, hard, expected, argmax, generator:
                         context(self, h, memory, hard, expected, True, generator))
-    data = scene_set(8, "train", 48)
-    torch.manual_seed(0)
-    model, vocab = build(data, CaptionConfig(**SMALL, image_size=48, attention="hard"), device="cpu")
-    model.eval()
-    targets = caption_targets(data, vocab, model.config.max_len)
-    _, images, tokens, image_of = next(batches(data.images, targets, 8, torch.Generator().manual_seed(0), 3))
-    mask = tokens[:, 1:] != PAD_ID
+    model, images, tokens, image_of, mask = _model_and_batch("hard", images=8, per_image=3)
     dec = model.decoder
     for reward in ("sequence", "to-go"):
         cfg = CaptionTrainConfig(expected_per_example=True, expected_prob=0.5, reward=reward)
@@ -150,11 +137,30 @@ def test_a_hard_model_keeps_each_captions_expected_flag_and_baselines_when_order
             model.zero_grad()
             loss, nll = objective(model, images, tokens, image_of, mask, cfg, torch.Generator().manual_seed(5))
             loss.backward()
-            results.append((loss, nll, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None},
-                            dec.baseline.clone(), dec.baseline_to_go.clone()))
+            results.append((loss, nll, _gradients(model), dec.baseline.clone(), dec.baseline_to_go.clone()))
         (loss, nll, grads, b, b_to_go), (ref_loss, ref_nll, ref_grads, ref_b, ref_b_to_go) = results
         assert torch.allclose(loss, ref_loss, atol=1e-5) and torch.allclose(nll, ref_nll, atol=1e-5), reward
         assert torch.allclose(b, ref_b, atol=1e-6) and torch.allclose(b_to_go, ref_b_to_go, atol=1e-6), reward
-        assert grads.keys() == ref_grads.keys()
-        for name in grads:
-            assert torch.allclose(grads[name], ref_grads[name], atol=1e-5, rtol=1e-4), (reward, name)
+        _assert_same_gradients(grads, ref_grads)
+
+
+def _model_and_batch(attention: str, images: int, per_image: int):
+    """A small captioner in eval mode (batch norm's running statistics left alone, so that two passes
+    see one model) and one batch of scenes: (model, images, tokens, image_of, mask)."""
+    data = scene_set(images, "train", 48)
+    torch.manual_seed(0)
+    model, vocab = build(data, CaptionConfig(**SMALL, image_size=48, attention=attention), device="cpu")
+    model.eval()
+    targets = caption_targets(data, vocab, model.config.max_len)
+    _, x, tokens, image_of = next(batches(data.images, targets, images, torch.Generator().manual_seed(0), per_image))
+    return model, x, tokens, image_of, tokens[:, 1:] != PAD_ID
+
+
+def _gradients(model) -> dict:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _assert_same_gradients(grads: dict, ref_grads: dict) -> None:
+    assert grads.keys() == ref_grads.keys()
+    for name in grads:
+        assert torch.allclose(grads[name], ref_grads[name], atol=1e-5, rtol=1e-4), name

@@ -170,7 +170,8 @@ class Decoder(nn.Module):
                     entropies.append(att.entropy)
                     locations.append(att.index)
         def stack(xs: list[Tensor]) -> Tensor | None:     # the steps' rows, zeros past each caption's end
-            return torch.stack([F.pad(x, (0, 0) * (x.dim() - 1) + (0, N - len(x))) for x in xs], 1) if xs else None
+            pad = lambda x: x if len(x) == N else F.pad(x, (0, 0) * (x.dim() - 1) + (0, N - len(x)))  # noqa: E731
+            return torch.stack([pad(x) for x in xs], 1) if xs else None
 
         # The output layer does not feed back, so it runs once over all T steps.
         logits = self._logits(emb, stack(hs), stack(zs))                    # (N, T, V)
