@@ -266,3 +266,44 @@ def test_captions_that_ended_leave_the_batch_and_every_real_step_is_unchanged(at
         assert torch.allclose(whole_grads[name], shrunk_grads[name], atol=1e-6, rtol=1e-5), name
     with pytest.raises(ValueError, match="longest first"):
         dec(feats, tgt, image_of, lengths=lengths.flip(0))
+
+
+def _full_size_ops(dec: Decoder, feats, tgt, lengths=None) -> dict[str, int]:
+    """Forward and backward under bf16 autocast: how many casts make a tensor the size of the
+    annotations (N, L, D), and how many zero tensors the size of the word gates (N, T, 4H) the
+    backward pass makes to hold one step's slice of their gradient."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    N, T = tgt.shape
+    sizes = {"cast": (N, *feats.shape[1:]), "fill": (N, T, 4 * dec.config.hidden_dim)}
+    counts = {"cast": 0, "fill": 0}
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            name = func.__name__.split(".")[0]
+            kind = "cast" if name == "_to_copy" else "fill" if name.endswith("_backward") or "zero" in name \
+                or name.startswith("fill") else None          # select_backward: a zero tensor, one slice set
+            if kind and isinstance(out, torch.Tensor) and tuple(out.shape) == sizes[kind]:
+                counts[kind] += 1
+            return out
+
+    with Count():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = dec(feats, tgt, lengths=lengths)
+        out.logits.float().sum().backward()
+    return counts
+
+
+@pytest.mark.parametrize("lengths", [None, torch.tensor([8, 8, 6, 3])])
+def test_under_autocast_the_annotations_are_cast_once_and_the_word_gates_never_refilled(lengths):
+    """The context product reads the annotations in bf16 at every step: cast once per pass (and the
+    gradient back once), not once per step each way; and taking step t's word gates costs no
+    zero tensor of all T steps' gates in the backward pass (a copy and a fill per step, before)."""
+    torch.manual_seed(0)
+    dec = Decoder(tiny(), D, V)
+    leaf = torch.randn(4, 5, D, requires_grad=True)
+    feats, tgt = 2 * leaf, torch.randint(4, V, (4, 8))    # an encoder's output: autocast caches no cast of it
+    assert _full_size_ops(dec, feats, tgt, lengths) == {"cast": 2, "fill": 0}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert dec.memory(feats)["values"].dtype == torch.bfloat16
+    assert dec.memory(feats)["values"] is feats                       # fp32: no copy at all

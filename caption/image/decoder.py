@@ -88,9 +88,14 @@ class Decoder(nn.Module):
             self.register_buffer("baseline_to_go", torch.zeros(c.max_len + 1))
 
     def memory(self, feats: Tensor) -> dict:
-        """What every step reads: the annotations, their key projection (hoisted), their mean."""
-        keys = self.attention.project_keys(feats) if self.attention is not None else None  # (B, L, A)
-        return {"values": feats, "keys": keys, "mean": feats.mean(1)}
+        """What every step reads: the annotations, their key projection (hoisted), their mean.
+        Under autocast the annotations are cast once here for the key projection and every step's
+        context product (a cast at each step, and its gradient's cast back, copied them all twice
+        per step)."""
+        device = feats.device.type
+        values = feats.to(torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device) else feats
+        keys = self.attention.project_keys(values) if self.attention is not None else None  # (B, L, A)
+        return {"values": values, "keys": keys, "mean": feats.mean(1)}
 
     def init_state(self, memory: dict) -> tuple[Tensor, Tensor]:
         mean = memory["mean"]                                               # (B, D)
@@ -150,7 +155,9 @@ class Decoder(nn.Module):
         # halves is one GEMM over all steps (RecurrentLinear).
         lstm = self.lstm
         recurrent = RecurrentLinear(torch.cat([lstm.weight_ih, lstm.weight_hh], 1), emb)  # (4H, E + D + H)
-        word_gates = recurrent.pre_out + (lstm.bias_ih + lstm.bias_hh)      # (N, T, 4H)
+        # one view per step: indexing (N, T, 4H) at each step would make a zero tensor of its whole
+        # size per step in the backward pass; unbind's backward stacks the steps' gradients once
+        word_gates = (recurrent.pre_out + (lstm.bias_ih + lstm.bias_hh)).unbind(1)  # T x (N, 4H)
         hs, zs, alphas, log_probs, entropies, locations = [], [], [], [], [], []
         for t in range(T):
             n = active[t]
@@ -159,7 +166,7 @@ class Decoder(nn.Module):
                 memory = tree_map(lambda x, n=n: x[:n], memory)
                 expected = expected[:n] if isinstance(expected, Tensor) else expected
             z, att = self._context(h, memory, hard, expected, False, generator)
-            gates = word_gates[:n, t] + recurrent(torch.cat([z, h], -1))     # (n, 4H)
+            gates = (word_gates[t] if n == N else word_gates[t][:n]) + recurrent(torch.cat([z, h], -1))  # (n, 4H)
             h, c = _lstm_cell(gates, c)                                     # (n, H)
             hs.append(h)
             zs.append(z)
