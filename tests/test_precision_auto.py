@@ -90,6 +90,31 @@ def test_a_run_under_auto_says_its_choice_once_and_trains_in_it(tmp_path, monkey
     assert not [s for s in lines if s.startswith("precision auto")]     # a named precision says nothing
 
 
+@pytest.mark.parametrize("began, later", [(7.0, 2.0), (2.0, 7.0)])
+def test_a_run_resumed_under_auto_keeps_the_precision_it_began_in(tmp_path, monkeypatch, began, later):
+    """auto measures the CPU it runs on; resumed on another (or with another ratio), the run goes on
+    in the precision it started in, and says so, so that its second half trains as its first did."""
+    first = "bf16" if began >= device.BF16_MIN_SPEEDUP else "fp32"
+    monkeypatch.setattr(device, "cpu_bf16_speedup", lambda: began)
+    data = dict(train_set=scene_set(8, "train", 48), val_set=scene_set(4, "val", 48), progress=False)
+    train(CaptionConfig(**FLAGS), CaptionTrainConfig(**TRAIN, device="cpu"), out=tmp_path / "m.pt",
+          log=lambda s: None, **data)
+    assert torch.load(tmp_path / "m.last.pt", weights_only=True)["meta"]["precision"] == first
+    monkeypatch.setattr(device, "cpu_bf16_speedup", lambda: later)
+    seen, hook = conv_output_dtypes()
+    lines = []
+    try:
+        train(CaptionConfig(**FLAGS), CaptionTrainConfig(**{**TRAIN, "epochs": 2}, device="cpu"), out=tmp_path / "m.pt",
+              resume=True, log=lines.append, **data)
+    finally:
+        hook.remove()
+    said = [s for s in lines if s.startswith("precision auto")]
+    assert len(said) == 1 and said[0].startswith(f"precision auto: {first}, as this run began (") \
+        and "m.last.pt" in said[0]
+    assert seen and set(seen) == {torch.bfloat16 if first == "bf16" else torch.float32}
+    assert torch.load(tmp_path / "m.last.pt", weights_only=True)["meta"]["history"][-1]["epoch"] == 2
+
+
 @pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp32", torch.float32),
                                               ("fp16", torch.float32)])   # fp16 would need a scaler
 def test_pretraining_runs_in_the_runs_precision(precision, dtype):

@@ -135,4 +135,5 @@ def save_state(run: Run, epoch_done: int, *, partial: dict | None = None, states
             "epoch": epoch_done, "best": best, "history": history, "train": asdict(run.cfg),
             "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
             "generator": run.gen.get_state(), "rng": states[0], "rng_by_rank": states, "data": run.fingerprint,
-            "partial": partial, "scaler": run.scaler.state_dict() if run.scaler is not None else None})
+            "partial": partial, "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+            "precision": run.setup.precision})

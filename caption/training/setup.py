@@ -15,9 +15,11 @@ from ..config import CaptionConfig, CaptionTrainConfig, check
 from ..data.loader import check_shared_memory
 from ..device import auto_precision_line, resolve_device, resolve_precision
 from ..errors import InputError, OptionError
+from ..fileio import shown
 from . import distributed as dist
 from .history import check_tensorboard
 from .outputs import check_fresh, check_outputs
+from .state import began_precision, last_path
 
 BACKBONE_IMAGE_SIZE = 224     # the paper's input for backbones (VGG conv5: 14 x 14)
 
@@ -49,6 +51,13 @@ def prepare_run(model_cfg: CaptionConfig, cfg: CaptionTrainConfig, out: str | Pa
     if file_batch:
         check_shared_memory(model_cfg.image_size, file_batch, cfg.workers)
     note = auto_precision_line(device, precision) if cfg.precision == "auto" else ""
+    if resume and cfg.precision == "auto" and device.type == "cpu":
+        # auto measures this CPU; a run resumed on another one keeps the precision it began in
+        began = began_precision(out)
+        if began in ("fp32", "bf16") and began != precision:
+            note = (f"precision auto: {began}, as this run began ({shown(last_path(out))} keeps it), not the "
+                    f"{precision} this CPU alone would take; --precision fp32 or bf16 on a fresh run to choose")
+            precision = began
     return RunSetup(device, precision, note)
 
 

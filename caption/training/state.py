@@ -132,3 +132,15 @@ def restore(path: Path, model, opt, sched, scaler, gen: torch.Generator, cfg: Ca
         raise CheckpointError(f"{shown(path)}: does not match this model and run ({type(e).__name__}: "
                               f"{str(e).splitlines()[0][:120] if str(e) else ''})") from None
     return meta
+
+
+def began_precision(out: str | Path) -> str | None:
+    """The precision the run resumable at OUT.last.pt trained in (saved since --precision auto
+    chooses on the CPU by measuring), or None: an older state, or a file that `restore` will
+    report on in its own words."""
+    from .. import checkpoint
+    try:
+        precision = checkpoint.load(last_path(out), kind="captioner")["meta"].get("precision")
+    except (CheckpointError, InputError, OSError, KeyError, TypeError, AttributeError):
+        return None
+    return precision if isinstance(precision, str) else None
