@@ -239,8 +239,8 @@ class CaptionTrainConfig:
     # auto: the fastest measured not to hurt the scenes model (BENCHMARKS.md, precision on cuda and cpu)
     precision: str = option("auto", "fp32, bf16 autocast (CPU and CUDA) or fp16 autocast with gradient scaling "
                                     "(CUDA); auto: bf16 on a CPU whose bf16 products run at least 3x its fp32 "
-                                    "ones (AMX; measured once at the start and printed; --resume keeps the run's first choice), "
-                                    "else fp32",
+                                    "ones (AMX; measured once at the start and printed; --resume keeps the run's first "
+                                    "choice), else fp32",
                             ("auto", "fp32", "bf16", "fp16"))
     threads: int | None = option(None, "torch CPU threads (default: torch's own choice)", range=THREADS)
     # a state written inside an epoch resumes at the next batch, bit for bit
