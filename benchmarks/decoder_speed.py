@@ -16,7 +16,8 @@ of a shared machine does not flatter the ratios). fp32 has two: torch.mm's (MKL,
 processors) and oneDNN's (caption.kernels.matmul, which the package uses for fp32 on the CPU); the machine's
 rate is the faster. "x floor" is our time over the time of the same matrix work at that GEMM rate:
 1.0 would be a decoder that does nothing but full-speed GEMMs. The fp32 step is also timed with
-caption.kernels.matmul's routing off, against torch.mm's rate.
+caption.kernels.matmul's routing off, against torch.mm's rate, and in both precisions against the
+same design in eager PyTorch, with none of the package's kernels (`eager_forward`).
 
     python benchmarks/decoder_speed.py [--repeats 3] [--baseline-images 10] [--plain-malloc] [--no-write]
 """
@@ -106,6 +107,25 @@ def baseline_forward(dec: Decoder, feats, tgt_in):
     return torch.stack(logits, 1)
 
 
+def eager_forward(dec: Decoder, feats, tgt_in):
+    """Our design (W_k a once, the output layer once over all steps) in plain PyTorch: the score
+    through autograd, v^T tanh(W_q h + W_k a), in place of caption.kernels.additive_score, and
+    nn.LSTMCell on [E y; z] at every step in place of the hoisted word half and RecurrentLinear;
+    run under matmul.backend("torch"), so no package kernel at all."""
+    att = dec.attention
+    keys, v = att.project_keys(feats), att.v.weight.view(-1)                # (B, L, A), (A,)
+    h, c = dec.init_state({"mean": feats.mean(1)})
+    emb = dec.embed(tgt_in)
+    hs, zs = [], []
+    for t in range(tgt_in.shape[1]):
+        alpha = torch.softmax(torch.tanh(att.query_proj(h).unsqueeze(1) + keys) @ v, -1)  # (B, L)
+        z = torch.sigmoid(dec.beta(h)) * torch.bmm(alpha.unsqueeze(1), feats).squeeze(1)  # (B, D)
+        h, c = dec.lstm(torch.cat([emb[:, t], z], -1), (h, c))
+        hs.append(h)
+        zs.append(z)
+    return dec._logits(emb, torch.stack(hs, 1), torch.stack(zs, 1))
+
+
 def baseline_step(dec: Decoder):
     def step(tokens, state, memory):
         memory = {**memory, "keys": dec.attention.project_keys(memory["values"])}   # every step
@@ -123,10 +143,13 @@ def timed(fn, repeats: int) -> float:
     return best
 
 
-def train_step(dec, feats, tgt, baseline: bool, bf16: bool):
+def train_step(dec, feats, tgt, baseline: bool, bf16: bool, eager: bool = False):
+    forward = baseline_forward if baseline else eager_forward if eager else lambda d, f, x: d(f, x).logits
+
     def run():
-        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
-            logits = baseline_forward(dec, feats, tgt[:, :-1]) if baseline else dec(feats, tgt[:, :-1]).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext(), \
+                matmul.backend("torch") if eager else nullcontext():
+            logits = forward(dec, feats, tgt[:, :-1])
         loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), tgt[:, 1:].flatten())
         loss.backward()
         dec.zero_grad(set_to_none=True)
@@ -154,7 +177,7 @@ def main() -> int:
         bf16 = max(bf16, matmul_rate(torch.bfloat16))
         print(f"matmul 2048^3: fp32 torch.mm {mkl:.0f}, oneDNN {dnn:.0f} GFLOP/s; bf16 {bf16:.0f} GFLOP/s",
               flush=True)
-    measured, beam_rows = [], []
+    measured, beam_rows, eager_rows = [], [], []
     for D in (512, 2048):
         for H in (512, 1800):
             measure_rates()
@@ -167,9 +190,14 @@ def main() -> int:
                 tmkl = timed(train_step(dec, feats, tgt, False, False), args.repeats)
             t16 = timed(train_step(dec, feats, tgt, False, True), args.repeats)
             tb = timed(train_step(dec, feats, tgt, True, False), args.repeats)
+            eager32, eager16 = (timed(train_step(dec, feats, tgt, False, bf16, eager=True), args.repeats)
+                                for bf16 in (False, True))
+            eager_rows.append([D, H, f"{1000 * t32:.0f}", f"{1000 * eager32:.0f}", f"{eager32 / t32:.2f}x",
+                               f"{1000 * t16:.0f}", f"{1000 * eager16:.0f}", f"{eager16 / t16:.2f}x"])
             measured.append((D, H, ours_flops, base_flops, t32, tmkl, t16, tb, stream_rate(D)))
             print(f"train D {D} H {H}: fp32 {1000 * t32:.0f} ms, on torch's matmul {1000 * tmkl:.0f} ms, "
-                  f"bf16 {1000 * t16:.0f} ms, per-step projection {1000 * tb:.0f} ms", flush=True)
+                  f"bf16 {1000 * t16:.0f} ms, per-step projection {1000 * tb:.0f} ms; eager fp32 "
+                  f"{1000 * eager32:.0f} ms, bf16 {1000 * eager16:.0f} ms", flush=True)
 
             dec.eval()
             imgs = torch.randn(IMAGES, L, D)
@@ -224,6 +252,11 @@ def main() -> int:
             "product's flops in the floor by its reads of the annotations (twice per step, forward and "
             "for alpha's gradient) at the rate this run summed a tensor of their size: a floor that no "
             "GEMM speed can lower." +
+            "\n\nThe same step with the package's kernels against the same design in eager PyTorch (the additive "
+            "score through autograd, nn.LSTMCell at every step, torch's own matmul; `eager_forward`), in "
+            "each precision:\n\n" +
+            table(["D", "H", "ours fp32 ms", "eager fp32 ms", "kernels' speed-up", "ours bf16 ms", "eager bf16 ms",
+                   "kernels' speed-up"], eager_rows) +
             f"\n\nBeam search, K={K}, {IMAGES} images, {T} steps (no early stop): ours batches all "
             f"{IMAGES * K} rows, each image's keys and values shared by its beams; the baseline decodes one image at a time with the per-step projection "
             f"({args.baseline_images} images timed, scaled to {IMAGES}):\n\n" +

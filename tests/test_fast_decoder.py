@@ -307,3 +307,25 @@ def test_under_autocast_the_annotations_are_cast_once_and_the_word_gates_never_r
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert dec.memory(feats)["values"].dtype == torch.bfloat16
     assert dec.memory(feats)["values"] is feats                       # fp32: no copy at all
+
+
+def test_the_speed_benchmarks_eager_step_is_the_same_decoder_without_the_kernels():
+    """benchmarks/decoder_speed.py times the package's step against `eager_forward` (the same design in
+    plain PyTorch): a fair comparison only if both give the same logits and gradients."""
+    from benchmarks.decoder_speed import eager_forward
+    from caption.kernels import matmul
+    torch.manual_seed(5)
+    dec = Decoder(tiny(), D, V)
+    feats, tgt = torch.randn(3, 5, D), torch.randint(4, V, (3, 6))
+    results = []
+    for eager in (False, True):
+        dec.zero_grad()
+        with matmul.backend("torch" if eager else "onednn"):
+            logits = eager_forward(dec, feats, tgt) if eager else dec(feats, tgt).logits
+        logits.sin().sum().backward()
+        results.append((logits, {n: p.grad.clone() for n, p in dec.named_parameters() if p.grad is not None}))
+    (ours, ours_grads), (eager, eager_grads) = results
+    assert torch.allclose(ours, eager, atol=1e-6)
+    assert ours_grads.keys() == eager_grads.keys() and len(ours_grads) >= 10
+    for name in ours_grads:
+        assert torch.allclose(ours_grads[name], eager_grads[name], atol=1e-6, rtol=1e-5), name
