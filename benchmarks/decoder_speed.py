@@ -115,7 +115,7 @@ def eager_forward(dec: Decoder, feats, tgt_in):
     att = dec.attention
     keys, v = att.project_keys(feats), att.v.weight.view(-1)                # (B, L, A), (A,)
     h, c = dec.init_state({"mean": feats.mean(1)})
-    emb = dec.embed(tgt_in)
+    emb = dec.embed_words(tgt_in)
     hs, zs = [], []
     for t in range(tgt_in.shape[1]):
         alpha = torch.softmax(torch.tanh(att.query_proj(h).unsqueeze(1) + keys) @ v, -1)  # (B, L)
@@ -190,8 +190,8 @@ def main() -> int:
                 tmkl = timed(train_step(dec, feats, tgt, False, False), args.repeats)
             t16 = timed(train_step(dec, feats, tgt, False, True), args.repeats)
             tb = timed(train_step(dec, feats, tgt, True, False), args.repeats)
-            eager32, eager16 = (timed(train_step(dec, feats, tgt, False, bf16, eager=True), args.repeats)
-                                for bf16 in (False, True))
+            eager32, eager16 = (timed(train_step(dec, feats, tgt, False, half, eager=True), args.repeats)
+                                for half in (False, True))
             eager_rows.append([D, H, f"{1000 * t32:.0f}", f"{1000 * eager32:.0f}", f"{eager32 / t32:.2f}x",
                                f"{1000 * t16:.0f}", f"{1000 * eager16:.0f}", f"{eager16 / t16:.2f}x"])
             measured.append((D, H, ours_flops, base_flops, t32, tmkl, t16, tb, stream_rate(D)))

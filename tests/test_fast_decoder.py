@@ -145,24 +145,6 @@ def test_recurrent_linear_gradient_equals_per_step_autograd_and_survives_a_secon
         assert rec.token is None and torch.allclose(rec(x), x @ W[:, 4:].t())
 
 
-def test_bf16_autocast_trains_and_stays_near_fp32():
-    torch.manual_seed(3)
-    dec = Decoder(tiny(), D, V)
-    feats, tgt = torch.randn(4, 5, D), torch.randint(4, V, (4, 6))
-    grads = []
-    for bf16 in (False, True):
-        dec.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = dec(feats, tgt)
-        assert out.logits.dtype == (torch.bfloat16 if bf16 else torch.float32)
-        F.cross_entropy(out.logits.float().flatten(0, 1), tgt.flatten()).backward()
-        grads.append({n: p.grad for n, p in dec.named_parameters()})
-        assert all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads[-1].values())
-    w = "lstm.weight_ih"
-    cos = F.cosine_similarity(grads[0][w].flatten(), grads[1][w].flatten(), dim=0)
-    assert cos > 0.99
-
-
 @pytest.mark.parametrize("attention,mode", [("soft", "expected"), ("hard", "argmax"), ("hard", "sample"),
                                             ("none", "expected")])
 def test_beams_sharing_their_images_memory_equal_beams_with_copies(attention, mode, small_chunks):
@@ -266,47 +248,6 @@ def test_captions_that_ended_leave_the_batch_and_every_real_step_is_unchanged(at
         assert torch.allclose(whole_grads[name], shrunk_grads[name], atol=1e-6, rtol=1e-5), name
     with pytest.raises(ValueError, match="longest first"):
         dec(feats, tgt, image_of, lengths=lengths.flip(0))
-
-
-def _full_size_ops(dec: Decoder, feats, tgt, lengths=None) -> dict[str, int]:
-    """Forward and backward under bf16 autocast: how many casts make a tensor the size of the
-    annotations (N, L, D), and how many zero tensors the size of the word gates (N, T, 4H) the
-    backward pass makes to hold one step's slice of their gradient."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-    N, T = tgt.shape
-    sizes = {"cast": (N, *feats.shape[1:]), "fill": (N, T, 4 * dec.config.hidden_dim)}
-    counts = {"cast": 0, "fill": 0}
-
-    class Count(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            name = func.__name__.split(".")[0]
-            kind = "cast" if name == "_to_copy" else "fill" if name.endswith("_backward") or "zero" in name \
-                or name.startswith("fill") else None          # select_backward: a zero tensor, one slice set
-            if kind and isinstance(out, torch.Tensor) and tuple(out.shape) == sizes[kind]:
-                counts[kind] += 1
-            return out
-
-    with Count():
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = dec(feats, tgt, lengths=lengths)
-        out.logits.float().sum().backward()
-    return counts
-
-
-@pytest.mark.parametrize("lengths", [None, torch.tensor([8, 8, 6, 3])])
-def test_under_autocast_the_annotations_are_cast_once_and_the_word_gates_never_refilled(lengths):
-    """The context product reads the annotations in bf16 at every step: cast once per pass (and the
-    gradient back once), not once per step each way; and taking step t's word gates costs no
-    zero tensor of all T steps' gates in the backward pass (a copy and a fill per step, before)."""
-    torch.manual_seed(0)
-    dec = Decoder(tiny(), D, V)
-    leaf = torch.randn(4, 5, D, requires_grad=True)
-    feats, tgt = 2 * leaf, torch.randint(4, V, (4, 8))    # an encoder's output: autocast caches no cast of it
-    assert _full_size_ops(dec, feats, tgt, lengths) == {"cast": 2, "fill": 0}
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert dec.memory(feats)["values"].dtype == torch.bfloat16
-    assert dec.memory(feats)["values"] is feats                       # fp32: no copy at all
 
 
 def test_the_speed_benchmarks_eager_step_is_the_same_decoder_without_the_kernels():

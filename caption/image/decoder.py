@@ -89,11 +89,13 @@ class Decoder(nn.Module):
 
     def memory(self, feats: Tensor) -> dict:
         """What every step reads: the annotations, their key projection (hoisted), their mean.
-        Under autocast the annotations are cast once here for the key projection and every step's
-        context product (a cast at each step, and its gradient's cast back, copied them all twice
-        per step)."""
+        Under autocast fp32 annotations are cast once here for the key projection and every step's
+        context product: a cast at each step, and its gradient's cast back, copied them all twice
+        per step. Their gradient is then summed over the steps in the autocast dtype, as a bf16
+        activation's is (tests/test_decoder_autocast.py bounds the difference from fp32)."""
         device = feats.device.type
-        values = feats.to(torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device) else feats
+        cast = torch.is_autocast_enabled(device) and feats.dtype == torch.float32 and self.attention is not None
+        values = feats.to(torch.get_autocast_dtype(device)) if cast else feats
         keys = self.attention.project_keys(values) if self.attention is not None else None  # (B, L, A)
         return {"values": values, "keys": keys, "mean": feats.mean(1)}
 
