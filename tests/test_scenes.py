@@ -95,3 +95,13 @@ def test_scene_set_renders_each_split_from_its_own_seed():
     assert torch.equal(again.images, val.images) and again.captions == val.captions
     assert not torch.equal(scene_set(3, "test").images, val.images)
     assert val.objects[0] and val.sizes == [(112, 112)] * 3
+
+
+def test_scene_set_tokenises_its_captions_as_every_other_data_set_does():
+    """scene_set splits its captions at spaces instead of running the Treebank tokenizer: the same
+    tokens as caption_tokens, which every other reader uses, and one copy of each word."""
+    from caption.data.text import caption_tokens
+    data = scene_set(300, "train", 48)
+    assert data.captions == [[caption_tokens(c) for c in caps] for caps in data.texts]
+    words = [w for caps in data.captions for c in caps for w in c]
+    assert len({id(w) for w in words}) == len(set(words))            # interned: one object per word
