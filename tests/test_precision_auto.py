@@ -90,16 +90,22 @@ def test_a_run_under_auto_says_its_choice_once_and_trains_in_it(tmp_path, monkey
     assert not [s for s in lines if s.startswith("precision auto")]     # a named precision says nothing
 
 
-@pytest.mark.parametrize("began, later", [(7.0, 2.0), (2.0, 7.0)])
-def test_a_run_resumed_under_auto_keeps_the_precision_it_began_in(tmp_path, monkeypatch, began, later):
+@pytest.mark.parametrize("began, later, saved", [(7.0, 2.0, True), (2.0, 7.0, True), (7.0, 2.0, False)])
+def test_a_run_resumed_under_auto_keeps_the_precision_it_began_in(tmp_path, monkeypatch, began, later, saved):
     """auto measures the CPU it runs on; resumed on another (or with another ratio), the run goes on
-    in the precision it started in, and says so, so that its second half trains as its first did."""
+    in the precision it started in, and says so, so that its second half trains as its first did.
+    A state written before the precision was saved (not `saved`) resumes in what auto measures now."""
     first = "bf16" if began >= device.BF16_MIN_SPEEDUP else "fp32"
+    now = "bf16" if later >= device.BF16_MIN_SPEEDUP else "fp32"
     monkeypatch.setattr(device, "cpu_bf16_speedup", lambda: began)
     data = dict(train_set=scene_set(8, "train", 48), val_set=scene_set(4, "val", 48), progress=False)
     train(CaptionConfig(**FLAGS), CaptionTrainConfig(**TRAIN, device="cpu"), out=tmp_path / "m.pt",
           log=lambda s: None, **data)
-    assert torch.load(tmp_path / "m.last.pt", weights_only=True)["meta"]["precision"] == first
+    state = torch.load(tmp_path / "m.last.pt", weights_only=True)
+    assert state["meta"]["precision"] == first
+    if not saved:
+        del state["meta"]["precision"]
+        torch.save(state, tmp_path / "m.last.pt")
     monkeypatch.setattr(device, "cpu_bf16_speedup", lambda: later)
     seen, hook = conv_output_dtypes()
     lines = []
@@ -109,9 +115,9 @@ def test_a_run_resumed_under_auto_keeps_the_precision_it_began_in(tmp_path, monk
     finally:
         hook.remove()
     said = [s for s in lines if s.startswith("precision auto")]
-    assert len(said) == 1 and said[0].startswith(f"precision auto: {first}, as this run began (") \
-        and "m.last.pt" in said[0]
-    assert seen and set(seen) == {torch.bfloat16 if first == "bf16" else torch.float32}
+    expect = f"precision auto: {first}, as this run began (" if saved else f"precision auto: {now} (this CPU's"
+    assert len(said) == 1 and said[0].startswith(expect) and ("m.last.pt" in said[0]) == saved
+    assert seen and set(seen) == {torch.bfloat16 if (first if saved else now) == "bf16" else torch.float32}
     assert torch.load(tmp_path / "m.last.pt", weights_only=True)["meta"]["history"][-1]["epoch"] == 2
 
 
