@@ -17,7 +17,8 @@ processors) and oneDNN's (caption.kernels.matmul, which the package uses for fp3
 rate is the faster. "x floor" is our time over the time of the same matrix work at that GEMM rate:
 1.0 would be a decoder that does nothing but full-speed GEMMs. The fp32 step is also timed with
 caption.kernels.matmul's routing off, against torch.mm's rate, and in both precisions against the
-same design in eager PyTorch, with none of the package's kernels (`eager_forward`).
+same design in eager PyTorch, with none of the package's kernels (`eager_forward`), and with the
+additive score in PyTorch's ops instead of the C kernel (caption.kernels.native).
 
     python benchmarks/decoder_speed.py [--repeats 3] [--baseline-images 10] [--plain-malloc] [--no-write]
 """
@@ -35,7 +36,7 @@ from benchmarks.report import parse, parser, publish, table  # noqa: E402
 from caption import search  # noqa: E402
 from caption.config import CaptionConfig  # noqa: E402
 from caption.image.decoder import Decoder  # noqa: E402
-from caption.kernels import matmul  # noqa: E402
+from caption.kernels import matmul, native  # noqa: E402
 from caption.kernels.malloc import keep_freed_memory  # noqa: E402
 
 L, A, E, V, B, T, K, IMAGES = 196, 512, 512, 10000, 32, 20, 5, 100
@@ -166,6 +167,7 @@ def main() -> int:
     args = parse(p)
     torch.manual_seed(0)
     kept = False if args.plain_malloc else keep_freed_memory()      # as the command line does
+    print(native.status(), flush=True)
     if not matmul.available():
         print("this build of PyTorch has no oneDNN inner product: both fp32 columns time torch's matmul")
     mkl, dnn, bf16 = 0.0, 0.0, 0.0
@@ -192,12 +194,18 @@ def main() -> int:
             tb = timed(train_step(dec, feats, tgt, True, False), args.repeats)
             eager32, eager16 = (timed(train_step(dec, feats, tgt, False, half, eager=True), args.repeats)
                                 for half in (False, True))
-            eager_rows.append([D, H, f"{1000 * t32:.0f}", f"{1000 * eager32:.0f}", f"{eager32 / t32:.2f}x",
-                               f"{1000 * t16:.0f}", f"{1000 * eager16:.0f}", f"{eager16 / t16:.2f}x"])
+            with native.kernel("eager"):       # the package's step with the score in PyTorch's ops
+                torch32, torch16 = (timed(train_step(dec, feats, tgt, False, half), args.repeats)
+                                    for half in (False, True))
+            eager_rows.append([D, H, f"{1000 * t32:.0f}", f"{1000 * torch32:.0f}", f"{torch32 / t32:.2f}x",
+                               f"{1000 * eager32:.0f}", f"{eager32 / t32:.2f}x",
+                               f"{1000 * t16:.0f}", f"{1000 * torch16:.0f}", f"{torch16 / t16:.2f}x",
+                               f"{1000 * eager16:.0f}", f"{eager16 / t16:.2f}x"])
             measured.append((D, H, ours_flops, base_flops, t32, tmkl, t16, tb, stream_rate(D)))
             print(f"train D {D} H {H}: fp32 {1000 * t32:.0f} ms, on torch's matmul {1000 * tmkl:.0f} ms, "
                   f"bf16 {1000 * t16:.0f} ms, per-step projection {1000 * tb:.0f} ms; eager fp32 "
-                  f"{1000 * eager32:.0f} ms, bf16 {1000 * eager16:.0f} ms", flush=True)
+                  f"{1000 * eager32:.0f} ms, bf16 {1000 * eager16:.0f} ms; without the C score fp32 "
+                  f"{1000 * torch32:.0f} ms, bf16 {1000 * torch16:.0f} ms", flush=True)
 
             dec.eval()
             imgs = torch.randn(IMAGES, L, D)
@@ -254,9 +262,11 @@ def main() -> int:
             "GEMM speed can lower." +
             "\n\nThe same step with the package's kernels against the same design in eager PyTorch (the additive "
             "score through autograd, nn.LSTMCell at every step, torch's own matmul; `eager_forward`), in "
-            "each precision:\n\n" +
-            table(["D", "H", "ours fp32 ms", "eager fp32 ms", "kernels' speed-up", "ours bf16 ms", "eager bf16 ms",
-                   "kernels' speed-up"], eager_rows) +
+            "each precision, and the package's step with the additive score in PyTorch's ops instead of the "
+            f"C kernel (caption.kernels.native; {native.status()}):\n\n" +
+            table(["D", "H", "ours fp32 ms", "without the C score ms", "C score's speed-up", "eager fp32 ms",
+                   "kernels' speed-up", "ours bf16 ms", "without the C score ms", "C score's speed-up",
+                   "eager bf16 ms", "kernels' speed-up"], eager_rows) +
             f"\n\nBeam search, K={K}, {IMAGES} images, {T} steps (no early stop): ours batches all "
             f"{IMAGES * K} rows, each image's keys and values shared by its beams; the baseline decodes one image at a time with the per-step projection "
             f"({args.baseline_images} images timed, scaled to {IMAGES}):\n\n" +

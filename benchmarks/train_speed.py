@@ -2,7 +2,8 @@
 side by side in one run: the same batches, the same model sizes, a fixed number of steps each,
 scaled to one epoch of 20,000 images; each also with caption.kernels.matmul's oneDNN routing off.
 Then the shipped soft recipe's minutes in each CPU precision, and what --precision auto picks here:
-its pre-training steps, captioning steps and validation decodes timed, scaled to the whole recipe.
+its pre-training steps, captioning steps and validation decodes timed, scaled to the whole recipe;
+the captioning steps also with the additive score in PyTorch's ops instead of the C kernel.
 
     python benchmarks/train_speed.py [--steps 40]
 """
@@ -24,7 +25,7 @@ from caption.data.loader import batches  # noqa: E402
 from caption.data.scenes import scene_set  # noqa: E402
 from caption.decoding import CaptionModel  # noqa: E402
 from caption.device import BF16_MIN_SPEEDUP, autocast, cpu_bf16_speedup, resolve_precision  # noqa: E402
-from caption.kernels import matmul  # noqa: E402
+from caption.kernels import matmul, native  # noqa: E402
 from caption.metrics.evaluate import evaluate_captions  # noqa: E402
 from caption.optim import adam_with_linear_decay, optimizer_step  # noqa: E402
 from caption.search import DecodeOptions  # noqa: E402
@@ -81,8 +82,12 @@ def recipe_minutes(data, cfg: CaptionTrainConfig, steps_per_epoch: int, precisio
     t = time.perf_counter()
     evaluate_captions(CaptionModel(model, vocab), val, DecodeOptions(beam_size=cfg.eval_beam))
     validate = time.perf_counter() - t
-    total = cfg.pretrain_epochs * steps_per_epoch * pretrain + cfg.epochs * (steps_per_epoch * step + validate)
-    return [precision, f"{1000 * pretrain:.0f}", f"{1000 * step:.0f}", f"{validate:.1f}", f"{total / 60:.1f}"]
+    with native.kernel("eager"):     # the same steps with the additive score in PyTorch's ops
+        plain = time_steps(data, cfg, cfg, "soft", steps_per_epoch, precision)
+    minutes = [(cfg.pretrain_epochs * steps_per_epoch * pretrain + cfg.epochs * (steps_per_epoch * s + validate)) / 60
+               for s in (step, plain)]
+    return [precision, f"{1000 * pretrain:.0f}", f"{1000 * step:.0f}", f"{validate:.1f}", f"{minutes[0]:.1f}",
+            f"{1000 * plain:.0f}", f"{minutes[1]:.1f}", f"{plain / step:.2f}x"]
 
 
 def main() -> int:
@@ -119,9 +124,10 @@ def main() -> int:
     speedup, auto = cpu_bf16_speedup(), resolve_precision("auto", torch.device("cpu"), training=True)
     body += (f"\n\nThe shipped soft recipe ({cfg.pretrain_epochs} pre-training epochs, {cfg.epochs} epochs of "
              f"{steps_per_epoch} steps, a greedy validation of {cfg.val_size} scenes after each) in each precision, "
-             "from the same kind of timing (ms per step; the minutes leave out reading data and saving):\n\n" +
-             table(["precision", "pre-training ms / step", "captioning ms / step", "validation s", "recipe minutes"],
-                   recipe) +
+             "from the same kind of timing (ms per step; the minutes leave out reading data and saving), and "
+             f"the same steps with the additive score in PyTorch's ops instead of the C kernel ({native.status()}):\n\n" +
+             table(["precision", "pre-training ms / step", "captioning ms / step", "validation s", "recipe minutes",
+                    "without the C score: ms / step", "recipe minutes", "C score's speed-up"], recipe) +
              f"\n\n--precision auto trains in **{auto}** here: this CPU's bf16 products ran {speedup:.1f}x its "
              f"fp32 ones in the probe (caption.device.cpu_bf16_speedup), and auto takes bf16 from "
              f"{BF16_MIN_SPEEDUP:g}x.")

@@ -12,12 +12,20 @@ made a few images at a time (`CHUNK` elements, to stay in the CPU's cache), each
 to one query at a time (a simple broadcast), and worked on in place. tanh is taken as
 2 sigmoid(2x) - 1: the same function, but PyTorch's CPU sigmoid runs faster than its tanh
 (BENCHMARKS.md, section "Pilot measurements quoted by the code").
+
+In training on the CPU (a gradient to keep, fp32 or bf16), where caption/kernels/native.py could
+build it, `NativeAdditiveScore` runs the whole score in C instead: one pass over the keys forward
+and one over the stored tanh backward (caption/kernels/native/additive_score.c says why), equal to
+the same expression (tests/test_native_score.py). Decoding keeps the PyTorch path, so a model's
+captions do not depend on whether a compiler was found.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+
+from . import native
 
 CHUNK = 1 << 20   # elements of the middle tensor made at once on the CPU
 
@@ -46,6 +54,9 @@ def additive_score(q: Tensor, keys: Tensor, v: Tensor) -> Tensor:
     one scratch buffer (a fresh tensor of beam-search size costs more in page faults than the
     arithmetic)."""
     if torch.is_grad_enabled() and (q.requires_grad or keys.requires_grad or v.requires_grad):
+        dtype = torch.promote_types(q.dtype, keys.dtype)
+        if q.device.type == "cpu" and dtype in NativeAdditiveScore.DTYPES and native.library() is not None:
+            return NativeAdditiveScore.apply(q, keys, v)
         return AdditiveScore.apply(q, keys, v)
     B, T, A = q.shape
     S = keys.shape[1]
@@ -107,3 +118,48 @@ class AdditiveScore(torch.autograd.Function):
             if T > 1:
                 torch.sum(g, 1, out=grad_k[c])
         return grad_q, grad_k, (2 * grad_v).to(v.dtype)
+
+
+class NativeAdditiveScore(torch.autograd.Function):
+    """The same e = v^T tanh(q + k) as `AdditiveScore`, by the C kernel (caption/kernels/native.py):
+    CPU tensors, fp32 or bf16 storage, fp32 arithmetic and v. It keeps tanh(q + k) (B, T, S, A) in
+    the storage dtype for the backward pass, as AdditiveScore keeps half of it."""
+    DTYPES = {torch.float32: 0, torch.bfloat16: 1}
+
+    @staticmethod
+    def forward(ctx, q: Tensor, keys: Tensor, v: Tensor) -> Tensor:
+        B, T, A = q.shape
+        S = keys.shape[1]
+        dtype = torch.promote_types(q.dtype, keys.dtype)
+        q, keys = q.to(dtype).contiguous(), keys.to(dtype).contiguous()
+        w = v.detach().to(torch.float32).contiguous()
+        e = torch.empty(B, T, S, dtype=dtype) if A else torch.zeros(B, T, S, dtype=dtype)   # a sum of none
+        tanh = torch.empty(B, T, S, A, dtype=dtype)
+        if tanh.numel():
+            _check(native.library().score_forward(NativeAdditiveScore.DTYPES[dtype], q.data_ptr(), keys.data_ptr(),
+                                                  w.data_ptr(), e.data_ptr(), tanh.data_ptr(), B, T, S, A,
+                                                  torch.get_num_threads()))
+        ctx.save_for_backward(tanh, w)
+        ctx.v_dtype = v.dtype
+        return e                                                            # (B, T, S)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        tanh, w = ctx.saved_tensors
+        B, T, S, A = tanh.shape
+        grad = grad.to(tanh.dtype).contiguous()
+        new = torch.empty if tanh.numel() else torch.zeros        # no S or no T: sums of none
+        grad_q, grad_k = new(B, T, A, dtype=tanh.dtype), new(B, S, A, dtype=tanh.dtype)
+        grad_v = torch.zeros(A, dtype=torch.float32)
+        if tanh.numel():
+            _check(native.built().score_backward(NativeAdditiveScore.DTYPES[tanh.dtype], tanh.data_ptr(),
+                                                   w.data_ptr(), grad.data_ptr(), grad_q.data_ptr(),
+                                                   grad_k.data_ptr(), grad_v.data_ptr(), B, T, S, A,
+                                                   torch.get_num_threads()))
+        return grad_q, grad_k, grad_v.to(ctx.v_dtype)
+
+
+def _check(status: int) -> None:
+    if status:
+        raise MemoryError("the additive score's C kernel could not allocate its working rows")

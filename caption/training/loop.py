@@ -23,6 +23,7 @@ from ..device import default_device
 from ..errors import InputError
 from ..fileio import remove_stale_temps, shown
 from ..image.captioner import Captioner
+from ..kernels import native
 from ..lock import run_lock
 from ..metrics.evaluate import cider_selection, selection_score
 from ..vocab import Vocab
@@ -106,8 +107,20 @@ def train(model_cfg: CaptionConfig, cfg: CaptionTrainConfig, train_set: ImageSet
         f"{sum(p.numel() for p in model.parameters()):,} parameters, grid {model.grid}")
     if setup.note:
         log(setup.note)
+    kernel_line = score_kernel_line(model, setup.device)
+    if kernel_line:
+        log(kernel_line)
     return train_captioner(model, vocab, train_set, val_set, cfg, out, resume=resume, progress=progress, log=log,
                            features=features, warn=warn, force=force, setup=setup)
+
+
+def score_kernel_line(model: Captioner, device: torch.device) -> str:
+    """Which path the additive score takes in this CPU run (caption/kernels/native.py), or ''
+    where the model has no additive score or trains elsewhere."""
+    attention = getattr(model.decoder, "attention", None)
+    if device.type != "cpu" or getattr(attention, "score", None) != "additive":
+        return ""
+    return native.status()
 
 
 def train_captioner(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSet,

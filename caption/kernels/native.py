@@ -1,0 +1,162 @@
+"""The package's C kernels (caption/kernels/native/*.c), compiled on the user's machine by its own C
+compiler and called through ctypes: a kernel for speed only.
+
+Why compiled here and not shipped built: the loops are vectorised for this CPU (-march=native), and
+a C file needs no wheel per platform. The first use compiles (about a second with gcc) into the
+user's cache folder, $XDG_CACHE_HOME/caption or ~/.cache/caption, named by a digest of the source,
+the flags, the compiler's version and the CPU's features, so a cache shared by machines of other
+CPUs never loads a build it cannot run. It is written under a temporary name and renamed, so
+processes that compile at once (torchrun's) never load a half-written file.
+
+Where there is no compiler, the build fails, the cache cannot be written, or CAPTION_NATIVE=0 is
+set, `library()` is None and the callers take their PyTorch path; `status()` says which and why.
+`kernel("eager")` turns the native path off for a block (a benchmark's or a test's side-by-side).
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+SOURCE = Path(__file__).with_name("native") / "additive_score.c"
+FLAGS = ("-O3", "-fopenmp-simd", "-fno-math-errno", "-fPIC", "-shared")
+# tried in turn: tuned for this CPU and threaded by OpenMP, then without the tuning, then neither
+VARIANTS = (("-fopenmp", "-march=native"), ("-fopenmp",), ())
+COMPILE_SECONDS = 120
+DISABLE = "CAPTION_NATIVE"        # set to 0 to take PyTorch's path everywhere
+
+_ENABLED = contextvars.ContextVar("caption_native_kernels", default=True)
+
+
+@contextlib.contextmanager
+def kernel(name: str):
+    """Within the block, callers take the compiled kernels ("native", where built) or PyTorch's ("eager")."""
+    if name not in ("native", "eager"):
+        raise ValueError(f"kernel must be 'native' or 'eager', got {name!r}")
+    token = _ENABLED.set(name == "native")
+    try:
+        yield
+    finally:
+        _ENABLED.reset(token)
+
+
+def library() -> ctypes.CDLL | None:
+    """The compiled kernels, or None where they are off here or could not be built (`status()`)."""
+    return _build()[0] if _ENABLED.get() else None
+
+
+def built() -> ctypes.CDLL | None:
+    """The compiled kernels whatever `kernel()` says: a backward pass follows its forward's choice."""
+    return _build()[0]
+
+
+def status() -> str:
+    """One line: which path the additive score takes in training on this machine, and why."""
+    lib, how = _build()
+    if lib is None:
+        return f"additive score: PyTorch's ops ({how})"
+    return f"additive score: the package's C kernel ({how})" if _ENABLED.get() else \
+        "additive score: PyTorch's ops (the C kernel is turned off in this block)"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "caption"
+
+
+def _cpu_features() -> str:
+    """What the CPU can run (its flags line on Linux), so a build is tied to the CPU it was tuned for."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return line
+    except OSError:
+        pass
+    return platform.processor() + platform.machine()
+
+
+@functools.cache
+def _build() -> tuple[ctypes.CDLL | None, str]:
+    if os.environ.get(DISABLE, "1") == "0":
+        return None, f"{DISABLE}=0 is set"
+    try:
+        return _find_or_compile()
+    except Exception as e:     # noqa: BLE001 - whatever goes wrong here, training takes PyTorch's path
+        return None, f"the C kernel could not be built: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def _find_or_compile() -> tuple[ctypes.CDLL | None, str]:
+    cc = shlex.split(os.environ.get("CC") or "") or [shutil.which("cc") or shutil.which("gcc") or ""]
+    if not cc[0]:
+        return None, "no C compiler found (cc, gcc or $CC)"
+    name = Path(cc[0]).name
+    try:
+        version = subprocess.run([*cc, "--version"], capture_output=True, text=True, errors="replace",
+                                 timeout=30).stdout
+        source = SOURCE.read_bytes()
+    except (OSError, subprocess.SubprocessError) as e:
+        return None, f"the compiler {name} does not run: {e}"
+    errors = []
+    for variant in VARIANTS:
+        flags = FLAGS + variant
+        digest = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), version.encode(),
+                                            _cpu_features().encode()])).hexdigest()[:16]
+        path = cache_dir() / f"{SOURCE.stem}-{digest}.so"
+        for attempt in ("cached", "fresh"):
+            if attempt == "fresh" or not path.is_file():
+                error = _compile(cc, flags, path)
+                if error:
+                    errors.append(error)
+                    break
+            try:
+                return _declare(ctypes.CDLL(str(path))), f"{name} {' '.join(variant) or 'generic, one thread'}, {path}"
+            except (OSError, AttributeError) as e:    # a broken cached file is compiled once more
+                errors.append(f"{path} does not load: {e}")
+                if attempt == "cached":
+                    path.unlink(missing_ok=True)
+    return None, errors[-1]
+
+
+def _compile(cc: list[str], flags: tuple[str, ...], path: Path) -> str:
+    """Compiles SOURCE to `path` (atomically); '' on success, else one line saying why not."""
+    name = Path(cc[0]).name
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        return f"the cache folder {path.parent} cannot be written: {e.strerror or e}"
+    try:
+        done = subprocess.run([*cc, *flags, "-o", tmp, str(SOURCE)], capture_output=True, text=True,
+                              errors="replace", timeout=COMPILE_SECONDS)
+        if done.returncode != 0:
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            return f"{name} failed: {lines[-1] if lines else f'exit status {done.returncode}'}"
+        if os.path.getsize(tmp) == 0:
+            return f"{name} wrote nothing"
+        os.replace(tmp, path)
+        return ""
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"{name} did not finish: {e}"
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """The C signatures (additive_score.c): every pointer a tensor's data_ptr()."""
+    ptr, size, flag = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
+    lib.score_forward.argtypes = [flag, *[ptr] * 5, *[size] * 4, flag]
+    lib.score_backward.argtypes = [flag, *[ptr] * 6, *[size] * 4, flag]
+    lib.score_forward.restype = lib.score_backward.restype = flag
+    return lib
