@@ -38,34 +38,37 @@ from caption.vocab import PAD_ID  # noqa: E402
 
 def time_steps(data, cfg: CaptionTrainConfig, step_cfg: CaptionTrainConfig, attention: str,
                steps_per_epoch: int, precision: str = "fp32", keep: list | None = None,
-               whole_batch: bool = False) -> float:
+               whole_batch: bool = False, kernels: tuple[str, ...] = ("native",)) -> list[float]:
     """Seconds per training step (forward, backward, Adam) over `data` in autocast `precision`,
-    after two warm-up steps; `keep` receives the trained model and its vocabulary. whole_batch
-    (soft): every caption runs every step of the batch, padding included."""
+    after two warm-up steps, for each of `kernels` (caption.kernels.native: "native" or "eager"):
+    each batch is stepped once per kernel, the order alternating from batch to batch, so that both
+    see the same batches and the same drift of the machine. `keep` receives the trained model and
+    its vocabulary. whole_batch (soft): every caption runs every step of the batch, padding included."""
     torch.manual_seed(0)
     model, vocab = build_captioner(data, CaptionConfig(attention=attention, alpha_c=0.0, dropout=0.0), device="cpu")
     targets = caption_targets(data, vocab, model.config.max_len)
     opt, sched = adam_with_linear_decay(model.parameters(), cfg.lr, cfg.lr_final, cfg.epochs * steps_per_epoch)
     gen = torch.Generator().manual_seed(0)
     model.train()
-    elapsed = 0.0
+    elapsed = dict.fromkeys(kernels, 0.0)
     for k, (_, images, tokens, image_of) in enumerate(batches(data.images, targets, cfg.batch_size, gen,
                                                            cfg.captions_per_image)):
-        t = time.perf_counter()
-        mask = tokens[:, 1:] != PAD_ID
-        with autocast(torch.device("cpu"), precision):
-            if whole_batch:    # every caption through every step, as before captions left the batch
-                out = model(images, tokens[:, :-1], image_of)
-                loss = penalised(caption_nll(out.logits.float(), tokens[:, 1:], mask), out.alpha, mask,
-                                 model.config.alpha_c)[0].mean()
-            else:
-                loss, _ = objective(model, images, tokens, image_of, mask, step_cfg, gen)
-        optimizer_step(loss, opt, sched, model.parameters(), cfg.clip)
-        if k >= 2:                                   # two warm-up steps
-            elapsed += time.perf_counter() - t
+        for kernel in kernels if k % 2 == 0 else kernels[::-1]:
+            t = time.perf_counter()
+            mask = tokens[:, 1:] != PAD_ID
+            with autocast(torch.device("cpu"), precision), native.kernel(kernel):
+                if whole_batch:    # every caption through every step, as before captions left the batch
+                    out = model(images, tokens[:, :-1], image_of)
+                    loss = penalised(caption_nll(out.logits.float(), tokens[:, 1:], mask), out.alpha, mask,
+                                     model.config.alpha_c)[0].mean()
+                else:
+                    loss, _ = objective(model, images, tokens, image_of, mask, step_cfg, gen)
+            optimizer_step(loss, opt, sched, model.parameters(), cfg.clip)
+            if k >= 2:                                   # two warm-up steps
+                elapsed[kernel] += time.perf_counter() - t
     if keep is not None:
         keep.extend([model, vocab])
-    return elapsed / (k - 1)
+    return [elapsed[kernel] / (k - 1) for kernel in kernels]
 
 
 def recipe_minutes(data, cfg: CaptionTrainConfig, steps_per_epoch: int, precision: str) -> list[str]:
@@ -73,7 +76,8 @@ def recipe_minutes(data, cfg: CaptionTrainConfig, steps_per_epoch: int, precisio
     per validation decode (the loop's: greedy, --precision auto), and the minutes of the whole recipe
     these make (pre-training epochs + epochs of steps and validations; reading data and saving aside)."""
     keep = []
-    step = time_steps(data, cfg, cfg, "soft", steps_per_epoch, precision, keep)
+    # the captioning steps with the C score and with PyTorch's ops, on the same batches
+    step, plain = time_steps(data, cfg, cfg, "soft", steps_per_epoch, precision, keep, kernels=("native", "eager"))
     model, vocab = keep
     t = time.perf_counter()
     pretrain_encoder(model.encoder, data, 1, cfg.batch_size, progress=False, log=lambda s: None, precision=precision)
@@ -82,8 +86,6 @@ def recipe_minutes(data, cfg: CaptionTrainConfig, steps_per_epoch: int, precisio
     t = time.perf_counter()
     evaluate_captions(CaptionModel(model, vocab), val, DecodeOptions(beam_size=cfg.eval_beam))
     validate = time.perf_counter() - t
-    with native.kernel("eager"):     # the same steps with the additive score in PyTorch's ops
-        plain = time_steps(data, cfg, cfg, "soft", steps_per_epoch, precision)
     minutes = [(cfg.pretrain_epochs * steps_per_epoch * pretrain + cfg.epochs * (steps_per_epoch * s + validate)) / 60
                for s in (step, plain)]
     return [precision, f"{1000 * pretrain:.0f}", f"{1000 * step:.0f}", f"{validate:.1f}", f"{minutes[0]:.1f}",
@@ -102,9 +104,9 @@ def main() -> int:
                 ("hard", "hard", {}), ("hard, --reward to-go", "hard", {"reward": "to-go"}), ("none", "none", {})]
     for name, attention, extra in variants:
         whole = extra.pop("whole_batch", False)
-        per_step = time_steps(data, cfg, replace(cfg, **extra), attention, steps_per_epoch, whole_batch=whole)
+        per_step, = time_steps(data, cfg, replace(cfg, **extra), attention, steps_per_epoch, whole_batch=whole)
         with matmul.backend("torch"):
-            plain = time_steps(data, cfg, replace(cfg, **extra), attention, steps_per_epoch, whole_batch=whole)
+            plain, = time_steps(data, cfg, replace(cfg, **extra), attention, steps_per_epoch, whole_batch=whole)
         times[name] = per_step
         rows.append([name, f"{1000 * per_step:.0f}", f"{per_step * steps_per_epoch:.0f}",
                      f"{per_step / times['soft']:.2f}", f"{1000 * plain:.0f}", f"{plain / per_step:.2f}x"])
@@ -125,7 +127,8 @@ def main() -> int:
     body += (f"\n\nThe shipped soft recipe ({cfg.pretrain_epochs} pre-training epochs, {cfg.epochs} epochs of "
              f"{steps_per_epoch} steps, a greedy validation of {cfg.val_size} scenes after each) in each precision, "
              "from the same kind of timing (ms per step; the minutes leave out reading data and saving), and "
-             f"the same steps with the additive score in PyTorch's ops instead of the C kernel ({native.status()}):\n\n" +
+             "the same steps with the additive score in PyTorch's ops instead of the C kernel, each batch stepped "
+             f"once each way, the order alternating ({native.status()}):\n\n" +
              table(["precision", "pre-training ms / step", "captioning ms / step", "validation s", "recipe minutes",
                     "without the C score: ms / step", "recipe minutes", "C score's speed-up"], recipe) +
              f"\n\n--precision auto trains in **{auto}** here: this CPU's bf16 products ran {speedup:.1f}x its "
