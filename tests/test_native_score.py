@@ -12,7 +12,6 @@ from caption.device import autocast
 from caption.image.decoder import Decoder
 from caption.kernels import native
 from caption.kernels.additive_score import NativeAdditiveScore, additive_score
-from caption.training.loop import score_kernel_line
 
 COMPILER = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
 needs_kernel = pytest.mark.skipif(native.built() is None, reason=native.status())
@@ -206,8 +205,15 @@ def test_a_build_is_compiled_once_and_reused(fresh_build):
     assert str(built) in native.status()
 
 
-def test_the_training_log_names_the_path_for_additive_attention_on_the_cpu():
-    dec = lambda attention: type("M", (), {"decoder": Decoder(CaptionConfig(attention=attention), 8, 11)})()  # noqa: E731
-    assert score_kernel_line(dec("soft"), torch.device("cpu")) == native.status()
-    assert score_kernel_line(dec("none"), torch.device("cpu")) == ""
-    assert score_kernel_line(dec("soft"), torch.device("meta")) == ""
+def test_each_training_names_the_path_for_an_additive_score_on_the_cpu():
+    from caption.classify.config import ClassifierConfig
+    from caption.classify.model import AttentionClassifier
+    from caption.config import Seq2SeqConfig
+    from caption.text.model import Seq2Seq
+    cpu = torch.device("cpu")
+    assert native.training_line(Decoder(CaptionConfig(attention="soft"), 8, 11), cpu) == native.status()
+    assert native.training_line(Decoder(CaptionConfig(attention="none"), 8, 11), cpu) == ""
+    assert native.training_line(Decoder(CaptionConfig(attention="soft"), 8, 11), torch.device("meta")) == ""
+    assert native.training_line(Seq2Seq(Seq2SeqConfig(score="additive"), 20), cpu) == native.status()
+    assert native.training_line(Seq2Seq(Seq2SeqConfig(score="general"), 20), cpu) == ""
+    assert native.training_line(AttentionClassifier(ClassifierConfig(), 20), cpu) == native.status()

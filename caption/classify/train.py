@@ -18,6 +18,7 @@ from tqdm import tqdm
 from .. import checkpoint
 from ..config import check
 from ..errors import CheckpointError, DataError
+from ..kernels import native
 from ..vocab import Vocab, tokenize
 from .config import ClassifierConfig, ClassifierTrainConfig
 from .data import Example, TextTensors, batches, to_tensors
@@ -105,6 +106,9 @@ def train_classifier(model: AttentionClassifier, vocab: Vocab, train: list[Examp
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     c = model.config
+    kernel_line = native.training_line(model, next(model.parameters()).device)
+    if kernel_line:
+        log(kernel_line)
     train_t, val_t = (to_tensors(x, vocab, c.labels, c.max_len) for x in (train, val))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     n_batches = -(-len(train_t) // cfg.batch_size)

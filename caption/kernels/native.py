@@ -26,6 +26,10 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 SOURCE = Path(__file__).with_name("native") / "additive_score.c"
 FLAGS = ("-O3", "-fopenmp-simd", "-fno-math-errno", "-fPIC", "-shared")
@@ -66,6 +70,14 @@ def status() -> str:
         return f"additive score: PyTorch's ops ({how})"
     return f"additive score: the package's C kernel ({how})" if _ENABLED.get() else \
         "additive score: PyTorch's ops (the C kernel is turned off in this block)"
+
+
+def training_line(model: "torch.nn.Module", device: "torch.device") -> str:
+    """The line a training run on `device` prints about its additive score (`status()`), or '' where
+    `model` has no additive score (a module whose `score` is "additive", as caption.attention's
+    Attention) or trains off the CPU."""
+    additive = any(getattr(m, "score", None) == "additive" for m in model.modules())
+    return status() if additive and device.type == "cpu" else ""
 
 
 def cache_dir() -> Path:

@@ -12,6 +12,7 @@ from tqdm import tqdm
 from .. import checkpoint
 from ..config import Seq2SeqConfig, Seq2SeqTrainConfig, check
 from ..device import default_device
+from ..kernels import native
 from ..optim import adam_with_linear_decay, optimizer_step
 from ..search import DecodeOptions
 from ..vocab import Vocab
@@ -77,6 +78,9 @@ def train_translator(model: Seq2Seq | TransformerSeq2Seq, vocab: Vocab, train_pa
         torch.set_num_threads(cfg.threads)
     gen = torch.Generator().manual_seed(cfg.seed)
     device = next(model.parameters()).device
+    kernel_line = native.training_line(model, device)
+    if kernel_line:
+        log(kernel_line)
     train_t, val_t = to_tensors(train_pairs, vocab), to_tensors(val_pairs, vocab)
     n_batches = -(-len(train_t) // cfg.batch_size)
     opt, sched = adam_with_linear_decay(model.parameters(), cfg.lr, cfg.lr_final, cfg.epochs * n_batches,

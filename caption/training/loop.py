@@ -107,20 +107,11 @@ def train(model_cfg: CaptionConfig, cfg: CaptionTrainConfig, train_set: ImageSet
         f"{sum(p.numel() for p in model.parameters()):,} parameters, grid {model.grid}")
     if setup.note:
         log(setup.note)
-    kernel_line = score_kernel_line(model, setup.device)
+    kernel_line = native.training_line(model, setup.device)
     if kernel_line:
         log(kernel_line)
     return train_captioner(model, vocab, train_set, val_set, cfg, out, resume=resume, progress=progress, log=log,
                            features=features, warn=warn, force=force, setup=setup)
-
-
-def score_kernel_line(model: Captioner, device: torch.device) -> str:
-    """Which path the additive score takes in this CPU run (caption/kernels/native.py), or ''
-    where the model has no additive score or trains elsewhere."""
-    attention = getattr(model.decoder, "attention", None)
-    if device.type != "cpu" or getattr(attention, "score", None) != "additive":
-        return ""
-    return native.status()
 
 
 def train_captioner(model: Captioner, vocab: Vocab, train_set: ImageSet, val_set: ImageSet,
