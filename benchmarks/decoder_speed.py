@@ -18,7 +18,8 @@ rate is the faster. "x floor" is our time over the time of the same matrix work 
 1.0 would be a decoder that does nothing but full-speed GEMMs. The fp32 step is also timed with
 caption.kernels.matmul's routing off, against torch.mm's rate, and in both precisions against the
 same design in eager PyTorch, with none of the package's kernels (`eager_forward`), and with the
-additive score in PyTorch's ops instead of the C kernel (caption.kernels.native).
+package's C kernels off (caption.kernels.native: the additive score, and the soft-attention loop
+by hand of caption.kernels.attention_lstm), so the loop goes through autograd with PyTorch's ops.
 
     python benchmarks/decoder_speed.py [--repeats 3] [--baseline-images 10] [--plain-malloc] [--no-write]
 """
@@ -157,8 +158,9 @@ def timed_pair(a, b, repeats: int) -> tuple[float, float]:
     return best[0], best[1]
 
 
-def without_c_score(fn):
-    """fn with the additive score in PyTorch's ops instead of the C kernel (caption.kernels.native)."""
+def without_c_kernels(fn):
+    """fn with the package's C kernels off (caption.kernels.native): the additive score in PyTorch's ops,
+    the loop through autograd step by step instead of caption.kernels.attention_lstm."""
     def run():
         with native.kernel("eager"):
             fn()
@@ -208,9 +210,9 @@ def main() -> int:
             dec = Decoder(cfg, D, V)
             feats, tgt = torch.randn(B, L, D), torch.randint(4, V, (B, T + 1))
             ours_flops, base_flops = train_flops(D, H, B), train_flops(D, H, B, per_step_projection=True)
-            # with the C score and without, by turns
+            # with the C kernels and without, by turns
             t32, torch32, t16, torch16 = (t for half in (False, True) for t in timed_pair(
-                train_step(dec, feats, tgt, False, half), without_c_score(train_step(dec, feats, tgt, False, half)),
+                train_step(dec, feats, tgt, False, half), without_c_kernels(train_step(dec, feats, tgt, False, half)),
                 args.repeats))
             with matmul.backend("torch"):
                 tmkl = timed(train_step(dec, feats, tgt, False, False), args.repeats)
@@ -224,7 +226,7 @@ def main() -> int:
             measured.append((D, H, ours_flops, base_flops, t32, tmkl, t16, tb, stream_rate(D)))
             print(f"train D {D} H {H}: fp32 {1000 * t32:.0f} ms, on torch's matmul {1000 * tmkl:.0f} ms, "
                   f"bf16 {1000 * t16:.0f} ms, per-step projection {1000 * tb:.0f} ms; eager fp32 "
-                  f"{1000 * eager32:.0f} ms, bf16 {1000 * eager16:.0f} ms; without the C score fp32 "
+                  f"{1000 * eager32:.0f} ms, bf16 {1000 * eager16:.0f} ms; without the C kernels fp32 "
                   f"{1000 * torch32:.0f} ms, bf16 {1000 * torch16:.0f} ms", flush=True)
 
             dec.eval()
@@ -282,10 +284,11 @@ def main() -> int:
             "GEMM speed can lower." +
             "\n\nThe same step with the package's kernels against the same design in eager PyTorch (the additive "
             "score through autograd, nn.LSTMCell at every step, torch's own matmul; `eager_forward`), in "
-            "each precision, and the package's step with the additive score in PyTorch's ops instead of the "
-            f"C kernel, the two timed by turns (caption.kernels.native; {native.status()}):\n\n" +
-            table(["D", "H", "ours fp32 ms", "without the C score ms", "C score's speed-up", "eager fp32 ms",
-                   "kernels' speed-up", "ours bf16 ms", "without the C score ms", "C score's speed-up",
+            "each precision, and the package's step with its C kernels off (the additive score in PyTorch's "
+            "ops, the loop step by step through autograd instead of caption.kernels.attention_lstm's by hand), "
+            f"the two timed by turns (caption.kernels.native; {native.status()}):\n\n" +
+            table(["D", "H", "ours fp32 ms", "without the C kernels ms", "C kernels' speed-up", "eager fp32 ms",
+                   "kernels' speed-up", "ours bf16 ms", "without the C kernels ms", "C kernels' speed-up",
                    "eager bf16 ms", "kernels' speed-up"], eager_rows) +
             f"\n\nBeam search, K={K}, {IMAGES} images, {T} steps (no early stop): ours batches all "
             f"{IMAGES * K} rows, each image's keys and values shared by its beams; the baseline decodes one image at a time with the per-step projection "

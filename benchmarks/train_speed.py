@@ -3,7 +3,8 @@ side by side in one run: the same batches, the same model sizes, a fixed number 
 scaled to one epoch of 20,000 images; each also with caption.kernels.matmul's oneDNN routing off.
 Then the shipped soft recipe's minutes in each CPU precision, and what --precision auto picks here:
 its pre-training steps, captioning steps and validation decodes timed, scaled to the whole recipe;
-the captioning steps also with the additive score in PyTorch's ops instead of the C kernel.
+the captioning steps also with the package's C kernels off (caption.kernels.native: the additive
+score in PyTorch's ops and the loop through autograd instead of caption.kernels.attention_lstm).
 
     python benchmarks/train_speed.py [--steps 40]
 """
@@ -76,7 +77,7 @@ def recipe_minutes(data, cfg: CaptionTrainConfig, steps_per_epoch: int, precisio
     per validation decode (the loop's: greedy, --precision auto), and the minutes of the whole recipe
     these make (pre-training epochs + epochs of steps and validations; reading data and saving aside)."""
     keep = []
-    # the captioning steps with the C score and with PyTorch's ops, on the same batches
+    # the captioning steps with the C kernels and without, on the same batches
     step, plain = time_steps(data, cfg, cfg, "soft", steps_per_epoch, precision, keep, kernels=("native", "eager"))
     model, vocab = keep
     t = time.perf_counter()
@@ -127,10 +128,11 @@ def main() -> int:
     body += (f"\n\nThe shipped soft recipe ({cfg.pretrain_epochs} pre-training epochs, {cfg.epochs} epochs of "
              f"{steps_per_epoch} steps, a greedy validation of {cfg.val_size} scenes after each) in each precision, "
              "from the same kind of timing (ms per step; the minutes leave out reading data and saving), and "
-             "the same steps with the additive score in PyTorch's ops instead of the C kernel, each batch stepped "
-             f"once each way, the order alternating ({native.status()}):\n\n" +
+             "the same steps with the package's C kernels off (the additive score in PyTorch's ops, the loop "
+             "step by step through autograd instead of caption.kernels.attention_lstm's by hand), each batch "
+             f"stepped once each way, the order alternating ({native.status()}):\n\n" +
              table(["precision", "pre-training ms / step", "captioning ms / step", "validation s", "recipe minutes",
-                    "without the C score: ms / step", "recipe minutes", "C score's speed-up"], recipe) +
+                    "without the C kernels: ms / step", "recipe minutes", "C kernels' speed-up"], recipe) +
              f"\n\n--precision auto trains in **{auto}** here: this CPU's bf16 products ran {speedup:.1f}x its "
              f"fp32 ones in the probe (caption.device.cpu_bf16_speedup), and auto takes bf16 from "
              f"{BF16_MIN_SPEEDUP:g}x.")

@@ -10,6 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from caption import search
 from caption.config import CaptionConfig
 from caption.image.decoder import Decoder
+from caption.kernels import attention_lstm, native
 
 V, D = 13, 16
 BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
@@ -82,15 +83,21 @@ def _full_size_ops(dec: Decoder, feats, tgt, lengths=None) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("lengths", [None, torch.tensor([8, 8, 6, 3])])
-def test_under_autocast_the_annotations_are_cast_once_and_the_word_gates_never_refilled(lengths):
+@pytest.mark.parametrize("fused", [False, True])
+def test_under_autocast_the_annotations_are_cast_once_and_the_word_gates_never_refilled(lengths, fused, monkeypatch):
     """The context product reads the annotations in bf16 at every step: cast once per pass (and the
     gradient back once), not once per step each way; and taking step t's word gates costs no
-    zero tensor of all T steps' gates in the backward pass (a copy and a fill per step, before)."""
+    zero tensor of all T steps' gates in the backward pass (a copy and a fill per step, before).
+    The loop by hand (caption.kernels.attention_lstm) makes their gradient's one tensor once."""
+    if fused and native.library() is None:
+        pytest.skip(native.status())
+    if not fused:
+        monkeypatch.setattr(attention_lstm, "usable", lambda *a: False)
     torch.manual_seed(0)
     dec = Decoder(tiny(), D, V)
     leaf = torch.randn(4, 5, D, requires_grad=True)
     feats, tgt = 2 * leaf, torch.randint(4, V, (4, 8))    # an encoder's output: autocast caches no cast of it
-    assert _full_size_ops(dec, feats, tgt, lengths) == {"cast": 2, "fill": 0}
+    assert _full_size_ops(dec, feats, tgt, lengths) == {"cast": 2, "fill": int(fused)}
     with torch.autocast(**BF16):
         assert dec.memory(feats)["values"].dtype == torch.bfloat16
         assert Decoder(tiny(attention="none"), D, V).memory(feats)["values"] is feats   # nothing reads them

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from caption import search
 from caption.image.decoder import Decoder
-from caption.kernels import matmul
+from caption.kernels import attention_lstm, matmul
 from tests.test_fast_decoder import D, V, _reference_forward, tiny
 
 pytestmark = pytest.mark.skipif(not matmul.available(), reason="this PyTorch has no oneDNN inner product")
@@ -179,7 +179,9 @@ def test_backend_names_are_checked():
 def test_the_decoder_routed_through_onednn_equals_the_plain_formulation(attention, size, monkeypatch, calls):
     """The products of the teacher-forced step (the hoisted ones, the recurrence's, the weight
     gradients) through oneDNN: outputs and gradients as the plain decoder on PyTorch's kernels.
-    Tiny: every product routed; medium: those the package's own threshold routes."""
+    Tiny: every product routed; medium: those the package's own threshold routes. The loop step
+    by step (caption.kernels.attention_lstm's by hand: tests/test_attention_lstm.py)."""
+    monkeypatch.setattr(attention_lstm, "usable", lambda *a: False)
     torch.manual_seed(3)
     if size == "tiny":
         monkeypatch.setattr(matmul, "MIN_MACS", 0)

@@ -10,7 +10,7 @@ import torch
 from caption.config import CaptionConfig
 from caption.device import autocast
 from caption.image.decoder import Decoder
-from caption.kernels import native
+from caption.kernels import attention_lstm, native
 from caption.kernels.additive_score import NativeAdditiveScore, additive_score
 
 COMPILER = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
@@ -153,6 +153,8 @@ def _decoder_step(precision: str, kernel: str):
 
 @needs_kernel
 def test_a_decoder_trains_the_same_with_the_kernel_or_without(monkeypatch):
+    """The decoder's step-by-step loop (a hard model's, or any without caption.kernels.attention_lstm)."""
+    monkeypatch.setattr(attention_lstm, "usable", lambda *a: False)
     calls = []
     apply = NativeAdditiveScore.apply
     monkeypatch.setattr(NativeAdditiveScore, "apply", lambda *a: calls.append(1) or apply(*a))
@@ -211,7 +213,9 @@ def test_each_training_names_the_path_for_an_additive_score_on_the_cpu():
     from caption.config import Seq2SeqConfig
     from caption.text.model import Seq2Seq
     cpu = torch.device("cpu")
-    assert native.training_line(Decoder(CaptionConfig(attention="soft"), 8, 11), cpu) == native.status()
+    loop = "; the soft-attention LSTM loop: forward and backward by hand (caption.kernels.attention_lstm)"
+    assert native.training_line(Decoder(CaptionConfig(attention="soft"), 8, 11), cpu) == native.status() + loop
+    assert native.training_line(Decoder(CaptionConfig(attention="hard"), 8, 11), cpu) == native.status()
     assert native.training_line(Decoder(CaptionConfig(attention="none"), 8, 11), cpu) == ""
     assert native.training_line(Decoder(CaptionConfig(attention="soft"), 8, 11), torch.device("meta")) == ""
     assert native.training_line(Seq2Seq(Seq2SeqConfig(score="additive"), 20), cpu) == native.status()

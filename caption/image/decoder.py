@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ..attention import Attention, AttentionOutput
 from ..config import ATTENTION, CaptionConfig
+from ..kernels import attention_lstm as fused
 from ..kernels.matmul import Linear, linear
 from ..kernels.recurrent_linear import RecurrentLinear
 from ..search import tree_map
@@ -87,14 +88,16 @@ class Decoder(nn.Module):
             # and, for the reward to go, one per number of words left (at most max_len)
             self.register_buffer("baseline_to_go", torch.zeros(c.max_len + 1))
 
-    def memory(self, feats: Tensor) -> dict:
+    def memory(self, feats: Tensor, cast: bool = True) -> dict:
         """What every step reads: the annotations, their key projection (hoisted), their mean.
         Under autocast fp32 annotations are cast once here for the key projection and every step's
         context product: a cast at each step, and its gradient's cast back, copied them all twice
         per step. Their gradient is then summed over the steps in the autocast dtype, as a bf16
-        activation's is (tests/test_decoder_autocast.py bounds the difference from fp32)."""
+        activation's is (tests/test_decoder_autocast.py bounds the difference from fp32).
+        cast=False keeps them as they are (caption.kernels.attention_lstm reads fp32 or bf16)."""
         device = feats.device.type
-        cast = torch.is_autocast_enabled(device) and feats.dtype == torch.float32 and self.attention is not None
+        cast = (cast and torch.is_autocast_enabled(device) and feats.dtype == torch.float32
+                and self.attention is not None)
         values = feats.to(torch.get_autocast_dtype(device)) if cast else feats
         keys = self.attention.project_keys(values) if self.attention is not None else None  # (B, L, A)
         return {"values": values, "keys": keys, "mean": feats.mean(1)}
@@ -146,7 +149,10 @@ class Decoder(nn.Module):
         B, L, D = feats.shape
         N, T = tgt_in.shape
         active = active_rows(lengths, N, T)                                 # rows at each step
-        memory = self.memory(feats)
+        # CPU training with soft attention: the loop below, forward and backward through time by
+        # hand as one autograd node with C kernels (caption/kernels/attention_lstm.py; the same numbers)
+        fast = fused.usable(feats, self.attention, hard)
+        memory = self.memory(feats, cast=not fast)
         if image_of is not None:
             memory = tree_map(lambda x: x.index_select(0, image_of), memory)  # (N, ...)
         h, c = self.init_state(memory)                                      # (N, H)
@@ -156,6 +162,12 @@ class Decoder(nn.Module):
         # The rest, [z_t; h_{t-1}] W^T, is one product per step; the weight gradient of both
         # halves is one GEMM over all steps (RecurrentLinear).
         lstm = self.lstm
+        E = emb.shape[-1]
+        if fast:
+            word_gates = linear(emb, lstm.weight_ih[:, :E]) + (lstm.bias_ih + lstm.bias_hh)   # (N, T, 4H)
+            hs, zs, alphas = fused.attention_lstm(word_gates, h, c, memory["keys"], memory["values"], self.attention,
+                                                  self.beta, lstm.weight_ih[:, E:], lstm.weight_hh, active)
+            return DecoderOutput(self._logits(emb, hs, zs), alphas)
         recurrent = RecurrentLinear(torch.cat([lstm.weight_ih, lstm.weight_hh], 1), emb)  # (4H, E + D + H)
         # one view per step: indexing (N, T, 4H) at each step would make a zero tensor of its whole
         # size per step in the backward pass; unbind's backward stacks the steps' gradients once

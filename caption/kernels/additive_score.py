@@ -128,17 +128,9 @@ class NativeAdditiveScore(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q: Tensor, keys: Tensor, v: Tensor) -> Tensor:
-        B, T, A = q.shape
-        S = keys.shape[1]
         dtype = torch.promote_types(q.dtype, keys.dtype)
-        q, keys = q.to(dtype).contiguous(), keys.to(dtype).contiguous()
         w = v.detach().to(torch.float32).contiguous()
-        e = torch.empty(B, T, S, dtype=dtype) if A else torch.zeros(B, T, S, dtype=dtype)   # a sum of none
-        tanh = torch.empty(B, T, S, A, dtype=dtype)
-        if tanh.numel():
-            _check(native.library().score_forward(NativeAdditiveScore.DTYPES[dtype], q.data_ptr(), keys.data_ptr(),
-                                                  w.data_ptr(), e.data_ptr(), tanh.data_ptr(), B, T, S, A,
-                                                  torch.get_num_threads()))
+        e, tanh = native_score(q.to(dtype), keys.to(dtype), w)
         ctx.save_for_backward(tanh, w)
         ctx.v_dtype = v.dtype
         return e                                                            # (B, T, S)
@@ -147,17 +139,52 @@ class NativeAdditiveScore(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: Tensor):
         tanh, w = ctx.saved_tensors
-        B, T, S, A = tanh.shape
-        grad = grad.to(tanh.dtype).contiguous()
-        new = torch.empty if tanh.numel() else torch.zeros        # no S or no T: sums of none
-        grad_q, grad_k = new(B, T, A, dtype=tanh.dtype), new(B, S, A, dtype=tanh.dtype)
-        grad_v = torch.zeros(A, dtype=torch.float32)
-        if tanh.numel():
-            _check(native.built().score_backward(NativeAdditiveScore.DTYPES[tanh.dtype], tanh.data_ptr(),
-                                                   w.data_ptr(), grad.data_ptr(), grad_q.data_ptr(),
-                                                   grad_k.data_ptr(), grad_v.data_ptr(), B, T, S, A,
-                                                   torch.get_num_threads()))
+        grad_q, grad_k, grad_v = native_score_backward(tanh, w, grad)
         return grad_q, grad_k, grad_v.to(ctx.v_dtype)
+
+
+def native_score(q: Tensor, keys: Tensor, w: Tensor, u: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The C kernel's forward: q (B, T, A), keys (B, S, A) of one dtype (fp32 or bf16), w = v in
+    fp32 (A,) -> e (B, T, S) and tanh(q + k) (B, T, S, A), both in that dtype. u: the keys'
+    `keys_exp`, for a loop that scores the same keys at every step (additive_score.c says how)."""
+    B, T, A = q.shape
+    S = keys.shape[1]
+    q, keys = q.contiguous(), keys.contiguous()
+    e = torch.empty(B, T, S, dtype=q.dtype) if A else torch.zeros(B, T, S, dtype=q.dtype)   # a sum of none
+    tanh = torch.empty(B, T, S, A, dtype=q.dtype)
+    if tanh.numel():
+        _check(native.built().score_forward(NativeAdditiveScore.DTYPES[q.dtype], q.data_ptr(), keys.data_ptr(),
+                                            None if u is None else u.data_ptr(), w.data_ptr(), e.data_ptr(),
+                                            tanh.data_ptr(), B, T, S, A, torch.get_num_threads()))
+    return e, tanh
+
+
+def keys_exp(keys: Tensor) -> Tensor | None:
+    """exp(2k) (B, S, A) in fp32 for `native_score`'s u, or None where some |k| is too large for it."""
+    keys = keys.contiguous()
+    u = torch.empty(keys.shape, dtype=torch.float32)
+    status = native.built().score_keys_exp(NativeAdditiveScore.DTYPES[keys.dtype], keys.data_ptr(), u.data_ptr(),
+                                           keys.numel(), torch.get_num_threads())
+    return None if status == 2 else u
+
+
+def native_score_backward(tanh: Tensor, w: Tensor, grad: Tensor,
+                          sum_k: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor]:
+    """The C kernel's backward from the kept tanh (B, T, S, A) and grad (B, T, S): grad_q (B, T, A)
+    and grad_k (B, S, A) in tanh's dtype, grad_v (A,) in fp32. Given `sum_k` (B, S, A), fp32 and
+    contiguous, grad_k is added to it instead (and None returned): a loop's steps sum up in place."""
+    B, T, S, A = tanh.shape
+    grad = grad.to(tanh.dtype).contiguous()
+    new = torch.empty if tanh.numel() else torch.zeros        # no S or no T: sums of none
+    grad_q = new(B, T, A, dtype=tanh.dtype)
+    grad_k = new(B, S, A, dtype=tanh.dtype) if sum_k is None else sum_k
+    grad_v = torch.zeros(A, dtype=torch.float32)
+    if tanh.numel():
+        _check(native.built().score_backward(NativeAdditiveScore.DTYPES[tanh.dtype], tanh.data_ptr(),
+                                               w.data_ptr(), grad.data_ptr(), grad_q.data_ptr(),
+                                               grad_k.data_ptr(), grad_v.data_ptr(), B, T, S, A,
+                                               torch.get_num_threads(), sum_k is not None))
+    return grad_q, (grad_k if sum_k is None else None), grad_v
 
 
 def _check(status: int) -> None:

@@ -10,6 +10,8 @@ processes that compile at once (torchrun's) never load a half-written file.
 
 Where there is no compiler, the build fails, the cache cannot be written, or CAPTION_NATIVE=0 is
 set, `library()` is None and the callers take their PyTorch path; `status()` says which and why.
+The kernels: the additive score (additive_score.c), the soft context (context.c) and the LSTM cell
+(lstm_cell.c); the last two serve caption/kernels/attention_lstm.py only.
 `kernel("eager")` turns the native path off for a block (a benchmark's or a test's side-by-side).
 """
 from __future__ import annotations
@@ -31,13 +33,16 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-SOURCE = Path(__file__).with_name("native") / "additive_score.c"
+FOLDER = Path(__file__).with_name("native")
+SOURCES = ("additive_score.c", "context.c", "lstm_cell.c")      # compiled together into one library
+HEADERS = ("rows.h", "tanh.h")
 FLAGS = ("-O3", "-fopenmp-simd", "-fno-math-errno", "-fPIC", "-shared")
 # tried in turn: tuned for this CPU and threaded by OpenMP, then without the tuning, then neither
 VARIANTS = (("-fopenmp", "-march=native"), ("-fopenmp",), ())
 COMPILE_SECONDS = 120
 DISABLE = "CAPTION_NATIVE"        # set to 0 to take PyTorch's path everywhere
 
+LOOP_LINE = "the soft-attention LSTM loop: forward and backward by hand (caption.kernels.attention_lstm)"
 _ENABLED = contextvars.ContextVar("caption_native_kernels", default=True)
 
 
@@ -75,9 +80,16 @@ def status() -> str:
 def training_line(model: "torch.nn.Module", device: "torch.device") -> str:
     """The line a training run on `device` prints about its additive score (`status()`), or '' where
     `model` has no additive score (a module whose `score` is "additive", as caption.attention's
-    Attention) or trains off the CPU."""
+    Attention) or trains off the CPU. A soft-attention LSTM decoder (a module with an `lstm` whose
+    config's attention is "soft") also runs its loop by hand with the C kernels: the line says so."""
     additive = any(getattr(m, "score", None) == "additive" for m in model.modules())
-    return status() if additive and device.type == "cpu" else ""
+    if not additive or device.type != "cpu":
+        return ""
+    soft_loop = any(hasattr(m, "lstm") and getattr(getattr(m, "config", None), "attention", None) == "soft"
+                    for m in model.modules())
+    if soft_loop and library() is not None:
+        return f"{status()}; {LOOP_LINE}"
+    return status()
 
 
 def cache_dir() -> Path:
@@ -115,7 +127,7 @@ def _find_or_compile() -> tuple[ctypes.CDLL | None, str]:
     try:
         version = subprocess.run([*cc, "--version"], capture_output=True, text=True, errors="replace",
                                  timeout=30).stdout
-        source = SOURCE.read_bytes()
+        source = b"\0".join((FOLDER / name).read_bytes() for name in SOURCES + HEADERS)
     except (OSError, subprocess.SubprocessError) as e:
         return None, f"the compiler {name} does not run: {e}"
     errors = []
@@ -123,7 +135,7 @@ def _find_or_compile() -> tuple[ctypes.CDLL | None, str]:
         flags = FLAGS + variant
         digest = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), version.encode(),
                                             _cpu_features().encode()])).hexdigest()[:16]
-        path = cache_dir() / f"{SOURCE.stem}-{digest}.so"
+        path = cache_dir() / f"kernels-{digest}.so"
         for attempt in ("cached", "fresh"):
             if attempt == "fresh" or not path.is_file():
                 error = _compile(cc, flags, path)
@@ -140,7 +152,7 @@ def _find_or_compile() -> tuple[ctypes.CDLL | None, str]:
 
 
 def _compile(cc: list[str], flags: tuple[str, ...], path: Path) -> str:
-    """Compiles SOURCE to `path` (atomically); '' on success, else one line saying why not."""
+    """Compiles SOURCES to `path` (atomically); '' on success, else one line saying why not."""
     name = Path(cc[0]).name
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,7 +161,8 @@ def _compile(cc: list[str], flags: tuple[str, ...], path: Path) -> str:
     except OSError as e:
         return f"the cache folder {path.parent} cannot be written: {e.strerror or e}"
     try:
-        done = subprocess.run([*cc, *flags, "-o", tmp, str(SOURCE)], capture_output=True, text=True,
+        done = subprocess.run([*cc, *flags, "-o", tmp, *[str(FOLDER / name) for name in SOURCES]],
+                              capture_output=True, text=True,
                               errors="replace", timeout=COMPILE_SECONDS)
         if done.returncode != 0:
             lines = (done.stderr or done.stdout).strip().splitlines()
@@ -166,9 +179,16 @@ def _compile(cc: list[str], flags: tuple[str, ...], path: Path) -> str:
 
 
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
-    """The C signatures (additive_score.c): every pointer a tensor's data_ptr()."""
+    """The C signatures (additive_score.c, context.c, lstm_cell.c): every pointer a tensor's data_ptr()."""
     ptr, size, flag = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
-    lib.score_forward.argtypes = [flag, *[ptr] * 5, *[size] * 4, flag]
-    lib.score_backward.argtypes = [flag, *[ptr] * 6, *[size] * 4, flag]
-    lib.score_forward.restype = lib.score_backward.restype = flag
+    lib.score_forward.argtypes = [flag, *[ptr] * 6, *[size] * 4, flag]
+    lib.score_keys_exp.argtypes = [flag, ptr, ptr, size, flag]
+    lib.score_backward.argtypes = [flag, *[ptr] * 6, *[size] * 4, flag, flag]
+    lib.context_forward.argtypes = [flag, flag, *[ptr] * 3, *[size] * 3, flag]
+    lib.context_backward.argtypes = [flag, flag, *[ptr] * 5, *[size] * 3, flag]
+    for fn in (lib.score_forward, lib.score_keys_exp, lib.score_backward, lib.context_forward, lib.context_backward):
+        fn.restype = flag
+    lib.lstm_cell_forward.argtypes = [flag, *[ptr] * 6, size, ptr, size, size, flag]
+    lib.lstm_cell_backward.argtypes = [flag, *[ptr] * 5, size, ptr, ptr, size, ptr, size, size, size, flag]
+    lib.lstm_cell_forward.restype = lib.lstm_cell_backward.restype = None
     return lib

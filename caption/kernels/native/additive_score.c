@@ -14,96 +14,77 @@
    Storage is fp32 or bf16 (dtype 0 or 1); arithmetic is fp32 throughout and v is fp32. Rows of
    the batch are shared among `threads` threads (run_split). Every tensor is contiguous. A return
    value other than 0 means out of memory. */
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-static inline float bf16_to_float(uint16_t x) {
-    uint32_t u = (uint32_t)x << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
+#include "rows.h"
+#include "tanh.h"
 
-static inline uint16_t float_to_bf16(float f) {   /* round to nearest even, as PyTorch does */
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((u >> 16) | 0x40u);       /* a quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-static void load_row(int dtype, const void *src, long offset, long n, float *dst) {
-    if (dtype == 0) {
-        memcpy(dst, (const float *)src + offset, (size_t)n * sizeof(float));
-    } else {
-        const uint16_t *p = (const uint16_t *)src + offset;
-        for (long i = 0; i < n; i++)
-            dst[i] = bf16_to_float(p[i]);
-    }
-}
-
-static void store_row(int dtype, void *dst, long offset, long n, const float *src) {
-    if (dtype == 0) {
-        memcpy((float *)dst + offset, src, (size_t)n * sizeof(float));
-    } else {
-        uint16_t *p = (uint16_t *)dst + offset;
-        for (long i = 0; i < n; i++)
-            p[i] = float_to_bf16(src[i]);
-    }
-}
-
-/* tanh without a library call, so that the loops vectorise: Cephes' tanhf polynomial below 0.625,
-   1 - 2 / (exp(2|x|) + 1) above, with exp from Cephes' expf (2^n times a polynomial); within a few
-   units in the last place of fp32. NaN stays NaN. */
-static inline float tanh_f(float x) {
-    float a = x < 0.0f ? -x : x;
-    float s = x * x;
-    float p = ((((-5.70498872745e-3f * s + 2.06390887954e-2f) * s - 5.37397155531e-2f) * s
-                + 1.33314422036e-1f) * s - 3.33332819422e-1f) * s * x + x;
-    float y = 2.0f * (a < 10.0f ? a : 10.0f);         /* tanh(10) rounds to 1 in fp32 */
-    float n = (y * 1.44269504088896341f + 12582912.0f) - 12582912.0f;   /* round(y / ln 2) */
-    float r = (y - n * 0.693359375f) + n * 2.12194440e-4f;
-    float e = (((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r
-                 + 4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f) * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, 4);
-    float t = 1.0f - 2.0f / (e * scale + 1.0f);
-    t = x < 0.0f ? -t : t;
-    float result = a < 0.625f ? p : t;
-    return x == x ? result : x;
-}
+/* Where a loop calls the score at every step with the same keys, tanh(q + k) = 1 - 2 / (p + 1)
+   with p = exp(2q) exp(2k): exp(2k) is taken once for all the steps (score_keys_exp), and a step
+   costs a product and a division per element instead of a whole tanh. Its error is absolute, as
+   tanh's own rounding near 1 is: within 3e-7 everywhere, so e and both gradients are as close to
+   the exact ones as with tanh_f (tests/test_attention_lstm.py), though tanh of a tiny argument is
+   not close relatively. |q| and |k| up to EXP_LIMIT keep each exp, and their product's overflow to
+   inf or 0 gives +-1 as it should; a query row or keys beyond it take tanh_f. */
+#define EXP_LIMIT 40.0f
 
 typedef struct {
     int dtype;
     const void *q, *k, *grad;
-    const float *v;
+    const float *v, *u;            /* u: exp(2k) (B, S, A), or NULL: tanh_f throughout */
     void *e, *tanh, *grad_q, *grad_k;
     float *grad_v;                 /* this thread's partial sum, A floats */
     long b0, b1, T, S, A;
+    int accumulate;                /* grad_k is fp32 and receives the sum (a loop's steps add up) */
     int failed;
 } Work;
+
+/* exp(2q) of one query row into wq; 0 where some |q| is beyond EXP_LIMIT (or NaN). */
+static int query_exp(const float *q, long A, float *wq) {
+    int inside = 1;
+    for (long a = 0; a < A; a++)
+        inside &= q[a] <= EXP_LIMIT && q[a] >= -EXP_LIMIT;
+    if (inside)
+#pragma omp simd
+        for (long a = 0; a < A; a++)
+            wq[a] = exp_f(2.0f * q[a]);
+    return inside;
+}
 
 /* e for rows b0..b1, and tanh(q + k) (B, T, S, A) where w->tanh is not NULL. */
 static void forward_rows(Work *w) {
     long T = w->T, S = w->S, A = w->A;
-    float *buf = malloc(sizeof(float) * (size_t)((T + 2) * A + T * S));
+    float *buf = malloc(sizeof(float) * (size_t)((2 * T + 2) * A + T * S + T));
     if (!buf) { w->failed = 1; return; }
-    float *q = buf, *k = buf + T * A, *th = k + A, *e = th + A;
+    float *q = buf, *wq = q + T * A, *k = wq + T * A, *th = k + A, *e = th + A, *fast = e + T * S;
     const float *v = w->v;
     for (long b = w->b0; b < w->b1; b++) {
         load_row(w->dtype, w->q, b * T * A, T * A, q);
+        int slow = 0;
+        for (long t = 0; t < T; t++) {
+            fast[t] = w->u && query_exp(q + t * A, A, wq + t * A);
+            slow |= !fast[t];
+        }
         for (long s = 0; s < S; s++) {
-            load_row(w->dtype, w->k, (b * S + s) * A, A, k);
+            if (slow)
+                load_row(w->dtype, w->k, (b * S + s) * A, A, k);
+            const float *u = w->u ? w->u + (b * S + s) * A : NULL;
             for (long t = 0; t < T; t++) {
-                const float *qt = q + t * A;
+                const float *qt = q + t * A, *wqt = wq + t * A;
                 float acc = 0.0f;
+                if (fast[t]) {
 #pragma omp simd reduction(+ : acc)
-                for (long a = 0; a < A; a++) {
-                    th[a] = tanh_f(qt[a] + k[a]);
-                    acc += v[a] * th[a];
+                    for (long a = 0; a < A; a++) {
+                        th[a] = 1.0f - 2.0f / (wqt[a] * u[a] + 1.0f);
+                        acc += v[a] * th[a];
+                    }
+                } else {
+#pragma omp simd reduction(+ : acc)
+                    for (long a = 0; a < A; a++) {
+                        th[a] = tanh_f(qt[a] + k[a]);
+                        acc += v[a] * th[a];
+                    }
                 }
                 e[t * S + s] = acc;
                 if (w->tanh)
@@ -140,7 +121,14 @@ static void backward_rows(Work *w) {
                     gqt[a] += d;
                 }
             }
-            store_row(w->dtype, w->grad_k, (b * S + s) * A, A, gk);
+            if (w->accumulate) {
+                float *dst = (float *)w->grad_k + (b * S + s) * A;
+#pragma omp simd
+                for (long a = 0; a < A; a++)
+                    dst[a] += gk[a];
+            } else {
+                store_row(w->dtype, w->grad_k, (b * S + s) * A, A, gk);
+            }
         }
         store_row(w->dtype, w->grad_q, b * T * A, T * A, gq);
     }
@@ -173,20 +161,22 @@ static int run_split(Work *proto, long B, int threads, void (*fn)(Work *), float
     return failed;
 }
 
-/* e (B, T, S); tanh (B, T, S, A) is written too unless it is NULL (no gradient to come). */
-int score_forward(int dtype, const void *q, const void *k, const float *v, void *e, void *tanh,
-                  long B, long T, long S, long A, int threads) {
-    Work w = {dtype, q, k, NULL, v, e, tanh, NULL, NULL, NULL, 0, 0, T, S, A, 0};
+/* e (B, T, S); tanh (B, T, S, A) is written too unless it is NULL (no gradient to come). u is
+   exp(2k) from score_keys_exp, or NULL. */
+int score_forward(int dtype, const void *q, const void *k, const float *u, const float *v, void *e,
+                  void *tanh, long B, long T, long S, long A, int threads) {
+    Work w = {dtype, q, k, NULL, v, u, e, tanh, NULL, NULL, NULL, 0, 0, T, S, A, 0, 0};
     return run_split(&w, B, clamp_threads(threads, B), forward_rows, NULL);
 }
 
-/* grad_v (A floats) receives the sum over every row; grad_q and grad_k are written whole. */
-int score_backward(int dtype, const void *tanh, const float *v, const void *grad,
-                   void *grad_q, void *grad_k, float *grad_v, long B, long T, long S, long A, int threads) {
+/* grad_v (A floats) receives the sum over every row; grad_q is written whole, and grad_k too, or
+   with `accumulate` grad_k is fp32 and the gradient is added to it. */
+int score_backward(int dtype, const void *tanh, const float *v, const void *grad, void *grad_q,
+                   void *grad_k, float *grad_v, long B, long T, long S, long A, int threads, int accumulate) {
     threads = clamp_threads(threads, B);
     float *partials = calloc((size_t)threads * (size_t)A, sizeof(float));
     if (!partials) return 1;
-    Work w = {dtype, NULL, NULL, grad, v, NULL, (void *)tanh, grad_q, grad_k, NULL, 0, 0, T, S, A, 0};
+    Work w = {dtype, NULL, NULL, grad, v, NULL, NULL, (void *)tanh, grad_q, grad_k, NULL, 0, 0, T, S, A, accumulate, 0};
     int failed = run_split(&w, B, threads, backward_rows, partials);
     memset(grad_v, 0, sizeof(float) * (size_t)A);
     for (int i = 0; i < threads; i++)     /* a fixed order: the same sum every time */
@@ -194,4 +184,29 @@ int score_backward(int dtype, const void *tanh, const float *v, const void *grad
             grad_v[a] += partials[(long)i * A + a];
     free(partials);
     return failed;
+}
+
+/* u = exp(2k) for the n elements of the keys k, once for a loop's steps (score_forward). Returns 2,
+   and u unfinished, where some |k| is beyond EXP_LIMIT (or NaN): then the steps take tanh_f. */
+int score_keys_exp(int dtype, const void *k, float *u, long n, int threads) {
+    int outside = 0;
+    const long chunk = 4096;
+#pragma omp parallel for schedule(static) num_threads(threads) reduction(+ : outside)
+    for (long i = 0; i < n; i += chunk) {
+        long m = n - i < chunk ? n - i : chunk;
+        float *x = u + i;
+        load_row(dtype, k, i, m, x);
+        int out = 0;
+#pragma omp simd reduction(+ : out)
+        for (long j = 0; j < m; j++)
+            out += !(x[j] <= EXP_LIMIT && x[j] >= -EXP_LIMIT);
+        if (out) {
+            outside += out;
+            continue;
+        }
+#pragma omp simd
+        for (long j = 0; j < m; j++)
+            x[j] = exp_f(2.0f * x[j]);
+    }
+    return outside ? 2 : 0;
 }
