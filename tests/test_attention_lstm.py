@@ -16,15 +16,18 @@ V, D = 17, 12
 
 
 def _train_pass(dec: Decoder, feats, tgt, lengths, image_of, kernel: str, precision: str = "fp32",
-                frozen: bool = False):
-    """Outputs and every gradient of one teacher-forced pass whose loss reads logits and alpha;
-    frozen: annotations that need no gradient (a frozen encoder's)."""
+                frozen: bool = False, alpha_loss: bool = True):
+    """Outputs and every gradient of one teacher-forced pass whose loss reads logits and alpha (or,
+    without alpha_loss, the logits only, as --alpha-c 0); frozen: annotations that need no
+    gradient (a frozen encoder's)."""
     dec.zero_grad()
     leaf = feats.detach().clone().requires_grad_(not frozen)
     with native.kernel(kernel), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
         out = dec(leaf, tgt, image_of, lengths=lengths)
         weights = torch.linspace(-1, 1, out.alpha.numel()).view(out.alpha.shape)
-        loss = F.cross_entropy(out.logits.float().flatten(0, 1), tgt.flatten()) + (out.alpha.float() * weights).sum()
+        loss = F.cross_entropy(out.logits.float().flatten(0, 1), tgt.flatten())
+        if alpha_loss:
+            loss = loss + (out.alpha.float() * weights).sum()
     loss.backward()
     grads = {n: p.grad.clone() for n, p in dec.named_parameters() if p.grad is not None}
     return {"logits": out.logits.float(), "alpha": out.alpha.float(), **({} if frozen else {"feats": leaf.grad}),
@@ -43,17 +46,22 @@ def _case(selector: bool, seed: int = 0):
 
 
 @needs_kernel
-@pytest.mark.parametrize("selector, ragged, frozen", [(True, True, False), (False, True, False),
-                                                      (True, False, False), (True, True, True)])
-def test_the_loop_by_hand_equals_autograd_in_fp32(selector, ragged, frozen, monkeypatch):
-    calls = []
-    apply = attention_lstm._Loop.apply
+@pytest.mark.parametrize("selector, ragged, frozen, alpha_loss, big_keys", [
+    (True, True, False, True, False), (False, True, False, True, False), (True, False, False, True, False),
+    (True, True, True, True, False), (True, True, False, False, False), (True, True, False, True, True)])
+def test_the_loop_by_hand_equals_autograd_in_fp32(selector, ragged, frozen, alpha_loss, big_keys, monkeypatch):
+    """Big keys (|k| > 40) take the exact tanh at every step instead of the exp(2k) route."""
+    calls, routes = [], []
+    apply, exp = attention_lstm._Loop.apply, attention_lstm.keys_exp
     monkeypatch.setattr(attention_lstm._Loop, "apply", lambda *a: calls.append(1) or apply(*a))
+    monkeypatch.setattr(attention_lstm, "keys_exp", lambda k: routes.append(exp(k) is not None) or exp(k))
     dec, feats, tgt, lengths, image_of = _case(selector)
+    if big_keys:
+        dec.attention.key_proj.weight.data *= 100
     lengths = lengths if ragged else None
-    ours, theirs = (_train_pass(dec, feats, tgt, lengths, image_of, kernel, frozen=frozen)
+    ours, theirs = (_train_pass(dec, feats, tgt, lengths, image_of, kernel, frozen=frozen, alpha_loss=alpha_loss)
                     for kernel in ("native", "eager"))
-    assert len(calls) == 1 and ours.keys() == theirs.keys() and len(ours) > 15
+    assert len(calls) == 1 and routes == [not big_keys] and ours.keys() == theirs.keys() and len(ours) > 15
     assert ("feats" in ours) != frozen
     for name in ours:
         assert torch.allclose(ours[name], theirs[name], rtol=1e-4, atol=1e-6), name
@@ -104,7 +112,7 @@ def test_the_context_kernel_equals_bmm_and_its_gradients(dtype):
     torch.manual_seed(0)
     n, S, Dv = 5, 9, 19
     alpha = torch.softmax(torch.randn(n, S), -1).to(dtype)
-    for values_dtype in (torch.float32, dtype):
+    for values_dtype in (torch.float32, torch.bfloat16):
         values = torch.randn(n, S, Dv).to(values_dtype)
         g_z = torch.randn(n, Dv).to(dtype)
         alpha64, values64 = alpha.double().requires_grad_(), values.double().requires_grad_()
@@ -152,8 +160,11 @@ def test_the_score_through_exp2k_is_the_exact_kernel_within_3e7(dtype):
     q[1, 0, 4] = 45.0                                                        # this row: the exact path
     w = torch.randn(16)
     u = keys_exp(k)
+    assert u is not None
     exact_e, exact_t = native_score(q, k, w)
     e, t = native_score(q, k, w, u)
+    if dtype == torch.float32:        # the route was taken (bf16's rounding hides which)
+        assert not torch.equal(t[0], exact_t[0]) and not torch.equal(t[2], exact_t[2])
     want = torch.tanh(q.double().unsqueeze(2) + k.double().unsqueeze(1))
     assert (t.double() - want).abs().max() <= (3e-7 if dtype == torch.float32 else 4e-3)
     assert (e.double() - exact_e.double()).abs().max() <= (3e-6 if dtype == torch.float32 else 0.1)
@@ -178,3 +189,18 @@ def test_the_loop_by_hand_is_for_cpu_training_with_soft_additive_attention(monke
     assert not attention_lstm.usable(feats, None, hard=False)
     monkeypatch.setattr(native, "library", lambda: None)                    # not built, or turned off
     assert not attention_lstm.usable(feats, dec.attention, hard=False)
+
+
+@needs_kernel
+def test_a_second_backward_through_the_kept_graph_gives_the_same_gradients(monkeypatch):
+    calls, apply = [], attention_lstm._Loop.apply
+    monkeypatch.setattr(attention_lstm._Loop, "apply", lambda *a: calls.append(1) or apply(*a))
+    dec, feats, tgt, lengths, image_of = _case(True)
+    out = dec(feats, tgt, image_of, lengths=lengths)
+    loss = out.logits.square().mean() + out.alpha.sum()
+    loss.backward(retain_graph=True)
+    first = {n: p.grad.clone() for n, p in dec.named_parameters() if p.grad is not None}
+    loss.backward()
+    assert calls == [1]
+    for name, grad in first.items():
+        assert torch.allclose(dict(dec.named_parameters())[name].grad, 2 * grad, rtol=1e-5, atol=1e-7), name

@@ -153,7 +153,7 @@ def native_score(q: Tensor, keys: Tensor, w: Tensor, u: Tensor | None = None) ->
     e = torch.empty(B, T, S, dtype=q.dtype) if A else torch.zeros(B, T, S, dtype=q.dtype)   # a sum of none
     tanh = torch.empty(B, T, S, A, dtype=q.dtype)
     if tanh.numel():
-        _check(native.built().score_forward(NativeAdditiveScore.DTYPES[q.dtype], q.data_ptr(), keys.data_ptr(),
+        check(native.built().score_forward(NativeAdditiveScore.DTYPES[q.dtype], q.data_ptr(), keys.data_ptr(),
                                             None if u is None else u.data_ptr(), w.data_ptr(), e.data_ptr(),
                                             tanh.data_ptr(), B, T, S, A, torch.get_num_threads()))
     return e, tanh
@@ -180,13 +180,14 @@ def native_score_backward(tanh: Tensor, w: Tensor, grad: Tensor,
     grad_k = new(B, S, A, dtype=tanh.dtype) if sum_k is None else sum_k
     grad_v = torch.zeros(A, dtype=torch.float32)
     if tanh.numel():
-        _check(native.built().score_backward(NativeAdditiveScore.DTYPES[tanh.dtype], tanh.data_ptr(),
+        check(native.built().score_backward(NativeAdditiveScore.DTYPES[tanh.dtype], tanh.data_ptr(),
                                                w.data_ptr(), grad.data_ptr(), grad_q.data_ptr(),
                                                grad_k.data_ptr(), grad_v.data_ptr(), B, T, S, A,
                                                torch.get_num_threads(), sum_k is not None))
     return grad_q, (grad_k if sum_k is None else None), grad_v
 
 
-def _check(status: int) -> None:
+def check(status: int, kernel: str = "the additive score") -> None:
+    """A C kernel's return value: 0, or 1 where it could not allocate its working rows."""
     if status:
-        raise MemoryError("the additive score's C kernel could not allocate its working rows")
+        raise MemoryError(f"{kernel}'s C kernel could not allocate its working rows")

@@ -31,12 +31,13 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from . import matmul, native
-from .additive_score import NativeAdditiveScore, _check, keys_exp, native_score, native_score_backward
+from .additive_score import NativeAdditiveScore, check, keys_exp, native_score, native_score_backward
 
 DTYPES = NativeAdditiveScore.DTYPES   # the C kernels' storage dtypes
 
 
 def product_dtype(device: torch.device) -> torch.dtype:
+    """The dtype the loop's products run in: autocast's where it is on, else fp32."""
     return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else torch.float32
 
 
@@ -88,6 +89,10 @@ class _Weights:
 
 
 class _Loop(torch.autograd.Function):
+    """The loop as one node. What the backward pass needs is kept on ctx as plain attributes, not
+    through save_for_backward: a list of per-step dicts, none of them the node's own inputs or
+    outputs (which are the tensors save_for_backward's version checks protect)."""
+
     @staticmethod
     def forward(ctx, word_gates, h, c, keys, values, w_query, v, lstm_z, lstm_h, w_beta, b_beta, active, dtype):
         ctx.set_materialize_grads(False)
@@ -110,8 +115,8 @@ class _Loop(torch.autograd.Function):
                 h_next = step.pop("h")                                        # the next step's h_prev
                 saved.append(step | {"h_prev": hp[:n]})
                 hp, c = h_next, step["c"]
-                if t + 1 < T:
-                    P = matmul.mm(hp, w.h_side.t(), w.onednn)
+                if t + 1 < T:                                                 # for the rows still running
+                    P = matmul.mm(hp[:active[t + 1]], w.h_side.t(), w.onednn)
         ctx.saved, ctx.w, ctx.memory = saved, w, (keys, values, N)
         return hs, zs, alphas
 
@@ -137,7 +142,6 @@ class _Loop(torch.autograd.Function):
                                     g_keys[:n], None if g_values is None else g_values[:n], g_v, w)
                 carry_h[:n] = matmul.mm(gP, w.h_side, w.onednn)               # dL/dh_{t-1}
                 rows.append((gP, step["h_prev"], step["z"]))
-            ctx.saved = ctx.memory = None
             G, Hp, Z = (torch.cat(x) for x in zip(*rows))
             gate_dtype, h_dtype, c_dtype = ctx.dtypes
             return (g_gates.to(gate_dtype), carry_h.to(h_dtype), carry_c.to(c_dtype), g_keys.to(keys.dtype),
@@ -153,7 +157,7 @@ def _step_forward(word_gates: Tensor, P: Tensor, c: Tensor, keys: Tensor, values
     alpha = torch.softmax(e.squeeze(1), -1)                                 # (n, S)
     context = _context(alpha, values)                                       # (n, D)
     gate = None
-    if w.beta_bias is not None:                                             # sec. 4.2.1
+    if w.beta_bias is not None:    # the gate: how much of the context this word takes (sec. 4.2.1)
         gate = torch.sigmoid(P[:, A + 4 * H:] + w.beta_bias)                # (n, 1)
         z = gate * context
     else:
@@ -197,8 +201,8 @@ def _context(alpha: Tensor, values: Tensor) -> Tensor:
     """alpha (n, S) @ values (n, S, D) -> (n, D) in alpha's dtype, by context.c."""
     n, S, D = values.shape
     z = torch.empty(n, D, dtype=alpha.dtype)
-    _check(native.built().context_forward(DTYPES[alpha.dtype], DTYPES[values.dtype], alpha.data_ptr(),
-                                          values.data_ptr(), z.data_ptr(), n, S, D, torch.get_num_threads()))
+    check(native.built().context_forward(DTYPES[alpha.dtype], DTYPES[values.dtype], alpha.data_ptr(),
+                                          values.data_ptr(), z.data_ptr(), n, S, D, torch.get_num_threads()), "the context")
     return z
 
 
@@ -208,10 +212,10 @@ def _context_backward(alpha: Tensor, values: Tensor, g_z: Tensor, g_values: Tens
     n, S, D = values.shape
     g_z = g_z.to(alpha.dtype).contiguous()
     g_alpha = torch.empty(n, S, dtype=alpha.dtype)
-    _check(native.built().context_backward(DTYPES[alpha.dtype], DTYPES[values.dtype], alpha.data_ptr(),
+    check(native.built().context_backward(DTYPES[alpha.dtype], DTYPES[values.dtype], alpha.data_ptr(),
                                            values.data_ptr(), g_z.data_ptr(), g_alpha.data_ptr(),
                                            None if g_values is None else g_values.data_ptr(), n, S, D,
-                                           torch.get_num_threads()))
+                                           torch.get_num_threads()), "the context")
     return g_alpha
 
 

@@ -55,9 +55,10 @@ static int query_exp(const float *q, long A, float *wq) {
 /* e for rows b0..b1, and tanh(q + k) (B, T, S, A) where w->tanh is not NULL. */
 static void forward_rows(Work *w) {
     long T = w->T, S = w->S, A = w->A;
-    float *buf = malloc(sizeof(float) * (size_t)((2 * T + 2) * A + T * S + T));
+    float *buf = malloc(sizeof(float) * (size_t)((2 * T + 2) * A + T * S) + (size_t)T);
     if (!buf) { w->failed = 1; return; }
-    float *q = buf, *wq = q + T * A, *k = wq + T * A, *th = k + A, *e = th + A, *fast = e + T * S;
+    float *q = buf, *wq = q + T * A, *k = wq + T * A, *th = k + A, *e = th + A;
+    unsigned char *fast = (unsigned char *)(e + T * S);     /* per query: the exp(2k) route */
     const float *v = w->v;
     for (long b = w->b0; b < w->b1; b++) {
         load_row(w->dtype, w->q, b * T * A, T * A, q);

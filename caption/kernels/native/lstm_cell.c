@@ -10,8 +10,9 @@
    pass over a (n, H) or (n, 4H) tensor and a dispatch; here it is one pass each way.
 
    State and gradients are fp32; h and the gates' gradient are also written in the products'
-   dtype (`dtype`: 0 fp32, 1 bf16), for the next product. Some rows are `*_stride` floats apart (a
-   step's rows of the loop's (N, T, .) tensors); the others are contiguous. Rows are shared among
+   dtype (`dtype`: 0 fp32, 1 bf16), for the next product. Some rows are `*_stride` elements apart (a
+   step's rows of the loop's (N, T, .) tensors, or a column block of a wider matrix); the others are
+   contiguous. Rows are shared among
    `threads` OpenMP threads. */
 #include "rows.h"
 #include "tanh.h"

@@ -31,9 +31,11 @@ static inline float tanh_f(float x) {
     return x == x ? result : x;
 }
 
-/* sigmoid(x) = 1 / (1 + exp(-x)); exp's argument kept within its range (sigmoid(-87) is 0 in fp32). */
+/* sigmoid(x) = 1 / (1 + exp(-x)); exp's argument kept within its range (beyond it sigmoid is within
+   1e-38 of 0, or rounds to 1). NaN stays NaN (and never reaches exp_f, whose rounding to an integer
+   would be undefined for it). */
 static inline float sigmoid_f(float x) {
-    float y = x < -87.0f ? 87.0f : (x > 87.0f ? -87.0f : -x);
+    float y = (x >= -87.0f && x <= 87.0f) ? -x : (x < 0.0f ? 87.0f : -87.0f);
     return x == x ? 1.0f / (1.0f + exp_f(y)) : x;
 }
 
