@@ -202,7 +202,8 @@ def _context(alpha: Tensor, values: Tensor) -> Tensor:
     n, S, D = values.shape
     z = torch.empty(n, D, dtype=alpha.dtype)
     check(native.built().context_forward(DTYPES[alpha.dtype], DTYPES[values.dtype], alpha.data_ptr(),
-                                          values.data_ptr(), z.data_ptr(), n, S, D, torch.get_num_threads()), "the context")
+                                          values.data_ptr(), z.data_ptr(), n, S, D, torch.get_num_threads()),
+          "the context")
     return z
 
 
