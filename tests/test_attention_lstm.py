@@ -80,6 +80,8 @@ def test_in_fp32_the_loops_products_take_onednn_as_the_package_routes_them(monke
     T = len(tgt[0])
     stacked = (6 + 4 * 10 + 1, 10)                       # [W_q; lstm_h; beta]: every product of h_{t-1}
     assert seen.count(stacked) == T and seen.count(stacked[::-1]) == T       # forward, and backward
+    z_side = (4 * 10, D)                                 # the LSTM's weight for z: a column block, made whole
+    assert seen.count(z_side) == T and seen.count(z_side[::-1]) == T
     with matmul.backend("torch"):
         plain = _train_pass(dec, feats, tgt, lengths, image_of, "native")
     for name in routed:

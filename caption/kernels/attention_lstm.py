@@ -70,18 +70,20 @@ class _Weights:
         self.A, self.H = w_query.shape
         rows = (w_query, lstm_h) if w_beta is None else (w_query, lstm_h, w_beta)
         self.h_side = torch.cat([w.detach() for w in rows]).to(dtype)       # (A + 4H [+ 1], H)
-        self.z_side = lstm_z.detach().to(dtype)                             # (4H, D)
+        self.z_side = lstm_z.detach().to(dtype).contiguous()                # (4H, D): a column block of W_ih
         self.v = v.detach().float().contiguous()                            # (A,)
         self.beta_bias = None if b_beta is None else b_beta.detach().to(dtype)
         self.onednn = matmul.available()   # fp32 products through oneDNN, both ways, as caption.kernels.matmul
 
-    def grads(self, G: Tensor, Hp: Tensor, Z: Tensor, g_v: Tensor) -> list[Tensor | None]:
+    def grads(self, G: Tensor, GG: Tensor, Hp: Tensor, Z: Tensor, g_v: Tensor) -> list[Tensor | None]:
         """dL/d(W_q, v, lstm_z, lstm_h, w_beta, b_beta) from every step's rows: G (rows, A + 4H [+ 1])
-        the gradients of h_{t-1}'s products, Hp (rows, H) h_{t-1}, Z (rows, D) z_t; g_v summed."""
+        the gradients of h_{t-1}'s products, GG (rows, 4H) its gates' block apart, Hp (rows, H) h_{t-1},
+        Z (rows, D) z_t; g_v summed. Every product on whole matrices: oneDNN reads no column block
+        at full speed (caption/kernels/matmul.py, `_dense`)."""
         w_query, v, lstm_z, lstm_h, w_beta, b_beta = self.params
         A, H = self.A, self.H
         M = matmul.mm(G.t(), Hp, self.onednn)                               # (A + 4H [+ 1], H)
-        out = [M[:A].to(w_query.dtype), g_v.to(v.dtype), G[:, A:A + 4 * H].t().mm(Z).to(lstm_z.dtype),
+        out = [M[:A].to(w_query.dtype), g_v.to(v.dtype), matmul.mm(GG.t(), Z, self.onednn).to(lstm_z.dtype),
                M[A:A + 4 * H].to(lstm_h.dtype)]
         if w_beta is None:
             return out + [None, None]
@@ -138,14 +140,14 @@ class _Loop(torch.autograd.Function):
                 n = len(step["z"])
                 outer = (None if g_hs is None else g_hs[:n, t], None if g_zs is None else g_zs[:n, t],
                          None if g_alphas is None else g_alphas[:n, t])
-                gP = _step_backward(step, outer, carry_h[:n], carry_c[:n], g_gates[:n, t], keys[:n], values[:n],
-                                    g_keys[:n], None if g_values is None else g_values[:n], g_v, w)
+                gP, gg = _step_backward(step, outer, carry_h[:n], carry_c[:n], g_gates[:n, t], keys[:n],
+                                        values[:n], g_keys[:n], None if g_values is None else g_values[:n], g_v, w)
                 carry_h[:n] = matmul.mm(gP, w.h_side, w.onednn)               # dL/dh_{t-1}
-                rows.append((gP, step["h_prev"], step["z"]))
-            G, Hp, Z = (torch.cat(x) for x in zip(*rows))
+                rows.append((gP, gg, step["h_prev"], step["z"]))
+            G, GG, Hp, Z = (torch.cat(x) for x in zip(*rows))
             gate_dtype, h_dtype, c_dtype = ctx.dtypes
             return (g_gates.to(gate_dtype), carry_h.to(h_dtype), carry_c.to(c_dtype), g_keys.to(keys.dtype),
-                    None if g_values is None else g_values.to(values.dtype), *w.grads(G, Hp, Z, g_v), None, None)
+                    None if g_values is None else g_values.to(values.dtype), *w.grads(G, GG, Hp, Z, g_v), None, None)
 
 
 def _step_forward(word_gates: Tensor, P: Tensor, c: Tensor, keys: Tensor, values: Tensor, u: Tensor | None,
@@ -171,19 +173,20 @@ def _step_backward(step: dict, outer: tuple, carry_h: Tensor, carry_c: Tensor, g
                    values: Tensor, g_keys: Tensor, g_values: Tensor | None, g_v: Tensor, w: _Weights) -> Tensor:
     """One step back. From the gradients reaching h_t (carry_h, and the outputs' own at t, `outer`)
     and c_t (carry_c, overwritten by c_{t-1}'s): this step's gates' gradient into g_gates (n, 4H),
-    the keys', values' and v's added in place; returns the gradient of P (n, A + 4H [+ 1])."""
+    the keys', values' and v's added in place. Returns the gradient of P (n, A + 4H [+ 1]) and, apart,
+    of its gates' block (n, 4H), in the products' dtype."""
     g_hs, g_zs, g_alphas = outer
-    A, H = w.A, w.H
-    n = len(carry_h)
-    gP = torch.empty(n, w.h_side.shape[0], dtype=w.dtype)
-    _cell_backward(step, carry_h, g_hs, carry_c, g_gates, gP[:, A:A + 4 * H])
-    g_z = gP[:, A:A + 4 * H].mm(w.z_side)                                   # (n, D)
+    n, H = carry_h.shape
+    gg = torch.empty(n, 4 * H, dtype=w.dtype)
+    _cell_backward(step, carry_h, g_hs, carry_c, g_gates, gg)
+    g_z = matmul.mm(gg, w.z_side, w.onednn)                                  # (n, D)
     if g_zs is not None:
         g_z = g_z + g_zs
     context, gate = step["context"], step["gate"]
+    g_logit = None
     if gate is not None:
         g_ctx = g_z * gate
-        gP[:, A + 4 * H:] = (g_z.float() * context).sum(1, keepdim=True) * gate * (1 - gate)   # (n, 1)
+        g_logit = ((g_z.float() * context).sum(1, keepdim=True) * gate * (1 - gate)).to(w.dtype)   # (n, 1)
     else:
         g_ctx = g_z
     alpha = step["alpha"]
@@ -193,8 +196,8 @@ def _step_backward(step: dict, outer: tuple, carry_h: Tensor, carry_c: Tensor, g
     g_e = torch._softmax_backward_data(g_alpha.to(alpha.dtype), alpha, -1, alpha.dtype)
     g_q, _, g_v_step = native_score_backward(step["tanh"], w.v, g_e.unsqueeze(1), sum_k=g_keys)
     g_v += g_v_step
-    gP[:, :A] = g_q.squeeze(1)
-    return gP
+    gP = torch.cat([g_q.squeeze(1), gg] + ([] if g_logit is None else [g_logit]), 1)   # (n, A + 4H [+ 1])
+    return gP, gg
 
 
 def _context(alpha: Tensor, values: Tensor) -> Tensor:
