@@ -164,7 +164,8 @@ class Decoder(nn.Module):
         lstm = self.lstm
         E = emb.shape[-1]
         if fast:
-            word_gates = linear(emb, lstm.weight_ih[:, :E]) + (lstm.bias_ih + lstm.bias_hh)   # (N, T, 4H)
+            # the weight's word columns made whole, so that an fp32 product takes oneDNN (matmul._dense)
+            word_gates = linear(emb, lstm.weight_ih[:, :E].contiguous()) + (lstm.bias_ih + lstm.bias_hh)  # (N, T, 4H)
             hs, zs, alphas = fused.attention_lstm(word_gates, h, c, memory["keys"], memory["values"], self.attention,
                                                   self.beta, lstm.weight_ih[:, E:], lstm.weight_hh, active)
             return DecoderOutput(self._logits(emb, hs, zs), alphas)
