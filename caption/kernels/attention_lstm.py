@@ -140,8 +140,8 @@ class _Loop(torch.autograd.Function):
                 n = len(step["z"])
                 outer = (None if g_hs is None else g_hs[:n, t], None if g_zs is None else g_zs[:n, t],
                          None if g_alphas is None else g_alphas[:n, t])
-                gP, gg = _step_backward(step, outer, carry_h[:n], carry_c[:n], g_gates[:n, t], keys[:n],
-                                        values[:n], g_keys[:n], None if g_values is None else g_values[:n], g_v, w)
+                gP, gg = _step_backward(step, outer, carry_h[:n], carry_c[:n], g_gates[:n, t], values[:n],
+                                        g_keys[:n], None if g_values is None else g_values[:n], g_v, w)
                 carry_h[:n] = matmul.mm(gP, w.h_side, w.onednn)               # dL/dh_{t-1}
                 rows.append((gP, gg, step["h_prev"], step["z"]))
             G, GG, Hp, Z = (torch.cat(x) for x in zip(*rows))
@@ -169,8 +169,8 @@ def _step_forward(word_gates: Tensor, P: Tensor, c: Tensor, keys: Tensor, values
             **_cell(x, c, h_out, w.dtype)}
 
 
-def _step_backward(step: dict, outer: tuple, carry_h: Tensor, carry_c: Tensor, g_gates: Tensor, keys: Tensor,
-                   values: Tensor, g_keys: Tensor, g_values: Tensor | None, g_v: Tensor, w: _Weights) -> Tensor:
+def _step_backward(step: dict, outer: tuple, carry_h: Tensor, carry_c: Tensor, g_gates: Tensor, values: Tensor,
+                   g_keys: Tensor, g_values: Tensor | None, g_v: Tensor, w: _Weights) -> tuple[Tensor, Tensor]:
     """One step back. From the gradients reaching h_t (carry_h, and the outputs' own at t, `outer`)
     and c_t (carry_c, overwritten by c_{t-1}'s): this step's gates' gradient into g_gates (n, 4H),
     the keys', values' and v's added in place. Returns the gradient of P (n, A + 4H [+ 1]) and, apart,
