@@ -20,6 +20,8 @@ caption.kernels.matmul's routing off, against torch.mm's rate, and in both preci
 same design in eager PyTorch, with none of the package's kernels (`eager_forward`), and with the
 package's C kernels off (caption.kernels.native: the additive score, and the soft-attention loop
 by hand of caption.kernels.attention_lstm), so the loop goes through autograd with PyTorch's ops.
+Every step's loss is the package's training loss (caption.training.losses.caption_nll: the C
+cross-entropy where the kernels are on, F.cross_entropy where they are off).
 
     python benchmarks/decoder_speed.py [--repeats 3] [--baseline-images 10] [--plain-malloc] [--no-write]
 """
@@ -39,6 +41,7 @@ from caption.config import CaptionConfig  # noqa: E402
 from caption.image.decoder import Decoder  # noqa: E402
 from caption.kernels import matmul, native  # noqa: E402
 from caption.kernels.malloc import keep_freed_memory  # noqa: E402
+from caption.training.losses import caption_nll  # noqa: E402
 
 L, A, E, V, B, T, K, IMAGES = 196, 512, 512, 10000, 32, 20, 5, 100
 
@@ -174,7 +177,8 @@ def train_step(dec, feats, tgt, baseline: bool, bf16: bool, eager: bool = False)
         with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext(), \
                 matmul.backend("torch") if eager else nullcontext():
             logits = forward(dec, feats, tgt[:, :-1])
-        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), tgt[:, 1:].flatten())
+        # the package's training loss (caption/training/objectives.py): each caption's summed NLL
+        loss = caption_nll(logits, tgt[:, 1:], torch.ones_like(tgt[:, 1:], dtype=torch.bool)).mean()
         loss.backward()
         dec.zero_grad(set_to_none=True)
     return run

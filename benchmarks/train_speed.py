@@ -60,7 +60,7 @@ def time_steps(data, cfg: CaptionTrainConfig, step_cfg: CaptionTrainConfig, atte
             with autocast(torch.device("cpu"), precision), native.kernel(kernel):
                 if whole_batch:    # every caption through every step, as before captions left the batch
                     out = model(images, tokens[:, :-1], image_of)
-                    loss = penalised(caption_nll(out.logits.float(), tokens[:, 1:], mask), out.alpha, mask,
+                    loss = penalised(caption_nll(out.logits, tokens[:, 1:], mask), out.alpha, mask,
                                      model.config.alpha_c)[0].mean()
                 else:
                     loss, _ = objective(model, images, tokens, image_of, mask, step_cfg, gen)

@@ -11,7 +11,14 @@ from caption.config import CaptionConfig
 from caption.device import autocast
 from caption.image.decoder import Decoder
 from caption.kernels import attention_lstm, native
-from caption.kernels.additive_score import NativeAdditiveScore, additive_score
+from caption.kernels.additive_score import (
+    NativeAdditiveScore,
+    additive_score,
+    keys_exp,
+    native_score,
+    native_score_backward,
+    recomputed_score_backward,
+)
 
 COMPILER = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
 needs_kernel = pytest.mark.skipif(native.built() is None, reason=native.status())
@@ -117,6 +124,38 @@ def test_its_tanh_is_fp32_accurate_everywhere_and_keeps_nan():
     with native.kernel("native"):
         e, _, _, tanh = _score_and_grads(q, k, torch.ones(x.numel()), torch.ones(1, 1, 1))
     assert torch.isnan(tanh[7]) and torch.isnan(e).all() and not torch.isnan(tanh[8])
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("route", ["exp(2k)", "a query beyond it", "keys beyond it"])
+def test_the_backward_that_recomputes_tanh_equals_the_one_that_kept_it(dtype, route):
+    """attention_lstm keeps no tanh(q + k): its backward pass recomputes it as the forward made it
+    (by the exp(2k) route, or tanh_f for a query or keys beyond EXP_LIMIT) and adds grad_k in place."""
+    q, k, v, grad = _inputs(3, 4, 7, 33, dtype)
+    if route == "a query beyond it":
+        q[1, 2, 5] = 45.0
+    elif route == "keys beyond it":
+        k[2, 3, 0] = -45.0
+    u = keys_exp(k)
+    assert (u is None) == (route == "keys beyond it")
+    e, tanh = native_score(q, k, v, u)
+    e_free, none = native_score(q, k, v, u, keep_tanh=False)
+    assert none is None and torch.equal(e_free, e)
+    g_q, g_k, g_v = native_score_backward(tanh, v, grad)
+    start = torch.randn(k.shape)
+    sum_k = start.clone()
+    r_q, r_v = recomputed_score_backward(q, k, u, v, grad, True, sum_k, True)
+    if dtype == torch.float32:                     # the same tanh, summed in the same order
+        assert torch.equal(r_q, g_q) and torch.equal(r_v, g_v) and torch.allclose(sum_k - start, g_k, atol=1e-6)
+    else:                                          # fp32 tanh, where the kept one was rounded to bf16
+        ref = _reference(q, k, v, grad)
+        kept, recomputed = _errors((g_q, g_k, g_v), ref[1:]), _errors((r_q, sum_k - start, r_v), ref[1:])
+        assert all(r <= 1.1 * c + 1e-3 for r, c in zip(recomputed, kept)), (recomputed, kept)
+    only_q, no_v = recomputed_score_backward(q, k, u, v, grad, True, None, False)
+    assert no_v is None and torch.equal(only_q, r_q)
+    no_q, only_v = recomputed_score_backward(q, k, u, v, grad, False, None, True)
+    assert no_q is None and torch.allclose(only_v, r_v, rtol=1e-6, atol=1e-6)
 
 
 @needs_kernel

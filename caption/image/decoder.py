@@ -164,10 +164,11 @@ class Decoder(nn.Module):
         lstm = self.lstm
         E = emb.shape[-1]
         if fast:
-            # the weight's word columns made whole, so that an fp32 product takes oneDNN (matmul._dense)
-            word_gates = linear(emb, lstm.weight_ih[:, :E].contiguous()) + (lstm.bias_ih + lstm.bias_hh)  # (N, T, 4H)
+            # the weight's word and context columns made whole, so that fp32 products take oneDNN (matmul._dense)
+            w_word, w_z = fused.column_blocks(lstm.weight_ih, E)
+            word_gates = linear(emb, w_word) + (lstm.bias_ih + lstm.bias_hh)                   # (N, T, 4H)
             hs, zs, alphas = fused.attention_lstm(word_gates, h, c, memory["keys"], memory["values"], self.attention,
-                                                  self.beta, lstm.weight_ih[:, E:], lstm.weight_hh, active)
+                                                  self.beta, w_z, lstm.weight_hh, active)
             return DecoderOutput(self._logits(emb, hs, zs), alphas)
         recurrent = RecurrentLinear(torch.cat([lstm.weight_ih, lstm.weight_hh], 1), emb)  # (4H, E + D + H)
         # one view per step: indexing (N, T, 4H) at each step would make a zero tensor of its whole

@@ -143,19 +143,22 @@ class NativeAdditiveScore(torch.autograd.Function):
         return grad_q, grad_k, grad_v.to(ctx.v_dtype)
 
 
-def native_score(q: Tensor, keys: Tensor, w: Tensor, u: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def native_score(q: Tensor, keys: Tensor, w: Tensor, u: Tensor | None = None,
+                 keep_tanh: bool = True) -> tuple[Tensor, Tensor | None]:
     """The C kernel's forward: q (B, T, A), keys (B, S, A) of one dtype (fp32 or bf16), w = v in
-    fp32 (A,) -> e (B, T, S) and tanh(q + k) (B, T, S, A), both in that dtype. u: the keys'
-    `keys_exp`, for a loop that scores the same keys at every step (additive_score.c says how)."""
+    fp32 (A,) -> e (B, T, S) and tanh(q + k) (B, T, S, A) (None without keep_tanh), both in that
+    dtype. u: the keys' `keys_exp`, for a loop that scores the same keys at every step
+    (additive_score.c says how)."""
     B, T, A = q.shape
     S = keys.shape[1]
     q, keys = q.contiguous(), keys.contiguous()
     e = torch.empty(B, T, S, dtype=q.dtype) if A else torch.zeros(B, T, S, dtype=q.dtype)   # a sum of none
-    tanh = torch.empty(B, T, S, A, dtype=q.dtype)
-    if tanh.numel():
+    tanh = torch.empty(B, T, S, A, dtype=q.dtype) if keep_tanh else None
+    if B * T * S * A:
         check(native.built().score_forward(NativeAdditiveScore.DTYPES[q.dtype], q.data_ptr(), keys.data_ptr(),
                                             None if u is None else u.data_ptr(), w.data_ptr(), e.data_ptr(),
-                                            tanh.data_ptr(), B, T, S, A, torch.get_num_threads()))
+                                            None if tanh is None else tanh.data_ptr(), B, T, S, A,
+                                            torch.get_num_threads()))
     return e, tanh
 
 
@@ -180,11 +183,30 @@ def native_score_backward(tanh: Tensor, w: Tensor, grad: Tensor,
     grad_k = new(B, S, A, dtype=tanh.dtype) if sum_k is None else sum_k
     grad_v = torch.zeros(A, dtype=torch.float32)
     if tanh.numel():
-        check(native.built().score_backward(NativeAdditiveScore.DTYPES[tanh.dtype], tanh.data_ptr(),
-                                               w.data_ptr(), grad.data_ptr(), grad_q.data_ptr(),
-                                               grad_k.data_ptr(), grad_v.data_ptr(), B, T, S, A,
-                                               torch.get_num_threads(), sum_k is not None))
+        check(native.built().score_backward(NativeAdditiveScore.DTYPES[tanh.dtype], tanh.data_ptr(), None, None,
+                                            None, w.data_ptr(), grad.data_ptr(), grad_q.data_ptr(),
+                                            grad_k.data_ptr(), grad_v.data_ptr(), B, T, S, A,
+                                            torch.get_num_threads(), sum_k is not None))
     return grad_q, (grad_k if sum_k is None else None), grad_v
+
+
+def recomputed_score_backward(q: Tensor, keys: Tensor, u: Tensor | None, w: Tensor, grad: Tensor, want_q: bool,
+                              sum_k: Tensor | None, want_v: bool) -> tuple[Tensor | None, Tensor | None]:
+    """The C kernel's backward for `native_score(q, keys, w, u, keep_tanh=False)`: tanh(q + k)
+    recomputed as that forward made it. grad (B, T, S) -> grad_q (B, T, A) in q's dtype where
+    want_q, grad_v (A,) in fp32 where want_v; grad_k is added to `sum_k` (B, S, A), fp32 and
+    contiguous, where it is given."""
+    B, T, A = q.shape
+    S = keys.shape[1]
+    grad, q, keys = grad.to(q.dtype).contiguous(), q.contiguous(), keys.contiguous()
+    grad_q = torch.zeros(B, T, A, dtype=q.dtype) if want_q else None
+    grad_v = torch.zeros(A, dtype=torch.float32) if want_v else None
+    if B * T * S * A:
+        ptr = lambda x: None if x is None else x.data_ptr()   # noqa: E731
+        check(native.built().score_backward(NativeAdditiveScore.DTYPES[q.dtype], None, q.data_ptr(),
+                                            keys.data_ptr(), ptr(u), w.data_ptr(), grad.data_ptr(), ptr(grad_q),
+                                            ptr(sum_k), ptr(grad_v), B, T, S, A, torch.get_num_threads(), 1))
+    return grad_q, grad_v
 
 
 def check(status: int, kernel: str = "the additive score") -> None:

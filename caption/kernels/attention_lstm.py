@@ -19,7 +19,8 @@ backward pass walks the steps in reverse:
     way, [W_q; lstm_h; beta] stacked;
   - the score, the context and the cell run in C (caption/kernels/native/*.c), the keys' and the
     values' gradients summed over the steps in place in fp32; the score takes exp(2k) once for all
-    the steps (additive_score.c);
+    the steps and keeps no tanh(q + k): the backward pass recomputes it (additive_score.c);
+  - the weights of the steps' products are laid out once per pass for oneDNN (matmul.Packed);
   - each weight's gradient is one product over every step's rows, as RecurrentLinear's is.
 Under bf16 autocast the products run in bf16, as autocast runs them; the cell's state and its
 elementwise work are fp32, as in the decoder's loop.
@@ -31,7 +32,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from . import matmul, native
-from .additive_score import NativeAdditiveScore, check, keys_exp, native_score, native_score_backward
+from .additive_score import NativeAdditiveScore, check, keys_exp, native_score, recomputed_score_backward
 
 DTYPES = NativeAdditiveScore.DTYPES   # the C kernels' storage dtypes
 
@@ -62,10 +63,35 @@ def attention_lstm(word_gates: Tensor, h: Tensor, c: Tensor, keys: Tensor, value
                        attention.v.weight.view(-1), lstm_z, lstm_h, w_beta, b_beta, active, dtype)
 
 
+def column_blocks(weight: Tensor, split: int) -> tuple[Tensor, Tensor]:
+    """weight[:, :split] and weight[:, split:], each contiguous (the layout oneDNN reads at full speed),
+    with one gradient for `weight` made whole at once: two slices through autograd would each fill a
+    zero matrix of the weight's size, copy in, and add up."""
+    return _ColumnBlocks.apply(weight, split)
+
+
+class _ColumnBlocks(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, weight, split):
+        ctx.set_materialize_grads(False)
+        ctx.shape, ctx.dtype, ctx.split = weight.shape, weight.dtype, split
+        return weight[:, :split].contiguous(), weight[:, split:].contiguous()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_left, g_right):
+        if g_left is None and g_right is None:
+            return None, None
+        grad = torch.empty(ctx.shape, dtype=ctx.dtype)
+        for block, g in ((grad[:, :ctx.split], g_left), (grad[:, ctx.split:], g_right)):
+            block.copy_(g) if g is not None else block.zero_()
+        return grad, None
+
+
 class _Weights:
     """The loop's weights in the products' dtype, cast once per forward pass."""
 
-    def __init__(self, w_query, v, lstm_z, lstm_h, w_beta, b_beta, dtype):
+    def __init__(self, w_query, v, lstm_z, lstm_h, w_beta, b_beta, dtype, rows):
         self.dtype, self.params = dtype, (w_query, v, lstm_z, lstm_h, w_beta, b_beta)
         self.A, self.H = w_query.shape
         rows = (w_query, lstm_h) if w_beta is None else (w_query, lstm_h, w_beta)
@@ -74,6 +100,14 @@ class _Weights:
         self.v = v.detach().float().contiguous()                            # (A,)
         self.beta_bias = None if b_beta is None else b_beta.detach().to(dtype)
         self.onednn = matmul.available()   # fp32 products through oneDNN, both ways, as caption.kernels.matmul
+        # each step's products of h_{t-1} and z_t, with the weights laid out once for all the steps
+        self.h_forward, self.z_forward = (matmul.Packed(x, rows, self.onednn) for x in (self.h_side, self.z_side))
+        self.h_backward = self.z_backward = None
+
+    def pack_backward(self, rows: int) -> None:
+        """The backward pass's weights (the transposes), laid out once for its steps."""
+        self.h_backward, self.z_backward = (matmul.Packed(matmul.whole(x.t()), rows, self.onednn)
+                                            for x in (self.h_side, self.z_side))
 
     def grads(self, G: Tensor, GG: Tensor, Hp: Tensor, Z: Tensor, g_v: Tensor) -> list[Tensor | None]:
         """dL/d(W_q, v, lstm_z, lstm_h, w_beta, b_beta) from every step's rows: G (rows, A + 4H [+ 1])
@@ -102,13 +136,13 @@ class _Loop(torch.autograd.Function):
         N, T, G = word_gates.shape
         S, D = values.shape[1:]
         with torch.autocast(h.device.type, enabled=False):
-            w = _Weights(w_query, v, lstm_z, lstm_h, w_beta, b_beta, dtype)
+            w = _Weights(w_query, v, lstm_z, lstm_h, w_beta, b_beta, dtype, N)
             hs = torch.zeros(N, T, G // 4)                                    # (N, T, H)
             zs, alphas = torch.zeros(N, T, D, dtype=dtype), torch.zeros(N, T, S, dtype=dtype)
             keys, values = keys.contiguous(), values.contiguous()   # values: fp32 or bf16 as given
             u = keys_exp(keys)                                                # exp(2k) for every step
             hp, c = h.to(dtype), c.float().contiguous()
-            P = matmul.mm(hp, w.h_side.t(), w.onednn)                         # (N, A + 4H [+ 1])
+            P = w.h_forward(hp)                                               # (N, A + 4H [+ 1])
             saved = []
             for t, n in enumerate(active):
                 step = _step_forward(word_gates[:n, t], P[:n], c[:n], keys[:n], values[:n],
@@ -118,17 +152,18 @@ class _Loop(torch.autograd.Function):
                 saved.append(step | {"h_prev": hp[:n]})
                 hp, c = h_next, step["c"]
                 if t + 1 < T:                                                 # for the rows still running
-                    P = matmul.mm(hp[:active[t + 1]], w.h_side.t(), w.onednn)
-        ctx.saved, ctx.w, ctx.memory = saved, w, (keys, values, N)
+                    P = w.h_forward(hp[:active[t + 1]])
+        ctx.saved, ctx.w, ctx.memory = saved, w, (keys, values, u, N)
         return hs, zs, alphas
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g_hs, g_zs, g_alphas):
-        (keys, values, N), w, saved = ctx.memory, ctx.w, ctx.saved
+        (keys, values, u, N), w, saved = ctx.memory, ctx.w, ctx.saved
         T, A, H = len(saved), w.A, w.H
         g_hs = None if g_hs is None else g_hs.float().contiguous()
         with torch.autocast(keys.device.type, enabled=False):
+            w.pack_backward(N)
             g_gates = torch.zeros(N, T, 4 * H)
             g_keys = torch.zeros(keys.shape)
             g_values = torch.zeros(values.shape) if ctx.needs_input_grad[4] else None
@@ -141,8 +176,9 @@ class _Loop(torch.autograd.Function):
                 outer = (None if g_hs is None else g_hs[:n, t], None if g_zs is None else g_zs[:n, t],
                          None if g_alphas is None else g_alphas[:n, t])
                 gP, gg = _step_backward(step, outer, carry_h[:n], carry_c[:n], g_gates[:n, t], values[:n],
+                                        keys[:n], None if u is None else u[:n],
                                         g_keys[:n], None if g_values is None else g_values[:n], g_v, w)
-                carry_h[:n] = matmul.mm(gP, w.h_side, w.onednn)               # dL/dh_{t-1}
+                carry_h[:n] = w.h_backward(gP)                                # dL/dh_{t-1}
                 rows.append((gP, gg, step["h_prev"], step["z"]))
             G, GG, Hp, Z = (torch.cat(x) for x in zip(*rows))
             gate_dtype, h_dtype, c_dtype = ctx.dtypes
@@ -155,7 +191,8 @@ def _step_forward(word_gates: Tensor, P: Tensor, c: Tensor, keys: Tensor, values
     """One step on n rows from P = h_{t-1} [W_q; lstm_h; beta]^T (n, A + 4H [+ 1]): writes h_t into
     h_out (n, H) and returns what the backward pass keeps, h_t in the products' dtype as "h"."""
     A, H = w.A, w.H
-    e, tanh = native_score(P[:, :A].unsqueeze(1), keys, w.v, u)             # (n, 1, S), (n, 1, S, A)
+    q = P[:, :A]
+    e, _ = native_score(q.unsqueeze(1), keys, w.v, u, keep_tanh=False)     # (n, 1, S)
     alpha = torch.softmax(e.squeeze(1), -1)                                 # (n, S)
     context = _context(alpha, values)                                       # (n, D)
     gate = None
@@ -164,13 +201,14 @@ def _step_forward(word_gates: Tensor, P: Tensor, c: Tensor, keys: Tensor, values
         z = gate * context
     else:
         z = context
-    x = (word_gates + P[:, A:A + 4 * H]).float() + matmul.mm(z, w.z_side.t(), w.onednn)   # (n, 4H)
-    return {"z": z, "alpha": alpha, "tanh": tanh, "context": context, "gate": gate, "c_prev": c,
+    x = (word_gates + P[:, A:A + 4 * H]).float() + w.z_forward(z)   # (n, 4H)
+    return {"z": z, "alpha": alpha, "q": q, "context": context, "gate": gate, "c_prev": c,
             **_cell(x, c, h_out, w.dtype)}
 
 
 def _step_backward(step: dict, outer: tuple, carry_h: Tensor, carry_c: Tensor, g_gates: Tensor, values: Tensor,
-                   g_keys: Tensor, g_values: Tensor | None, g_v: Tensor, w: _Weights) -> tuple[Tensor, Tensor]:
+                   keys: Tensor, u: Tensor | None, g_keys: Tensor, g_values: Tensor | None, g_v: Tensor,
+                   w: _Weights) -> tuple[Tensor, Tensor]:
     """One step back. From the gradients reaching h_t (carry_h, and the outputs' own at t, `outer`)
     and c_t (carry_c, overwritten by c_{t-1}'s): this step's gates' gradient into g_gates (n, 4H),
     the keys', values' and v's added in place. Returns the gradient of P (n, A + 4H [+ 1]) and, apart,
@@ -179,7 +217,7 @@ def _step_backward(step: dict, outer: tuple, carry_h: Tensor, carry_c: Tensor, g
     n, H = carry_h.shape
     gg = torch.empty(n, 4 * H, dtype=w.dtype)
     _cell_backward(step, carry_h, g_hs, carry_c, g_gates, gg)
-    g_z = matmul.mm(gg, w.z_side, w.onednn)                                  # (n, D)
+    g_z = w.z_backward(gg)                                                   # (n, D)
     if g_zs is not None:
         g_z = g_z + g_zs
     context, gate = step["context"], step["gate"]
@@ -194,7 +232,8 @@ def _step_backward(step: dict, outer: tuple, carry_h: Tensor, carry_c: Tensor, g
     if g_alphas is not None:
         g_alpha = g_alpha + g_alphas
     g_e = torch._softmax_backward_data(g_alpha.to(alpha.dtype), alpha, -1, alpha.dtype)
-    g_q, _, g_v_step = native_score_backward(step["tanh"], w.v, g_e.unsqueeze(1), sum_k=g_keys)
+    g_q, g_v_step = recomputed_score_backward(step["q"].unsqueeze(1), keys, u, w.v, g_e.unsqueeze(1), True,
+                                              g_keys, True)       # tanh(q + k) recomputed, not kept
     g_v += g_v_step
     gP = torch.cat([g_q.squeeze(1), gg] + ([] if g_logit is None else [g_logit]), 1)   # (n, A + 4H [+ 1])
     return gP, gg

@@ -11,7 +11,9 @@ processes that compile at once (torchrun's) never load a half-written file.
 Where there is no compiler, the build fails, the cache cannot be written, or CAPTION_NATIVE=0 is
 set, `library()` is None and the callers take their PyTorch path; `status()` says which and why.
 The kernels: the additive score (additive_score.c), the soft context (context.c) and the LSTM cell
-(lstm_cell.c); the last two serve caption/kernels/attention_lstm.py only.
+(lstm_cell.c), the last two for caption/kernels/attention_lstm.py only; a tiled transpose
+(transpose.c) for caption/kernels/matmul.py's weight gradients; and each row's cross-entropy
+(cross_entropy.c) for caption/kernels/cross_entropy.py.
 `kernel("eager")` turns the native path off for a block (a benchmark's or a test's side-by-side).
 """
 from __future__ import annotations
@@ -34,7 +36,8 @@ if TYPE_CHECKING:
     import torch
 
 FOLDER = Path(__file__).with_name("native")
-SOURCES = ("additive_score.c", "context.c", "lstm_cell.c")      # compiled together into one library
+# compiled together into one library
+SOURCES = ("additive_score.c", "context.c", "lstm_cell.c", "transpose.c", "cross_entropy.c")
 HEADERS = ("rows.h", "tanh.h")
 FLAGS = ("-O3", "-fopenmp-simd", "-fno-math-errno", "-fPIC", "-shared")
 # tried in turn: tuned for this CPU and threaded by OpenMP, then without the tuning, then neither
@@ -179,16 +182,20 @@ def _compile(cc: list[str], flags: tuple[str, ...], path: Path) -> str:
 
 
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
-    """The C signatures (additive_score.c, context.c, lstm_cell.c): every pointer a tensor's data_ptr()."""
+    """The C signatures (native/*.c): every pointer a tensor's data_ptr()."""
     ptr, size, flag = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
     lib.score_forward.argtypes = [flag, *[ptr] * 6, *[size] * 4, flag]
     lib.score_keys_exp.argtypes = [flag, ptr, ptr, size, flag]
-    lib.score_backward.argtypes = [flag, *[ptr] * 6, *[size] * 4, flag, flag]
+    lib.score_backward.argtypes = [flag, *[ptr] * 9, *[size] * 4, flag, flag]
     lib.context_forward.argtypes = [flag, flag, *[ptr] * 3, *[size] * 3, flag]
     lib.context_backward.argtypes = [flag, flag, *[ptr] * 5, *[size] * 3, flag]
     for fn in (lib.score_forward, lib.score_keys_exp, lib.score_backward, lib.context_forward, lib.context_backward):
         fn.restype = flag
     lib.lstm_cell_forward.argtypes = [flag, *[ptr] * 6, size, ptr, size, size, flag]
     lib.lstm_cell_backward.argtypes = [flag, *[ptr] * 5, size, ptr, ptr, size, ptr, size, size, size, flag]
-    lib.lstm_cell_forward.restype = lib.lstm_cell_backward.restype = None
+    lib.transpose_f32.argtypes = [ptr, ptr, size, size, flag]
+    lib.nll_forward.argtypes = [flag, *[ptr] * 4, size, size, flag]
+    lib.nll_backward.argtypes = [flag, *[ptr] * 5, size, size, flag]
+    lib.nll_forward.restype = lib.nll_backward.restype = flag
+    lib.lstm_cell_forward.restype = lib.lstm_cell_backward.restype = lib.transpose_f32.restype = None
     return lib

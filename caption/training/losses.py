@@ -6,13 +6,17 @@ Shapes: N captions, T steps, L locations, V vocabulary. `mask` (N, T) is True at
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from ..kernels.cross_entropy import token_nll
 
 
 def step_nll(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
-    """-log p(y_t | y_<t, a) at each real step, 0 at padding: (N, T, V), (N, T), (N, T) -> (N, T)."""
-    nll = F.cross_entropy(logits.transpose(1, 2).float(), targets, reduction="none")  # (N, T)
+    """-log p(y_t | y_<t, a) at each real step, 0 at padding: (N, T, V), (N, T), (N, T) -> (N, T),
+    in fp32 whatever the logits' dtype. Each step's row of V logits is contiguous, and the rows are
+    taken as one (N T, V) batch (caption/kernels/cross_entropy.py: fused in C for CPU training)."""
+    N, T, V = logits.shape
+    nll = token_nll(logits.reshape(N * T, V), targets.reshape(N * T)).view(N, T)       # (N, T)
     return nll * mask
 
 

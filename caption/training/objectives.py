@@ -57,7 +57,7 @@ def objective(model: Captioner, images, tokens, image_of, mask, cfg: CaptionTrai
     out = (forward or model)(images, tokens[:, :-1], image_of, features=features, hard=hard, expected=expected,
                              **extra)
     alpha = None if out.alpha is None else out.alpha.float()
-    steps = step_nll(out.logits.float(), tokens[:, 1:], mask)                          # (N, T), once
+    steps = step_nll(out.logits, tokens[:, 1:], mask)                                  # (N, T) fp32, once
     # capgen's known gradient on alpha replaces the penalty's: its value stays in the loss, not its gradient
     loss, nll = penalised(steps.sum(1), alpha.detach() if capgen else alpha, mask, model.config.alpha_c)
     if capgen:

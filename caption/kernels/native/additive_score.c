@@ -10,6 +10,10 @@
    product with v; in the backward pass tanh', the product with the incoming gradient, two sums),
    about a dozen passes over memory per decoder step. Here the keys are read once forward, where
    tanh(q + k) is written for the backward pass, which reads it once and writes both gradients.
+   A loop that scores the same keys at every step (caption/kernels/attention_lstm.py) keeps no
+   tanh: its backward pass recomputes it as the forward made it (tanh_row), a product and a
+   division per element, where keeping it would write and read back (B, S, A) at every step
+   (256 MB per pass at the paper's COCO sizes).
 
    Storage is fp32 or bf16 (dtype 0 or 1); arithmetic is fp32 throughout and v is fp32. Rows of
    the batch are shared among `threads` threads (run_split). Every tensor is contiguous. A return
@@ -52,6 +56,35 @@ static int query_exp(const float *q, long A, float *wq) {
     return inside;
 }
 
+/* tanh(q + k) of one query row and one key row into th: by exp(2q) exp(2k) where `fast` (wq and u
+   that row's exp(2q) and exp(2k)), else by tanh_f. The forward pass and a backward pass that
+   recomputes tanh call this one function, so both see the same numbers. */
+static inline void tanh_row(int fast, const float *wq, const float *u, const float *q, const float *k, long A,
+                            float *th) {
+    if (fast) {
+#pragma omp simd
+        for (long a = 0; a < A; a++)
+            th[a] = 1.0f - 2.0f / (wq[a] * u[a] + 1.0f);
+    } else {
+#pragma omp simd
+        for (long a = 0; a < A; a++)
+            th[a] = tanh_f(q[a] + k[a]);
+    }
+}
+
+/* Row b's queries q (T, A) into q, exp(2q) into wq where the exp(2k) route serves a query (fast[t]);
+   returns 1 where some query needs the keys themselves (tanh_f). */
+static int load_queries(const Work *w, long b, float *q, float *wq, unsigned char *fast) {
+    long T = w->T, A = w->A;
+    load_row(w->dtype, w->q, b * T * A, T * A, q);
+    int slow = 0;
+    for (long t = 0; t < T; t++) {
+        fast[t] = w->u && query_exp(q + t * A, A, wq + t * A);
+        slow |= !fast[t];
+    }
+    return slow;
+}
+
 /* e for rows b0..b1, and tanh(q + k) (B, T, S, A) where w->tanh is not NULL. */
 static void forward_rows(Work *w) {
     long T = w->T, S = w->S, A = w->A;
@@ -61,32 +94,17 @@ static void forward_rows(Work *w) {
     unsigned char *fast = (unsigned char *)(e + T * S);     /* per query: the exp(2k) route */
     const float *v = w->v;
     for (long b = w->b0; b < w->b1; b++) {
-        load_row(w->dtype, w->q, b * T * A, T * A, q);
-        int slow = 0;
-        for (long t = 0; t < T; t++) {
-            fast[t] = w->u && query_exp(q + t * A, A, wq + t * A);
-            slow |= !fast[t];
-        }
+        int slow = load_queries(w, b, q, wq, fast);
         for (long s = 0; s < S; s++) {
             if (slow)
                 load_row(w->dtype, w->k, (b * S + s) * A, A, k);
             const float *u = w->u ? w->u + (b * S + s) * A : NULL;
             for (long t = 0; t < T; t++) {
-                const float *qt = q + t * A, *wqt = wq + t * A;
+                tanh_row(fast[t], wq + t * A, u, q + t * A, k, A, th);
                 float acc = 0.0f;
-                if (fast[t]) {
 #pragma omp simd reduction(+ : acc)
-                    for (long a = 0; a < A; a++) {
-                        th[a] = 1.0f - 2.0f / (wqt[a] * u[a] + 1.0f);
-                        acc += v[a] * th[a];
-                    }
-                } else {
-#pragma omp simd reduction(+ : acc)
-                    for (long a = 0; a < A; a++) {
-                        th[a] = tanh_f(qt[a] + k[a]);
-                        acc += v[a] * th[a];
-                    }
-                }
+                for (long a = 0; a < A; a++)
+                    acc += v[a] * th[a];
                 e[t * S + s] = acc;
                 if (w->tanh)
                     store_row(w->dtype, w->tanh, ((b * T + t) * S + s) * A, A, th);
@@ -97,41 +115,72 @@ static void forward_rows(Work *w) {
     free(buf);
 }
 
-/* From the stored tanh: grad_q and grad_k for rows b0..b1, and this thread's part of grad_v. */
+/* One (s, t) term of the gradients: d = g v (1 - tanh^2) into grad_k's row gk and query t's gq
+   (each where not NULL), g tanh into gv (where not NULL). */
+static inline void backward_term(float g, const float *v, const float *th, float *gq, float *gk, float *gv,
+                                 long A) {
+    if (gq && gk && gv) {
+#pragma omp simd
+        for (long a = 0; a < A; a++) {
+            float d = g * v[a] * (1.0f - th[a] * th[a]);   /* tanh' = 1 - tanh^2 */
+            gv[a] += g * th[a];
+            gk[a] += d;
+            gq[a] += d;
+        }
+    } else {                            /* some of them: each its own loop */
+        if (gq)
+#pragma omp simd
+            for (long a = 0; a < A; a++)
+                gq[a] += g * v[a] * (1.0f - th[a] * th[a]);
+        if (gk)
+#pragma omp simd
+            for (long a = 0; a < A; a++)
+                gk[a] += g * v[a] * (1.0f - th[a] * th[a]);
+        if (gv)
+#pragma omp simd
+            for (long a = 0; a < A; a++)
+                gv[a] += g * th[a];
+    }
+}
+
+/* grad_q, grad_k and this thread's part of grad_v for rows b0..b1 (each where wanted), from the
+   stored tanh, or with w->tanh NULL from tanh recomputed as the forward pass made it. */
 static void backward_rows(Work *w) {
     long T = w->T, S = w->S, A = w->A;
-    float *buf = malloc(sizeof(float) * (size_t)((T + 2) * A + T * S));
+    float *buf = malloc(sizeof(float) * (size_t)((3 * T + 3) * A + T * S) + (size_t)T);
     if (!buf) { w->failed = 1; return; }
-    float *gq = buf, *th = gq + T * A, *gk = th + A, *g = gk + A;
-    float *gv = w->grad_v;
+    float *gq = buf, *th = gq + T * A, *gk = th + A, *g = gk + A, *q = g + T * S, *wq = q + T * A, *k = wq + T * A;
+    unsigned char *fast = (unsigned char *)(k + A);
     const float *v = w->v;
+    int recompute = w->tanh == NULL;
     for (long b = w->b0; b < w->b1; b++) {
         load_row(w->dtype, w->grad, b * T * S, T * S, g);
+        int slow = recompute ? load_queries(w, b, q, wq, fast) : 0;
         memset(gq, 0, sizeof(float) * (size_t)(T * A));
         for (long s = 0; s < S; s++) {
+            if (slow)
+                load_row(w->dtype, w->k, (b * S + s) * A, A, k);
+            const float *u = w->u ? w->u + (b * S + s) * A : NULL;
             memset(gk, 0, sizeof(float) * (size_t)A);
             for (long t = 0; t < T; t++) {
-                load_row(w->dtype, w->tanh, ((b * T + t) * S + s) * A, A, th);
-                float *gqt = gq + t * A;
-                float gts = g[t * S + s];
-#pragma omp simd
-                for (long a = 0; a < A; a++) {
-                    float d = gts * v[a] * (1.0f - th[a] * th[a]);   /* tanh' = 1 - tanh^2 */
-                    gv[a] += gts * th[a];
-                    gk[a] += d;
-                    gqt[a] += d;
-                }
+                if (recompute)
+                    tanh_row(fast[t], wq + t * A, u, q + t * A, k, A, th);
+                else
+                    load_row(w->dtype, w->tanh, ((b * T + t) * S + s) * A, A, th);
+                backward_term(g[t * S + s], v, th, w->grad_q ? gq + t * A : NULL, w->grad_k ? gk : NULL,
+                              w->grad_v, A);
             }
-            if (w->accumulate) {
+            if (w->grad_k && w->accumulate) {
                 float *dst = (float *)w->grad_k + (b * S + s) * A;
 #pragma omp simd
                 for (long a = 0; a < A; a++)
                     dst[a] += gk[a];
-            } else {
+            } else if (w->grad_k) {
                 store_row(w->dtype, w->grad_k, (b * S + s) * A, A, gk);
             }
         }
-        store_row(w->dtype, w->grad_q, b * T * A, T * A, gq);
+        if (w->grad_q)
+            store_row(w->dtype, w->grad_q, b * T * A, T * A, gq);
     }
     free(buf);
 }
@@ -171,18 +220,23 @@ int score_forward(int dtype, const void *q, const void *k, const float *u, const
 }
 
 /* grad_v (A floats) receives the sum over every row; grad_q is written whole, and grad_k too, or
-   with `accumulate` grad_k is fp32 and the gradient is added to it. */
-int score_backward(int dtype, const void *tanh, const float *v, const void *grad, void *grad_q,
-                   void *grad_k, float *grad_v, long B, long T, long S, long A, int threads, int accumulate) {
+   with `accumulate` grad_k is fp32 and the gradient is added to it. Any of the three may be NULL
+   (not wanted). tanh is the forward pass's, or NULL: then it is recomputed from q, and from u or
+   the keys k as score_forward took them (a loop's backward pass, which keeps no tanh). */
+int score_backward(int dtype, const void *tanh, const void *q, const void *k, const float *u, const float *v,
+                   const void *grad, void *grad_q, void *grad_k, float *grad_v, long B, long T, long S, long A,
+                   int threads, int accumulate) {
     threads = clamp_threads(threads, B);
-    float *partials = calloc((size_t)threads * (size_t)A, sizeof(float));
-    if (!partials) return 1;
-    Work w = {dtype, NULL, NULL, grad, v, NULL, NULL, (void *)tanh, grad_q, grad_k, NULL, 0, 0, T, S, A, accumulate, 0};
+    float *partials = grad_v ? calloc((size_t)threads * (size_t)A, sizeof(float)) : NULL;
+    if (grad_v && !partials) return 1;
+    Work w = {dtype, q, k, grad, v, u, NULL, (void *)tanh, grad_q, grad_k, NULL, 0, 0, T, S, A, accumulate, 0};
     int failed = run_split(&w, B, threads, backward_rows, partials);
-    memset(grad_v, 0, sizeof(float) * (size_t)A);
-    for (int i = 0; i < threads; i++)     /* a fixed order: the same sum every time */
-        for (long a = 0; a < A; a++)
-            grad_v[a] += partials[(long)i * A + a];
+    if (grad_v) {
+        memset(grad_v, 0, sizeof(float) * (size_t)A);
+        for (int i = 0; i < threads; i++)     /* a fixed order: the same sum every time */
+            for (long a = 0; a < A; a++)
+                grad_v[a] += partials[(long)i * A + a];
+    }
     free(partials);
     return failed;
 }
