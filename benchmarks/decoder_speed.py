@@ -116,7 +116,7 @@ def eager_forward(dec: Decoder, feats, tgt_in):
     """Our design (W_k a once, the output layer once over all steps) in plain PyTorch: the score
     through autograd, v^T tanh(W_q h + W_k a), in place of caption.kernels.additive_score, and
     nn.LSTMCell on [E y; z] at every step in place of the hoisted word half and RecurrentLinear;
-    run under matmul.backend("torch"), so no package kernel at all."""
+    run under matmul.backend("torch") and native.kernel("eager"), so no package kernel at all."""
     att = dec.attention
     keys, v = att.project_keys(feats), att.v.weight.view(-1)                # (B, L, A), (A,)
     h, c = dec.init_state({"mean": feats.mean(1)})
@@ -177,8 +177,10 @@ def train_step(dec, feats, tgt, baseline: bool, bf16: bool, eager: bool = False)
         with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext(), \
                 matmul.backend("torch") if eager else nullcontext():
             logits = forward(dec, feats, tgt[:, :-1])
-        # the package's training loss (caption/training/objectives.py): each caption's summed NLL
-        loss = caption_nll(logits, tgt[:, 1:], torch.ones_like(tgt[:, 1:], dtype=torch.bool)).mean()
+        # the package's training loss (caption/training/objectives.py): each caption's summed NLL,
+        # PyTorch's cross-entropy for the eager design
+        with native.kernel("eager") if eager else nullcontext():
+            loss = caption_nll(logits, tgt[:, 1:], torch.ones_like(tgt[:, 1:], dtype=torch.bool)).mean()
         loss.backward()
         dec.zero_grad(set_to_none=True)
     return run

@@ -145,16 +145,16 @@ def test_the_backward_that_recomputes_tanh_equals_the_one_that_kept_it(dtype, ro
     g_q, g_k, g_v = native_score_backward(tanh, v, grad)
     start = torch.randn(k.shape)
     sum_k = start.clone()
-    r_q, r_v = recomputed_score_backward(q, k, u, v, grad, True, sum_k, True)
+    r_q, r_v = recomputed_score_backward(q, k, u, v, grad, want_q=True, sum_k=sum_k, want_v=True)
     if dtype == torch.float32:                     # the same tanh, summed in the same order
         assert torch.equal(r_q, g_q) and torch.equal(r_v, g_v) and torch.allclose(sum_k - start, g_k, atol=1e-6)
     else:                                          # fp32 tanh, where the kept one was rounded to bf16
         ref = _reference(q, k, v, grad)
         kept, recomputed = _errors((g_q, g_k, g_v), ref[1:]), _errors((r_q, sum_k - start, r_v), ref[1:])
         assert all(r <= 1.1 * c + 1e-3 for r, c in zip(recomputed, kept)), (recomputed, kept)
-    only_q, no_v = recomputed_score_backward(q, k, u, v, grad, True, None, False)
+    only_q, no_v = recomputed_score_backward(q, k, u, v, grad, want_q=True, sum_k=None, want_v=False)
     assert no_v is None and torch.equal(only_q, r_q)
-    no_q, only_v = recomputed_score_backward(q, k, u, v, grad, False, None, True)
+    no_q, only_v = recomputed_score_backward(q, k, u, v, grad, want_q=False, sum_k=None, want_v=True)
     assert no_q is None and torch.allclose(only_v, r_v, rtol=1e-6, atol=1e-6)
 
 

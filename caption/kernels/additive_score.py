@@ -190,12 +190,13 @@ def native_score_backward(tanh: Tensor, w: Tensor, grad: Tensor,
     return grad_q, (grad_k if sum_k is None else None), grad_v
 
 
-def recomputed_score_backward(q: Tensor, keys: Tensor, u: Tensor | None, w: Tensor, grad: Tensor, want_q: bool,
+def recomputed_score_backward(q: Tensor, keys: Tensor, u: Tensor | None, w: Tensor, grad: Tensor, *, want_q: bool,
                               sum_k: Tensor | None, want_v: bool) -> tuple[Tensor | None, Tensor | None]:
     """The C kernel's backward for `native_score(q, keys, w, u, keep_tanh=False)`: tanh(q + k)
     recomputed as that forward made it. grad (B, T, S) -> grad_q (B, T, A) in q's dtype where
     want_q, grad_v (A,) in fp32 where want_v; grad_k is added to `sum_k` (B, S, A), fp32 and
-    contiguous, where it is given."""
+    contiguous, where it is given. The same numbers as native_score_backward from the kept tanh
+    (tests/test_native_score.py::test_the_backward_that_recomputes_tanh_equals_the_one_that_kept_it)."""
     B, T, A = q.shape
     S = keys.shape[1]
     grad, q, keys = grad.to(q.dtype).contiguous(), q.contiguous(), keys.contiguous()

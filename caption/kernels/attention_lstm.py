@@ -82,7 +82,8 @@ class _ColumnBlocks(torch.autograd.Function):
     def backward(ctx, g_left, g_right):
         if g_left is None and g_right is None:
             return None, None
-        grad = torch.empty(ctx.shape, dtype=ctx.dtype)
+        like = g_left if g_left is not None else g_right
+        grad = like.new_empty(ctx.shape, dtype=ctx.dtype)
         for block, g in ((grad[:, :ctx.split], g_left), (grad[:, ctx.split:], g_right)):
             block.copy_(g) if g is not None else block.zero_()
         return grad, None
@@ -94,8 +95,8 @@ class _Weights:
     def __init__(self, w_query, v, lstm_z, lstm_h, w_beta, b_beta, dtype, rows):
         self.dtype, self.params = dtype, (w_query, v, lstm_z, lstm_h, w_beta, b_beta)
         self.A, self.H = w_query.shape
-        rows = (w_query, lstm_h) if w_beta is None else (w_query, lstm_h, w_beta)
-        self.h_side = torch.cat([w.detach() for w in rows]).to(dtype)       # (A + 4H [+ 1], H)
+        stacked = (w_query, lstm_h) if w_beta is None else (w_query, lstm_h, w_beta)
+        self.h_side = torch.cat([w.detach() for w in stacked]).to(dtype)    # (A + 4H [+ 1], H)
         self.z_side = lstm_z.detach().to(dtype).contiguous()                # (4H, D): a column block of W_ih
         self.v = v.detach().float().contiguous()                            # (A,)
         self.beta_bias = None if b_beta is None else b_beta.detach().to(dtype)
@@ -126,8 +127,9 @@ class _Weights:
 
 class _Loop(torch.autograd.Function):
     """The loop as one node. What the backward pass needs is kept on ctx as plain attributes, not
-    through save_for_backward: a list of per-step dicts, none of them the node's own inputs or
-    outputs (which are the tensors save_for_backward's version checks protect)."""
+    through save_for_backward: a list of per-step dicts of the loop's own tensors, and the keys and
+    values it reads, which may be the node's inputs. Those two go without save_for_backward's
+    version check: the decoder never changes its memory in place between the passes."""
 
     @staticmethod
     def forward(ctx, word_gates, h, c, keys, values, w_query, v, lstm_z, lstm_h, w_beta, b_beta, active, dtype):
@@ -191,8 +193,8 @@ def _step_forward(word_gates: Tensor, P: Tensor, c: Tensor, keys: Tensor, values
     """One step on n rows from P = h_{t-1} [W_q; lstm_h; beta]^T (n, A + 4H [+ 1]): writes h_t into
     h_out (n, H) and returns what the backward pass keeps, h_t in the products' dtype as "h"."""
     A, H = w.A, w.H
-    q = P[:, :A]
-    e, _ = native_score(q.unsqueeze(1), keys, w.v, u, keep_tanh=False)     # (n, 1, S)
+    q = P[:, :A].unsqueeze(1).contiguous()                                  # (n, 1, A): kept alone, not P
+    e, _ = native_score(q, keys, w.v, u, keep_tanh=False)                   # (n, 1, S)
     alpha = torch.softmax(e.squeeze(1), -1)                                 # (n, S)
     context = _context(alpha, values)                                       # (n, D)
     gate = None
@@ -232,8 +234,8 @@ def _step_backward(step: dict, outer: tuple, carry_h: Tensor, carry_c: Tensor, g
     if g_alphas is not None:
         g_alpha = g_alpha + g_alphas
     g_e = torch._softmax_backward_data(g_alpha.to(alpha.dtype), alpha, -1, alpha.dtype)
-    g_q, g_v_step = recomputed_score_backward(step["q"].unsqueeze(1), keys, u, w.v, g_e.unsqueeze(1), True,
-                                              g_keys, True)       # tanh(q + k) recomputed, not kept
+    g_q, g_v_step = recomputed_score_backward(step["q"], keys, u, w.v, g_e.unsqueeze(1), want_q=True,
+                                              sum_k=g_keys, want_v=True)     # tanh(q + k) recomputed, not kept
     g_v += g_v_step
     gP = torch.cat([g_q.squeeze(1), gg] + ([] if g_logit is None else [g_logit]), 1)   # (n, A + 4H [+ 1])
     return gP, gg

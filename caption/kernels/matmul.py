@@ -7,6 +7,8 @@ Equals (within float rounding: the summation order differs):
     Linear                   torch.nn.Linear, the same parameters and state_dict keys
                              (tests/test_matmul.py::test_the_linear_module_is_nn_linear_with_the_same_state)
     mm(a, b)                 a @ b (tests/test_matmul.py::test_mm_takes_transposed_operands_and_is_the_same_every_time)
+    Packed(W, rows, True)(x) mm(x, W.t(), True), W laid out once for many products (tests/test_matmul_packed.py)
+    whole(x)                 x.contiguous(), bit for bit (tests/test_matmul_packed.py)
 Results are the same from one run to the next.
 
 Why: PyTorch's fp32 matmul on the CPU calls MKL's sgemm, and MKL takes its AVX2 code path on AMD
@@ -106,14 +108,15 @@ def _inner_product(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Ten
 def whole(x: Tensor) -> Tensor:
     """x.contiguous(): where x is the transpose of a contiguous fp32 CPU matrix (a weight gradient's
     g^T, which oneDNN's inner product would copy element by element), by the C kernels' tiled
-    transpose (caption/kernels/native/transpose.c) where they are built; the same numbers."""
+    transpose (caption/kernels/native/transpose.c) where they are built; the same numbers, bit for bit
+    (tests/test_matmul_packed.py::test_a_transposed_matrix_is_made_whole_bit_for_bit_by_the_tiled_kernel)."""
     tiled = x.dim() == 2 and x.numel() >= MIN_TILED and x.dtype == torch.float32 and x.device.type == "cpu" \
         and not x.is_contiguous() and x.t().is_contiguous()
     lib = native.library() if tiled else None
     if lib is None:
         return x.contiguous()
     M, N = x.shape
-    out = torch.empty(M, N)
+    out = torch.empty(M, N, dtype=torch.float32)
     lib.transpose_f32(x.data_ptr(), out.data_ptr(), N, M, torch.get_num_threads())
     return out
 
@@ -130,8 +133,9 @@ class Packed:
     """A weight W (N, K) for many products x W^T (a loop's steps, `__call__`), laid out once in
     oneDNN's blocked format: oneDNN's inner product otherwise reorders W at every call, which costs a
     32-row product at a decoder's sizes a third of its time. The same numbers as mm(x, W.t(), enabled)
-    (tests/test_matmul.py::test_a_packed_weight_gives_the_products_of_the_plain_one), fp32 or bf16 on
-    the CPU; elsewhere, or where this PyTorch cannot pack, it is that product."""
+    (tests/test_matmul_packed.py::test_a_packed_weight_gives_the_products_of_the_plain_one), fp32 or
+    bf16 on the CPU, however few the rows (MIN_MACS is the caller's to weigh: a loop's products are
+    many); elsewhere, or where this PyTorch cannot pack, it is that product."""
 
     def __init__(self, weight: Tensor, rows: int, enabled: bool):
         self.weight, self.enabled, self.packed = weight, enabled, None

@@ -40,6 +40,7 @@ FOLDER = Path(__file__).with_name("native")
 SOURCES = ("additive_score.c", "context.c", "lstm_cell.c", "transpose.c", "cross_entropy.c")
 HEADERS = ("rows.h", "tanh.h")
 FLAGS = ("-O3", "-fopenmp-simd", "-fno-math-errno", "-fPIC", "-shared")
+LIBS = ("-lm",)                   # after the sources: cross_entropy.c calls logf
 # tried in turn: tuned for this CPU and threaded by OpenMP, then without the tuning, then neither
 VARIANTS = (("-fopenmp", "-march=native"), ("-fopenmp",), ())
 COMPILE_SECONDS = 120
@@ -136,7 +137,7 @@ def _find_or_compile() -> tuple[ctypes.CDLL | None, str]:
     errors = []
     for variant in VARIANTS:
         flags = FLAGS + variant
-        digest = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), version.encode(),
+        digest = hashlib.sha256(b"\0".join([source, " ".join(flags + LIBS).encode(), version.encode(),
                                             _cpu_features().encode()])).hexdigest()[:16]
         path = cache_dir() / f"kernels-{digest}.so"
         for attempt in ("cached", "fresh"):
@@ -164,7 +165,7 @@ def _compile(cc: list[str], flags: tuple[str, ...], path: Path) -> str:
     except OSError as e:
         return f"the cache folder {path.parent} cannot be written: {e.strerror or e}"
     try:
-        done = subprocess.run([*cc, *flags, "-o", tmp, *[str(FOLDER / name) for name in SOURCES]],
+        done = subprocess.run([*cc, *flags, "-o", tmp, *[str(FOLDER / name) for name in SOURCES], *LIBS],
                               capture_output=True, text=True,
                               errors="replace", timeout=COMPILE_SECONDS)
         if done.returncode != 0:

@@ -211,8 +211,8 @@ static int run_split(Work *proto, long B, int threads, void (*fn)(Work *), float
     return failed;
 }
 
-/* e (B, T, S); tanh (B, T, S, A) is written too unless it is NULL (no gradient to come). u is
-   exp(2k) from score_keys_exp, or NULL. */
+/* e (B, T, S); tanh (B, T, S, A) is written too unless it is NULL (no gradient to come, or a
+   backward pass that recomputes it). u is exp(2k) from score_keys_exp, or NULL. */
 int score_forward(int dtype, const void *q, const void *k, const float *u, const float *v, void *e,
                   void *tanh, long B, long T, long S, long A, int threads) {
     Work w = {dtype, q, k, NULL, v, u, e, tanh, NULL, NULL, NULL, 0, 0, T, S, A, 0, 0};

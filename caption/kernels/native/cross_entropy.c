@@ -15,7 +15,8 @@
 
    x and grad are fp32 or bf16 (`dtype` 0 or 1), arithmetic fp32; y are int64 in [0, V) (the caller
    checks). exp's argument is kept at or above -87, where exp_f holds: exp(-87) is below 1e-37, so a
-   term that small adds nothing a float can hold next to the row's largest, which adds 1. Rows
+   term that small adds nothing a float can hold next to the row's largest, which adds 1 (and a -inf
+   logit's gradient is g exp(-87) where PyTorch's is 0). Rows
    are shared among `threads` OpenMP threads. A return value other than 0 means out of memory. */
 #include <math.h>
 
@@ -26,7 +27,7 @@ static inline float shifted_exp(float x) { return exp_f(x > -87.0f ? x : -87.0f)
 
 /* lse of each row; NaN for a row with a NaN, or with no finite maximum (+inf, or every logit
    -inf), as PyTorch's log-softmax gives there. */
-int nll_forward(int dtype, const void *x, const long *y, float *lse, float *nll, long M, long V, int threads) {
+int nll_forward(int dtype, const void *x, const int64_t *y, float *lse, float *nll, long M, long V, int threads) {
     int failed = 0;
 #pragma omp parallel for schedule(static) num_threads(threads) reduction(| : failed)
     for (long m = 0; m < M; m++) {
@@ -58,7 +59,7 @@ int nll_forward(int dtype, const void *x, const long *y, float *lse, float *nll,
 }
 
 /* grad (M, V) in dtype from g (M,) fp32, the upstream gradient of each row's nll. */
-int nll_backward(int dtype, const void *x, const long *y, const float *lse, const float *g, void *grad,
+int nll_backward(int dtype, const void *x, const int64_t *y, const float *lse, const float *g, void *grad,
                  long M, long V, int threads) {
     int failed = 0;
 #pragma omp parallel for schedule(static) num_threads(threads) reduction(| : failed)

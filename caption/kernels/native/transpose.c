@@ -2,7 +2,7 @@
 
        dst (C, R) = src (R, C)^T,   both contiguous
 
-   equal to src.t().contiguous() bit for bit (tests/test_matmul.py). caption/kernels/matmul.py
+   equal to src.t().contiguous() bit for bit (tests/test_matmul_packed.py). caption/kernels/matmul.py
    calls it for a weight's gradient, g^T x, whose g^T oneDNN's inner product reads only whole.
 
    Why: PyTorch's strided copy walks one matrix element by element across rows thousands of
