@@ -24,6 +24,7 @@ Every step's loss is the package's training loss (caption.training.losses.captio
 cross-entropy where the kernels are on, F.cross_entropy where they are off).
 
     python benchmarks/decoder_speed.py [--repeats 3] [--baseline-images 10] [--plain-malloc] [--no-write]
+    python benchmarks/decoder_speed.py --floor-trials 5   # only the spread of fp32's x floor at D 2048, H 512
 """
 from __future__ import annotations
 
@@ -186,6 +187,23 @@ def train_step(dec, feats, tgt, baseline: bool, bf16: bool, eager: bool = False)
     return run
 
 
+def floor_trials(n: int, repeats: int) -> None:
+    """The fp32 step at D 2048, H 512 timed n times (the best of `repeats` each), each beside a fresh
+    GEMM rate (the faster fp32 library's), and its x floor printed: how far the ratio moves from one
+    measurement to the next on this machine. Printed only."""
+    D, H = 2048, 512
+    dec = Decoder(CaptionConfig(embed_dim=E, hidden_dim=H, attn_dim=A, dropout=0.0), D, V)
+    feats, tgt = torch.randn(B, L, D), torch.randint(4, V, (B, T + 1))
+    ratios = []
+    for trial in range(n):
+        rate = max(matmul_rate(torch.float32), matmul_rate(torch.float32, onednn=True))
+        t = timed(train_step(dec, feats, tgt, False, False), repeats)
+        ratios.append(t / (train_flops(D, H, B) / rate / 1e9))
+        print(f"trial {trial + 1}: fp32 GEMM {rate:.0f} GFLOP/s, step {1000 * t:.0f} ms, x floor {ratios[-1]:.2f}",
+              flush=True)
+    print(f"x floor over {n} trials: " + ", ".join(f"{r:.2f}" for r in sorted(ratios)))
+
+
 def main() -> int:
     p = parser(__doc__)
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement; the best is kept")
@@ -193,9 +211,15 @@ def main() -> int:
                    help="images decoded one at a time for the beam baseline, scaled to 100 (default 10)")
     p.add_argument("--plain-malloc", action="store_true",
                    help="leave glibc's malloc settings alone (the CLI calls caption.kernels.malloc.keep_freed_memory)")
+    p.add_argument("--floor-trials", type=int, default=0, metavar="N",
+                   help="only time the fp32 step at D 2048, H 512 N times beside fresh GEMM rates and print each "
+                        "x floor (the ratio's spread on this machine); writes nothing")
     args = parse(p)
     torch.manual_seed(0)
     kept = False if args.plain_malloc else keep_freed_memory()      # as the command line does
+    if args.floor_trials:
+        floor_trials(args.floor_trials, args.repeats)
+        return 0
     print(native.status(), flush=True)
     if not matmul.available():
         print("this build of PyTorch has no oneDNN inner product: both fp32 columns time torch's matmul")
