@@ -25,18 +25,25 @@
 
 static inline float shifted_exp(float x) { return exp_f(x > -87.0f ? x : -87.0f); }   /* x not NaN */
 
+/* Row m of x (M, V) in fp32, in a buffer of its own (the caller frees it), or NULL: out of memory. */
+static float *loaded_row(int dtype, const void *x, long m, long V) {
+    float *row = malloc(sizeof(float) * (size_t)V);
+    if (row)
+        load_row(dtype, x, m * V, V, row);
+    return row;
+}
+
 /* lse of each row; NaN for a row with a NaN, or with no finite maximum (+inf, or every logit
    -inf), as PyTorch's log-softmax gives there. */
 int nll_forward(int dtype, const void *x, const int64_t *y, float *lse, float *nll, long M, long V, int threads) {
     int failed = 0;
 #pragma omp parallel for schedule(static) num_threads(threads) reduction(| : failed)
     for (long m = 0; m < M; m++) {
-        float *row = malloc(sizeof(float) * (size_t)V);
+        float *row = loaded_row(dtype, x, m, V);
         if (!row) {
             failed = 1;
             continue;
         }
-        load_row(dtype, x, m * V, V, row);
         float top = -INFINITY, sum = 0.0f;
         int nan = 0;
 #pragma omp simd reduction(max : top) reduction(| : nan)
@@ -64,13 +71,12 @@ int nll_backward(int dtype, const void *x, const int64_t *y, const float *lse, c
     int failed = 0;
 #pragma omp parallel for schedule(static) num_threads(threads) reduction(| : failed)
     for (long m = 0; m < M; m++) {
-        float *row = malloc(sizeof(float) * (size_t)V);
+        float *row = loaded_row(dtype, x, m, V);
         if (!row) {
             failed = 1;
             continue;
         }
         float gm = g[m], l = lse[m];
-        load_row(dtype, x, m * V, V, row);
         if (l != l) {                        /* NaN: the gradient is NaN, as PyTorch's */
             for (long v = 0; v < V; v++)
                 row[v] = NAN;
