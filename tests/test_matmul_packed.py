@@ -11,7 +11,7 @@ needs_kernel = pytest.mark.skipif(native.built() is None, reason=native.status()
 
 
 @needs_kernel
-@pytest.mark.parametrize("rows, cols", [(640, 10000), (33, 2049), (1000, 67), (256, 256)])
+@pytest.mark.parametrize("rows, cols", [(640, 10000), (33, 2049), (1000, 67), (256, 256), (15, 4500)])
 def test_a_transposed_matrix_is_made_whole_bit_for_bit_by_the_tiled_kernel(rows, cols, monkeypatch):
     torch.manual_seed(0)
     x = torch.randn(rows, cols).t()                                   # (cols, rows), a transposed view
@@ -28,6 +28,22 @@ def test_a_transposed_matrix_is_made_whole_bit_for_bit_by_the_tiled_kernel(rows,
     monkeypatch.setattr(native, "library", lambda: Counting())
     out = matmul.whole(x)
     assert tiled == [(rows, cols)] and out.is_contiguous() and torch.equal(out, x.contiguous())
+
+
+@pytest.mark.skipif(native.built() is None, reason=native.status())
+def test_the_generic_build_transposes_bit_for_bit_too(monkeypatch, tmp_path):
+    """Without -march=native (the build a compiler falls back to) the transpose has no 8 x 8 blocks in
+    AVX registers, only its element-by-element loop: the same numbers."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(native, "VARIANTS", ((),))
+    native._build.cache_clear()
+    try:
+        assert "generic, one thread" in native.status(), native.status()
+        for rows, cols in ((640, 1000), (33, 2049), (1000, 67)):
+            x = torch.randn(rows, cols).t()
+            assert torch.equal(matmul.whole(x), x.contiguous())
+    finally:
+        native._build.cache_clear()
 
 
 def test_whole_leaves_every_other_layout_to_pytorch(monkeypatch):

@@ -100,8 +100,16 @@ static void forward_rows(Work *w) {
                 load_row(w->dtype, w->k, (b * S + s) * A, A, k);
             const float *u = w->u ? w->u + (b * S + s) * A : NULL;
             for (long t = 0; t < T; t++) {
-                tanh_row(fast[t], wq + t * A, u, q + t * A, k, A, th);
                 float acc = 0.0f;
+                if (fast[t] && !w->tanh) {     /* tanh_row's fast route, summed without a buffer */
+                    const float *wt = wq + t * A;
+#pragma omp simd reduction(+ : acc)
+                    for (long a = 0; a < A; a++)
+                        acc += v[a] * (1.0f - 2.0f / (wt[a] * u[a] + 1.0f));
+                    e[t * S + s] = acc;
+                    continue;
+                }
+                tanh_row(fast[t], wq + t * A, u, q + t * A, k, A, th);
 #pragma omp simd reduction(+ : acc)
                 for (long a = 0; a < A; a++)
                     acc += v[a] * th[a];
@@ -143,6 +151,56 @@ static inline void backward_term(float g, const float *v, const float *th, float
     }
 }
 
+/* Row b of a loop's backward pass (every gradient wanted, grad_k summed in place, tanh recomputed
+   by the exp(2k) route for each of the row's queries, wq their exp(2q), g the row's gradient of e):
+   the sums of backward_rows in one pass per key row, with v factored out of grad_q's sum over the
+   keys and out of grad_k's over the queries (the sum of g v (1 - tanh^2) taken as v times the sum
+   of g (1 - tanh^2)), so that no tanh and, for one query, no grad_k row goes through a buffer.
+   acc_q (T, A) and acc_k (A) are working rows. */
+static void fused_backward_row(const Work *w, long b, const float *wq, const float *g, float *acc_q, float *acc_k) {
+    long T = w->T, S = w->S, A = w->A;
+    const float *v = w->v;
+    float *gv = w->grad_v;
+    memset(acc_q, 0, sizeof(float) * (size_t)(T * A));
+    for (long s = 0; s < S; s++) {
+        const float *u = w->u + (b * S + s) * A;
+        float *dst = (float *)w->grad_k + (b * S + s) * A;
+        if (T == 1) {                          /* a loop's step: grad_k's row updated in the same pass */
+            const float gs = g[s];
+#pragma omp simd
+            for (long a = 0; a < A; a++) {
+                float th = 1.0f - 2.0f / (wq[a] * u[a] + 1.0f);
+                float d = gs * (1.0f - th * th);
+                acc_q[a] += d;
+                dst[a] += d * v[a];
+                gv[a] += gs * th;
+            }
+            continue;
+        }
+        memset(acc_k, 0, sizeof(float) * (size_t)A);
+        for (long t = 0; t < T; t++) {
+            const float gs = g[t * S + s], *wt = wq + t * A;
+            float *aq = acc_q + t * A;
+#pragma omp simd
+            for (long a = 0; a < A; a++) {
+                float th = 1.0f - 2.0f / (wt[a] * u[a] + 1.0f);
+                float d = gs * (1.0f - th * th);
+                aq[a] += d;
+                acc_k[a] += d;
+                gv[a] += gs * th;
+            }
+        }
+#pragma omp simd
+        for (long a = 0; a < A; a++)
+            dst[a] += acc_k[a] * v[a];
+    }
+    for (long t = 0; t < T; t++)
+#pragma omp simd
+        for (long a = 0; a < A; a++)
+            acc_q[t * A + a] *= v[a];
+    store_row(w->dtype, w->grad_q, b * T * A, T * A, acc_q);
+}
+
 /* grad_q, grad_k and this thread's part of grad_v for rows b0..b1 (each where wanted), from the
    stored tanh, or with w->tanh NULL from tanh recomputed as the forward pass made it. */
 static void backward_rows(Work *w) {
@@ -156,6 +214,10 @@ static void backward_rows(Work *w) {
     for (long b = w->b0; b < w->b1; b++) {
         load_row(w->dtype, w->grad, b * T * S, T * S, g);
         int slow = recompute ? load_queries(w, b, q, wq, fast) : 0;
+        if (recompute && w->u && !slow && w->grad_q && w->grad_k && w->grad_v && w->accumulate) {
+            fused_backward_row(w, b, wq, g, gq, gk);
+            continue;
+        }
         memset(gq, 0, sizeof(float) * (size_t)(T * A));
         for (long s = 0; s < S; s++) {
             if (slow)

@@ -65,29 +65,33 @@ int nll_forward(int dtype, const void *x, const int64_t *y, float *lse, float *n
     return failed;
 }
 
-/* grad (M, V) in dtype from g (M,) fp32, the upstream gradient of each row's nll. */
+/* grad (M, V) in dtype from g (M,) fp32, the upstream gradient of each row's nll. fp32 rows go
+   from x to grad directly; bf16 ones through an fp32 buffer. */
 int nll_backward(int dtype, const void *x, const int64_t *y, const float *lse, const float *g, void *grad,
                  long M, long V, int threads) {
     int failed = 0;
 #pragma omp parallel for schedule(static) num_threads(threads) reduction(| : failed)
     for (long m = 0; m < M; m++) {
-        float *row = loaded_row(dtype, x, m, V);
-        if (!row) {
+        float *buf = dtype == 0 ? NULL : loaded_row(dtype, x, m, V);
+        if (dtype != 0 && !buf) {
             failed = 1;
             continue;
         }
+        const float *row = buf ? buf : (const float *)x + m * V;
+        float *out = buf ? buf : (float *)grad + m * V;
         float gm = g[m], l = lse[m];
         if (l != l) {                        /* NaN: the gradient is NaN, as PyTorch's */
             for (long v = 0; v < V; v++)
-                row[v] = NAN;
+                out[v] = NAN;
         } else {
 #pragma omp simd
             for (long v = 0; v < V; v++)
-                row[v] = gm * shifted_exp(row[v] - l);
-            row[y[m]] -= gm;
+                out[v] = gm * shifted_exp(row[v] - l);
+            out[y[m]] -= gm;
         }
-        store_row(dtype, grad, m * V, V, row);
-        free(row);
+        if (buf)
+            store_row(dtype, grad, m * V, V, buf);
+        free(buf);
     }
     return failed;
 }
