@@ -5,6 +5,9 @@ Then the shipped soft recipe's minutes in each CPU precision, and what --precisi
 its pre-training steps, captioning steps and validation decodes timed, scaled to the whole recipe;
 the captioning steps also with the package's C kernels off (caption.kernels.native: the additive
 score in PyTorch's ops and the loop through autograd instead of caption.kernels.attention_lstm).
+Beside them, the recipe's matrix-work floor: the FLOPs of its products and convolutions, forward and
+backward, counted by torch.utils.flop_counter on a few of its steps, at the GEMM rate of each
+precision measured in the same run (no CPU of that rate trains it faster, whatever is fused).
 
     python benchmarks/train_speed.py [--steps 40]
 """
@@ -16,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.decoder_speed import matmul_rate  # noqa: E402
@@ -72,10 +76,38 @@ def time_steps(data, cfg: CaptionTrainConfig, step_cfg: CaptionTrainConfig, atte
     return [elapsed[kernel] / (k - 1) for kernel in kernels]
 
 
-def recipe_minutes(data, cfg: CaptionTrainConfig, steps_per_epoch: int, precision: str) -> list[str]:
+def step_flops(data, cfg: CaptionTrainConfig, batches_counted: int = 4) -> tuple[float, float]:
+    """FLOPs (2 a multiply-add) of the matrix work of one soft captioning step (the whole model,
+    forward and backward, averaged over `batches_counted` batches: captions leave the batch at their
+    end) and of one pre-training step (the encoder's forward and backward; the label head's is a
+    rounding error), counted by torch.utils.flop_counter. It counts PyTorch's own products and
+    convolutions, so the package's routing and C kernels are off while it counts: the same work."""
+    torch.manual_seed(0)
+    model, vocab = build_captioner(data, CaptionConfig(attention="soft", alpha_c=0.0, dropout=0.0), device="cpu")
+    targets = caption_targets(data, vocab, model.config.max_len)
+    gen = torch.Generator().manual_seed(0)
+    model.train()
+    counted, images = [], None
+    with matmul.backend("torch"), native.kernel("eager"):
+        for _, images, tokens, image_of in batches(data.images, targets, cfg.batch_size, gen, cfg.captions_per_image):
+            with FlopCounterMode(display=False) as flops:
+                loss, _ = objective(model, images, tokens, image_of, tokens[:, 1:] != PAD_ID, cfg, gen)
+                loss.backward()
+            counted.append(flops.get_total_flops())
+            if len(counted) == batches_counted:
+                break
+        with FlopCounterMode(display=False) as flops:
+            model.encoder(images.float() / 255).float().sum().backward()
+    return sum(counted) / len(counted), float(flops.get_total_flops())
+
+
+def recipe_minutes(data, cfg: CaptionTrainConfig, steps_per_epoch: int, precision: str,
+                   flops: tuple[float, float], rate: float) -> list[str]:
     """The soft recipe in one precision: ms per pre-training step and per captioning step, seconds
     per validation decode (the loop's: greedy, --precision auto), and the minutes of the whole recipe
-    these make (pre-training epochs + epochs of steps and validations; reading data and saving aside)."""
+    these make (pre-training epochs + epochs of steps and validations; reading data and saving aside);
+    with `flops` (captioning, pre-training step: `step_flops`) at `rate` GFLOP/s, the captioning
+    step's time over its matrix-work floor and the recipe's floor in minutes (no validation)."""
     keep = []
     # the captioning steps with the C kernels and without, on the same batches
     step, plain = time_steps(data, cfg, cfg, "soft", steps_per_epoch, precision, keep, kernels=("native", "eager"))
@@ -89,8 +121,10 @@ def recipe_minutes(data, cfg: CaptionTrainConfig, steps_per_epoch: int, precisio
     validate = time.perf_counter() - t
     minutes = [(cfg.pretrain_epochs * steps_per_epoch * pretrain + cfg.epochs * (steps_per_epoch * s + validate)) / 60
                for s in (step, plain)]
-    return [precision, f"{1000 * pretrain:.0f}", f"{1000 * step:.0f}", f"{validate:.1f}", f"{minutes[0]:.1f}",
-            f"{1000 * plain:.0f}", f"{minutes[1]:.1f}", f"{plain / step:.2f}x"]
+    floor = [f / rate / 1e9 for f in flops]                                 # seconds: captioning, pre-training step
+    floor_minutes = cfg.pretrain_epochs * steps_per_epoch * floor[1] / 60 + cfg.epochs * steps_per_epoch * floor[0] / 60
+    return [precision, f"{1000 * pretrain:.0f}", f"{1000 * step:.0f}", f"{step / floor[0]:.2f}", f"{validate:.1f}",
+            f"{minutes[0]:.1f}", f"{floor_minutes:.1f}", f"{1000 * plain:.0f}", f"{minutes[1]:.1f}", f"{plain / step:.2f}x"]
 
 
 def main() -> int:
@@ -123,16 +157,23 @@ def main() -> int:
             f"before captions left the batch at their end:\n\n" +
             table(["attention", "ms / step", "s / epoch", "vs soft", "ms / step on torch's matmul",
                    "oneDNN speed-up"], rows))
-    recipe = [recipe_minutes(data, cfg, steps_per_epoch, precision) for precision in ("fp32", "bf16")]
+    flops = step_flops(data, cfg)
+    recipe = [recipe_minutes(data, cfg, steps_per_epoch, precision, flops, rate)
+              for precision, rate in (("fp32", max(rates[:2])), ("bf16", rates[2]))]
     speedup, auto = cpu_bf16_speedup(), resolve_precision("auto", torch.device("cpu"), training=True)
     body += (f"\n\nThe shipped soft recipe ({cfg.pretrain_epochs} pre-training epochs, {cfg.epochs} epochs of "
              f"{steps_per_epoch} steps, a greedy validation of {cfg.val_size} scenes after each) in each precision, "
              "from the same kind of timing (ms per step; the minutes leave out reading data and saving), and "
              "the same steps with the package's C kernels off (the additive score in PyTorch's ops, the loop "
              "step by step through autograd instead of caption.kernels.attention_lstm's by hand), each batch "
-             f"stepped once each way, the order alternating ({native.status()}):\n\n" +
-             table(["precision", "pre-training ms / step", "captioning ms / step", "validation s", "recipe minutes",
-                    "without the C kernels: ms / step", "recipe minutes", "C kernels' speed-up"], recipe) +
+             f"stepped once each way, the order alternating ({native.status()}). The floor is the matrix work "
+             f"(products and convolutions, forward and backward: {flops[0] / 1e9:.1f} GFLOP a captioning step, "
+             f"{flops[1] / 1e9:.1f} a pre-training step, counted by torch.utils.flop_counter) at this run's "
+             "GEMM rate of the precision: the captioning step's x floor, and the recipe's floor minutes "
+             "(pre-training and captioning steps, no validation):\n\n" +
+             table(["precision", "pre-training ms / step", "captioning ms / step", "x floor", "validation s",
+                    "recipe minutes", "floor minutes", "without the C kernels: ms / step", "recipe minutes",
+                    "C kernels' speed-up"], recipe) +
              f"\n\n--precision auto trains in **{auto}** here: this CPU's bf16 products ran {speedup:.1f}x its "
              f"fp32 ones in the probe (caption.device.cpu_bf16_speedup), and auto takes bf16 from "
              f"{BF16_MIN_SPEEDUP:g}x.")

@@ -270,3 +270,28 @@ def test_the_speed_benchmarks_eager_step_is_the_same_decoder_without_the_kernels
     assert ours_grads.keys() == eager_grads.keys() and len(ours_grads) >= 10
     for name in ours_grads:
         assert torch.allclose(ours_grads[name], eager_grads[name], atol=1e-6, rtol=1e-5), name
+
+
+def test_the_training_benchmarks_floor_counts_the_cnns_convolutions_exactly():
+    """benchmarks/train_speed.py's recipe floor divides counted FLOPs by a GEMM rate: the pre-training
+    step's count is the built-in CNN's convolutions, forward (2 flops a multiply-add) and backward
+    (the weights' gradients, and the inputs' but for the images'), and a captioning step adds the
+    decoder's products to it."""
+    from dataclasses import replace
+
+    from benchmarks.train_speed import step_flops
+    from caption.config import CaptionTrainConfig
+    from caption.data.scenes import scene_set
+    from caption.image.encoder import SceneCNN
+    cfg = replace(CaptionTrainConfig(), batch_size=4)
+    data = scene_set(8, "train")
+    captioning, pretraining = step_flops(data, cfg, batches_counted=2)
+    forward, first, side, channels = 0, None, data.images.shape[-1], 3
+    for block in SceneCNN(CaptionConfig().feature_dim):
+        conv = block[0]
+        side //= conv.stride[0]
+        macs = cfg.batch_size * conv.out_channels * side * side * channels * 9
+        first = macs if first is None else first
+        forward, channels = forward + 2 * macs, conv.out_channels
+    assert pretraining == 3 * forward - 2 * first
+    assert pretraining < captioning < 1.5 * pretraining
