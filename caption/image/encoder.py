@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ..checkpoint import load_weights_into
 from ..config import ENCODERS, CaptionConfig
+from ..kernels.batch_norm import batch_norm_relu
 
 BACKBONE_GRID = 14    # the paper's 14 x 14 annotations (VGG conv5 at 224 px)
 # ImageNet statistics; the built-in CNN uses them too, so every encoder takes the same input.
@@ -32,6 +33,12 @@ class SceneCNN(nn.Sequential):
         D = feature_dim
         super().__init__(_block(3, 32, 2), _block(32, 64, 2), _block(64, 64, 1),
                          _block(64, D, 2), _block(D, D, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for conv, norm, relu in self:
+            # relu(norm(x)); in CPU training on channels-last maps, one C kernel each way
+            x = batch_norm_relu(conv(x), norm, relu)
+        return x
 
 
 def _torchvision_trunk(name: str, weights: str | None) -> tuple[nn.Module, int, str | None]:

@@ -6,6 +6,7 @@ names the expression and the test that pins them equal) and changes no result be
     native           the C kernels (native/*.c) compiled here on first use: the additive score in training
     attention_lstm   the soft-attention LSTM loop, forward and backward through time by hand (CPU training)
     cross_entropy    each row's cross-entropy with its target, forward and backward in C (CPU training)
+    batch_norm       batch norm with the batch's statistics, then ReLU, forward and backward in C (fp32 CPU training)
     recurrent_linear a recurrence's weight gradient as one GEMM over all steps (RecurrentLinear)
     malloc           glibc malloc tuning: freed memory kept for reuse (keep_freed_memory)
 

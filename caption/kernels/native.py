@@ -12,8 +12,9 @@ Where there is no compiler, the build fails, the cache cannot be written, or CAP
 set, `library()` is None and the callers take their PyTorch path; `status()` says which and why.
 The kernels: the additive score (additive_score.c), the soft context (context.c) and the LSTM cell
 (lstm_cell.c), the last two for caption/kernels/attention_lstm.py only; a tiled transpose
-(transpose.c) for caption/kernels/matmul.py's weight gradients; and each row's cross-entropy
-(cross_entropy.c) for caption/kernels/cross_entropy.py.
+(transpose.c) for caption/kernels/matmul.py's weight gradients; each row's cross-entropy
+(cross_entropy.c) for caption/kernels/cross_entropy.py; and batch norm with ReLU (batch_norm.c) for
+caption/kernels/batch_norm.py.
 `kernel("eager")` turns the native path off for a block (a benchmark's or a test's side-by-side).
 """
 from __future__ import annotations
@@ -37,10 +38,10 @@ if TYPE_CHECKING:
 
 FOLDER = Path(__file__).with_name("native")
 # compiled together into one library
-SOURCES = ("additive_score.c", "context.c", "lstm_cell.c", "transpose.c", "cross_entropy.c")
+SOURCES = ("additive_score.c", "context.c", "lstm_cell.c", "transpose.c", "cross_entropy.c", "batch_norm.c")
 HEADERS = ("rows.h", "tanh.h")
 FLAGS = ("-O3", "-fopenmp-simd", "-fno-math-errno", "-fPIC", "-shared")
-LIBS = ("-lm",)                   # after the sources: cross_entropy.c calls logf
+LIBS = ("-lm",)                   # after the sources: cross_entropy.c calls logf, batch_norm.c sqrt
 # tried in turn: tuned for this CPU and threaded by OpenMP, then without the tuning, then neither
 VARIANTS = (("-fopenmp", "-march=native"), ("-fopenmp",), ())
 COMPILE_SECONDS = 120
@@ -198,5 +199,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.nll_forward.argtypes = [flag, *[ptr] * 4, size, size, flag]
     lib.nll_backward.argtypes = [flag, *[ptr] * 5, size, size, flag]
     lib.nll_forward.restype = lib.nll_backward.restype = flag
+    lib.bn_relu_forward.argtypes = [*[ptr] * 3, ctypes.c_double, *[ptr] * 6, size, size, flag]
+    lib.bn_relu_backward.argtypes = [*[ptr] * 9, size, size, flag]
+    lib.bn_relu_forward.restype = lib.bn_relu_backward.restype = flag
     lib.lstm_cell_forward.restype = lib.lstm_cell_backward.restype = lib.transpose_f32.restype = None
     return lib

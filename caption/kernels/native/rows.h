@@ -17,10 +17,9 @@ static inline float bf16_to_float(uint16_t x) {
 static inline uint16_t float_to_bf16(float f) {   /* round to nearest even, as PyTorch does */
     uint32_t u;
     memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((u >> 16) | 0x40u);       /* a quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
+    uint32_t nan = (u >> 16) | 0x40u;                /* a quiet NaN */
+    uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);   /* no branch: loops vectorise */
 }
 
 static inline void load_row(int dtype, const void *src, long offset, long n, float *dst) {
