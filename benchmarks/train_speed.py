@@ -97,7 +97,7 @@ def step_flops(data, cfg: CaptionTrainConfig, batches_counted: int = 4) -> tuple
             if len(counted) == batches_counted:
                 break
         with FlopCounterMode(display=False) as flops:
-            model.encoder(images.float() / 255).float().sum().backward()
+            model.encoder(images).float().sum().backward()
     return sum(counted) / len(counted), float(flops.get_total_flops())
 
 

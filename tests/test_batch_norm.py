@@ -67,8 +67,23 @@ def test_a_constant_channel_a_nan_and_the_same_bits_every_time():
     want = torch.relu(theirs(x.clone()))
     assert torch.equal(torch.isnan(y), torch.isnan(want)) and torch.isnan(y[:, 3]).all()
     assert torch.allclose(y[:, :3], want[:, :3], rtol=1e-5, atol=1e-5)
+    for name in ("running_mean", "running_var"):         # channel 3's are NaN too, as PyTorch's
+        ours_stat, theirs_stat = getattr(ours, name), getattr(theirs, name)
+        assert torch.equal(torch.isnan(ours_stat), torch.isnan(theirs_stat)) and torch.isnan(ours_stat[3])
+        assert torch.allclose(ours_stat[:3], theirs_stat[:3], rtol=1e-5, atol=1e-6)
     again = batch_norm.batch_norm_relu(x, _pair(4)[0], nn.ReLU())            # a fresh norm, the same x
     assert torch.equal(torch.nan_to_num(again, 7.0), torch.nan_to_num(y, 7.0))
+
+
+@needs_kernel
+def test_a_mean_far_from_zero_against_the_spread_keeps_the_variance():
+    """The statistics are summed about a sample of each channel: a mean 1,000 times the spread (where
+    E[x^2] - E[x]^2 in fp32 would lose the variance) normalises as PyTorch's two-pass batch norm."""
+    ours, theirs = _pair(8)
+    x = (_map(16, 8, 9, 9) * 0.5 + 1000.0).contiguous(memory_format=torch.channels_last)
+    y = batch_norm.batch_norm_relu(x, ours, nn.ReLU())
+    assert torch.allclose(y, torch.relu(theirs(x.clone())), rtol=1e-3, atol=1e-3)
+    assert torch.allclose(ours.running_var, theirs.running_var, rtol=1e-3)
 
 
 @pytest.mark.parametrize("case", ["eval", "bf16", "not channels-last", "no affine", "momentum None", "kernels off",
@@ -102,7 +117,11 @@ def test_the_built_in_cnn_trains_the_same_with_the_kernel_and_decodes_the_same_b
     ours = Encoder(config).train()
     theirs = copy.deepcopy(ours)
     images = torch.rand(6, 3, config.image_size, config.image_size)
-    a = ours(images)
+    calls, apply = [], batch_norm._BatchNormReLU.apply
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(batch_norm._BatchNormReLU, "apply", lambda *args: calls.append(1) or apply(*args))
+        a = ours(images)
+    assert len(calls) == 5                                   # every block's, in C
     with native.kernel("eager"):
         b = theirs(images)
     assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -289,7 +289,7 @@ def test_the_training_benchmarks_floor_counts_the_cnns_convolutions_exactly():
     forward, first, side, channels = 0, None, data.images.shape[-1], 3
     for block in SceneCNN(CaptionConfig().feature_dim):
         conv = block[0]
-        side //= conv.stride[0]
+        side = (side + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1
         macs = cfg.batch_size * conv.out_channels * side * side * channels * 9
         first = macs if first is None else first
         forward, channels = forward + 2 * macs, conv.out_channels

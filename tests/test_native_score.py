@@ -150,7 +150,7 @@ def test_the_backward_that_recomputes_tanh_equals_the_one_that_kept_it(dtype, ro
     sum_k = start.clone()
     r_q, r_v = recomputed_score_backward(q, k, u, v, grad, want_q=True, sum_k=sum_k, want_v=True)
     if dtype == torch.float32:                     # the same tanh
-        assert torch.allclose(r_q, g_q, rtol=1e-5, atol=1e-6) and torch.allclose(r_v, g_v, rtol=1e-6, atol=1e-6)
+        assert torch.allclose(r_q, g_q, rtol=1e-5, atol=1e-6) and torch.equal(r_v, g_v)   # g_v: the same order
         assert torch.allclose(sum_k - start, g_k, atol=1e-6)
         if route == "a query beyond it":           # rows 0 and 2 fused, row 1 summed as the kept tanh is
             assert torch.equal(r_q[1], g_q[1]) and not torch.equal(r_q[0], g_q[0])

@@ -1,7 +1,7 @@
 /* Batch norm with the batch's statistics followed by ReLU, and its gradient, for the CPU, on an
    fp32 channels-last map x (M, C): M = N H W positions, each a row of C channels:
 
-       mean[c] = sum_m x[m, c] / M,   var[c] = sum_m x[m, c]^2 / M - mean[c]^2     (biased)
+       mean[c] = sum_m x[m, c] / M,   var[c] = sum_m (x[m, c] - mean[c])^2 / M     (biased)
        r[c]    = 1 / sqrt(var[c] + eps)
        y[m, c] = max(0, x[m, c] scale[c] + shift[c]),   scale = w r,  shift = b - mean scale
 
@@ -43,16 +43,18 @@ typedef struct {
     long M, C;
 } Sums;
 
-/* Forward, rows [m0, m1): sum x and sum x^2 per channel into part (2C floats). */
+/* Forward, rows [m0, m1): sum d and sum d^2 per channel into part (2C floats), d = x - x[0]: the
+   sums about the map's first row, a sample of each channel, so that a mean far from 0 against the
+   spread costs no precision (var = E[d^2] - E[d]^2, with E[d] of the order of the spread). */
 static void forward_part(const Sums *s, long m0, long m1, float *part) {
     long C = s->C;
     const float *x = s->x;
     for (long m = m0; m < m1; m++)
 #pragma omp simd
         for (long c = 0; c < C; c++) {
-            float v = x[m * C + c];
-            part[c] += v;
-            part[C + c] += v * v;
+            float d = x[m * C + c] - x[c];
+            part[c] += d;
+            part[C + c] += d * d;
         }
 }
 
@@ -115,9 +117,9 @@ int bn_relu_forward(const float *x, const float *w, const float *b, double eps, 
         return 1;
     }
     for (long c = 0; c < C; c++) {
-        double mu = sums[c] / M, v = sums[C + c] / M - mu * mu;
-        v = v > 0.0 ? v : 0.0;                /* rounding can leave a constant channel's slightly below 0 */
-        mean[c] = (float)mu, var[c] = (float)v, r[c] = (float)(1.0 / sqrt(v + eps));
+        double shifted = sums[c] / M, v = sums[C + c] / M - shifted * shifted;
+        v = v < 0.0 ? 0.0 : v;                /* rounding can leave a constant channel's below 0; NaN stays */
+        mean[c] = (float)(x[c] + shifted), var[c] = (float)v, r[c] = (float)(1.0 / sqrt(v + eps));
         scale[c] = w[c] * r[c], shift[c] = b[c] - mean[c] * scale[c];
     }
     free(sums);
