@@ -130,6 +130,8 @@ def test_the_context_kernel_equals_bmm_and_its_gradients(dtype):
         assert torch.allclose(got.double(), want, rtol=tol, atol=tol)
         assert torch.allclose(g_alpha.double(), alpha64.grad, rtol=tol, atol=tol)
         assert torch.allclose(g_values.double() - 0.5, values64.grad, rtol=1e-5, atol=1e-6)   # fp32 sums
+        g_alpha_alone = _context_backward(alpha, values, g_z, None)   # values that need no gradient
+        assert torch.allclose(g_alpha_alone.double(), alpha64.grad, rtol=tol, atol=tol)
 
 
 @needs_kernel

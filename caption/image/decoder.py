@@ -88,16 +88,16 @@ class Decoder(nn.Module):
             # and, for the reward to go, one per number of words left (at most max_len)
             self.register_buffer("baseline_to_go", torch.zeros(c.max_len + 1))
 
-    def memory(self, feats: Tensor, cast: bool = True) -> dict:
+    def memory(self, feats: Tensor) -> dict:
         """What every step reads: the annotations, their key projection (hoisted), their mean.
         Under autocast fp32 annotations are cast once here for the key projection and every step's
         context product: a cast at each step, and its gradient's cast back, copied them all twice
         per step. Their gradient is then summed over the steps in the autocast dtype, as a bf16
-        activation's is (tests/test_decoder_autocast.py bounds the difference from fp32).
-        cast=False keeps them as they are (caption.kernels.attention_lstm reads fp32 or bf16)."""
+        activation's is (tests/test_decoder_autocast.py bounds the difference from fp32); the loop
+        by hand (caption.kernels.attention_lstm) sums it in fp32 and rounds it once. The context
+        reads the annotations twice a step: in bf16 that is half the bytes."""
         device = feats.device.type
-        cast = (cast and torch.is_autocast_enabled(device) and feats.dtype == torch.float32
-                and self.attention is not None)
+        cast = torch.is_autocast_enabled(device) and feats.dtype == torch.float32 and self.attention is not None
         values = feats.to(torch.get_autocast_dtype(device)) if cast else feats
         keys = self.attention.project_keys(values) if self.attention is not None else None  # (B, L, A)
         return {"values": values, "keys": keys, "mean": feats.mean(1)}
@@ -152,7 +152,7 @@ class Decoder(nn.Module):
         # CPU training with soft attention: the loop below, forward and backward through time by
         # hand as one autograd node with C kernels (caption/kernels/attention_lstm.py; the same numbers)
         fast = fused.usable(feats, self.attention, hard)
-        memory = self.memory(feats, cast=not fast)
+        memory = self.memory(feats)
         if image_of is not None:
             memory = tree_map(lambda x: x.index_select(0, image_of), memory)  # (N, ...)
         h, c = self.init_state(memory)                                      # (N, H)
