@@ -22,8 +22,9 @@ def tiny(**kw) -> CaptionConfig:
 
 @pytest.mark.parametrize("attention", ["soft", "hard", "none"])
 def test_bf16_autocast_trains_and_stays_near_fp32(attention):
-    """The parameters' and the annotations' gradients (what a trained encoder receives, summed over
-    the steps in bf16 since the decoder casts them once) point where fp32's do."""
+    """The parameters' and the annotations' gradients (what a trained encoder receives: summed over
+    the steps in bf16 since the decoder casts them once, or in fp32 and rounded once to bf16 by the
+    loop by hand) point where fp32's do."""
     torch.manual_seed(3)
     dec = Decoder(tiny(attention=attention), D, V)
     leaf, tgt = torch.randn(4, 5, D, requires_grad=True), torch.randint(4, V, (4, 6))
@@ -86,9 +87,10 @@ def _full_size_ops(dec: Decoder, feats, tgt, lengths=None) -> dict[str, int]:
 @pytest.mark.parametrize("fused", [False, True])
 def test_under_autocast_the_annotations_are_cast_once_and_the_word_gates_never_refilled(lengths, fused, monkeypatch):
     """The context product reads the annotations in bf16 at every step: cast once per pass (and the
-    gradient back once), not once per step each way; and taking step t's word gates costs no
-    zero tensor of all T steps' gates in the backward pass (a copy and a fill per step, before).
-    The loop by hand (caption.kernels.attention_lstm) makes their gradient's one tensor once."""
+    gradient back once; the loop by hand also rounds its fp32 sum to bf16 once), not once per step
+    each way; and taking step t's word gates costs no zero tensor of all T steps' gates in the
+    backward pass (a copy and a fill per step, before). The loop by hand
+    (caption.kernels.attention_lstm) makes their gradient's one tensor once."""
     if fused and native.library() is None:
         pytest.skip(native.status())
     if not fused:

@@ -18,11 +18,13 @@
 
    alpha, z, g_z and g_alpha share one storage dtype (`dtype`), values have theirs (`values_dtype`):
    0 fp32, 1 bf16; arithmetic is fp32, bf16 values widened in the loop that reads them (a bf16 is the
-   top half of an fp32): read straight from memory, half the bytes of fp32. Rows of the batch are shared among `threads` OpenMP threads.
+   top half of an fp32): read straight from memory, half the bytes of fp32. Rows of the batch are
+   shared among `threads` OpenMP threads.
    Every tensor is contiguous. A return value other than 0 means out of memory. */
 #include "rows.h"
 
 #define ROWS 4   /* value rows summed per pass over the accumulator (the forward) */
+_Static_assert(ROWS == 4, "add_rows_f32 and add_rows_bf16 take 4 rows");
 
 /* acc += the ROWS value rows from `row` on, each times its alpha, in one pass over acc: fp32 rows, or
    bf16 rows widened in the same loop (a bf16 is the top half of an fp32: no second pass, no buffer). */
