@@ -1,4 +1,6 @@
 """Fixtures shared by the image tests: small untrained captioners saved as real checkpoints."""
+import os
+
 import pytest
 import torch
 from browser import browser  # noqa: F401  (the session fixture: real Chromium, or a skip with its reason)
@@ -27,6 +29,14 @@ def model_path(tmp_path_factory):
 @pytest.fixture(scope="session")
 def hard_path(tmp_path_factory):
     return save_tiny(tmp_path_factory.mktemp("ckpt") / "hard.pt", attention="hard", seed=2)
+
+
+def pytest_configure(config):
+    """The ratio below pinned from the start too: a test module's own loads at import (test_explore's
+    shipped models) and the module- and session-wide fixtures run before any test's fixture, and a
+    slow moment of a shared machine has measured 3x (bf16 decoding, where the tests want fp32)."""
+    from caption import device
+    os.environ[device.SPEEDUP_ENV] = "1"
 
 
 @pytest.fixture(autouse=True)
