@@ -108,6 +108,31 @@ def test_ctrl_c_at_any_time_while_importing_is_one_line(tmp_path, entry):
         assert not out.exists() and os.listdir(tmp_path) == []      # nor its temporary file
 
 
+def test_a_ctrl_c_that_an_import_swallows_still_stops_the_command(tmp_path, monkeypatch, capsys):
+    """A Ctrl-C that lands in a weakref callback (importlib's module-lock one, as CI once timed it)
+    cannot propagate: Python prints "Exception ignored" and goes on. The command still stops once
+    the imports are done: one line, exit status 130, nothing written."""
+    import weakref
+
+    from caption import cli
+    real = cli.build_parser
+
+    def swallowing():
+        class Lock:
+            pass
+        lock = Lock()
+        ref = weakref.ref(lock, lambda _: signal.raise_signal(signal.SIGINT))   # noqa: F841
+        del lock                                                  # the handler runs inside the callback
+        return real()
+
+    monkeypatch.setattr(cli, "build_parser", swallowing)
+    out = tmp_path / "g.txt"
+    assert main(["seq2seq", "generate", "--n", "10", "--out", str(out)]) == 130
+    assert capsys.readouterr() == ("", "caption: interrupted\n")
+    assert not out.exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler     # the handler put back
+
+
 # --- predict streams ---------------------------------------------------------------------------------
 def test_predict_prints_each_batch_before_reading_the_next_and_ctrl_c_keeps_it(model_path, images, monkeypatch,
                                                                                  capsys):

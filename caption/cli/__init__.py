@@ -69,42 +69,66 @@ def main(argv: list[str] | None = None) -> int:
         return 141
 
 
-def _import_numpy() -> None:
+def _import_numpy(seen: list) -> None:
     """import numpy, a Ctrl-C during it a KeyboardInterrupt. numpy's C code imports modules of its own
-    (datetime), and a KeyboardInterrupt raised inside one comes out as an ImportError: a SIGINT
-    handler that notes the signal tells the two apart."""
-    import signal
-    seen = []
-
-    def note(signum, frame):
-        seen.append(signum)
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGINT, note)
-    except ValueError:            # not the main thread: no handler can be set there
-        previous = None
+    (datetime), and a KeyboardInterrupt raised inside one comes out as an ImportError: the SIGINT
+    handler that `_Interrupts` sets notes the signal in `seen`, which tells the two apart."""
     try:
         import numpy  # noqa: F401
     except ImportError:
         if seen:
             raise KeyboardInterrupt from None
         raise
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+
+
+class _Interrupts:
+    """While the subcommands are imported: a SIGINT handler that notes the signal in `seen` and
+    raises KeyboardInterrupt, and an unraisable hook that keeps quiet about a KeyboardInterrupt. A
+    Ctrl-C that lands in importlib's module-lock callback (a weakref callback) cannot propagate:
+    Python prints "Exception ignored" and the import goes on; `restore` raises it once the imports
+    are done, so the command does not run."""
+
+    def __init__(self, seen: list):
+        import signal
+        self.seen, self.hook = seen, sys.unraisablehook
+
+        def note(signum, frame):
+            seen.append(signum)
+            raise KeyboardInterrupt
+
+        def quiet(unraisable):
+            if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+                self.hook(unraisable)
+
+        try:
+            self.previous = signal.signal(signal.SIGINT, note)
+        except ValueError:        # not the main thread: no handler can be set there
+            self.previous = None
+        sys.unraisablehook = quiet
+
+    def restore(self) -> None:
+        import signal
+        sys.unraisablehook = self.hook
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        if self.seen:
+            raise KeyboardInterrupt
 
 
 def _run(argv: list[str] | None) -> int:
-    # numpy before torch: torch's C code imports it too, and there a Ctrl-C is swallowed (torch
-    # goes on without numpy and the command runs on); imported here first, it is a KeyboardInterrupt
-    _import_numpy()
-
-    from ..errors import EXIT_INPUT, CaptionError
+    seen: list = []
+    interrupts = _Interrupts(seen)
     try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as e:       # --help, --version (0) or a bad flag (1, its line already printed)
-        return e.code if isinstance(e.code, int) else EXIT_INPUT
+        # numpy before torch: torch's C code imports it too, and there a Ctrl-C is swallowed (torch
+        # goes on without numpy and the command runs on); imported here first, it is a KeyboardInterrupt
+        _import_numpy(seen)
+        from ..errors import EXIT_INPUT, CaptionError
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as e:   # --help, --version (0) or a bad flag (1, its line already printed)
+            return e.code if isinstance(e.code, int) else EXIT_INPUT
+    finally:
+        interrupts.restore()      # a Ctrl-C an import swallowed is a KeyboardInterrupt here
     from ..kernels.malloc import keep_freed_memory
     keep_freed_memory()
     try:
