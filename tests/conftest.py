@@ -32,18 +32,12 @@ def hard_path(tmp_path_factory):
 
 
 def pytest_configure(config):
-    """The ratio below pinned from the start too: a test module's own loads at import (test_explore's
-    shipped models) and the module- and session-wide fixtures run before any test's fixture, and a
-    slow moment of a shared machine has measured 3x (bf16 decoding, where the tests want fp32)."""
+    """--precision auto trains in bf16 on a CPU whose bf16 products are fast (AMX: caption.device.
+    cpu_bf16_speedup). The suite pins that ratio from the start, in this process and in every command
+    it starts, so that its numbers do not depend on the machine that runs it: a test module's own
+    loads at import (test_explore's shipped models) and module- and session-wide fixtures come
+    before any test's fixture, and a slow moment of a shared machine has measured 3x (bf16 decoding,
+    where the tests want fp32). tests/test_precision_auto.py sets it itself, through monkeypatch,
+    which puts it back."""
     from caption import device
     os.environ[device.SPEEDUP_ENV] = "1"
-
-
-@pytest.fixture(autouse=True)
-def _auto_is_fp32_on_every_cpu(monkeypatch):
-    """--precision auto trains in bf16 on a CPU whose bf16 products are fast (AMX: caption.device.
-    cpu_bf16_speedup). The suite pins that ratio, in this process and in every command it starts,
-    so that its numbers do not depend on the machine that runs it; tests/test_precision_auto.py
-    sets it itself."""
-    from caption import device
-    monkeypatch.setenv(device.SPEEDUP_ENV, "1")
